@@ -1,0 +1,198 @@
+//! Class counts from the command line: a list, a file of counts, or the training
+//! labels themselves.
+
+use crate::error::{Error, Result};
+use std::path::{Path, PathBuf};
+
+/// Where the class counts come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CountsSource {
+    /// `--class-counts 5000,2997,...`
+    List(String),
+    /// `--class-counts-file F`: one integer per line, or a JSON array.
+    File(PathBuf),
+    /// `--labels-file F`: training labels, one integer per line, or an NPZ with key `y`.
+    Labels(PathBuf),
+}
+
+impl CountsSource {
+    fn flag(&self) -> &'static str {
+        match self {
+            CountsSource::List(_) => "--class-counts",
+            CountsSource::File(_) => "--class-counts-file",
+            CountsSource::Labels(_) => "--labels-file",
+        }
+    }
+}
+
+/// Reads the counts for a model with `classes` classes.
+pub fn resolve(source: &CountsSource, classes: usize) -> Result<Vec<u64>> {
+    let counts = match source {
+        CountsSource::List(text) => parse_list(text, "--class-counts")?,
+        CountsSource::File(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+            if text.trim_start().starts_with('[') {
+                let values: Vec<i64> = serde_json::from_str(&text).map_err(|e| {
+                    Error::config(format!("{}: not a JSON array of integers: {e}", path.display()))
+                })?;
+                non_negative(&values, &format!("{}", path.display()))?
+            } else {
+                let values = integer_lines(&text, path)?;
+                non_negative(&values, &format!("{}", path.display()))?
+            }
+        }
+        CountsSource::Labels(path) => count_labels(&read_labels(path)?, classes, path)?,
+    };
+    if counts.len() != classes {
+        return Err(Error::config(format!(
+            "{} gives {} class counts, but the model's logits have {classes} classes",
+            source.flag(),
+            counts.len()
+        )));
+    }
+    crate::ldam::check_counts(&counts).map_err(|e| Error::config(format!("{}: {e}", source.flag())))?;
+    Ok(counts)
+}
+
+fn parse_list(text: &str, flag: &str) -> Result<Vec<u64>> {
+    let values = text
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<i64>()
+                .map_err(|_| Error::config(format!("{flag}: '{s}' is not an integer")))
+        })
+        .collect::<Result<Vec<i64>>>()?;
+    non_negative(&values, flag)
+}
+
+fn non_negative(values: &[i64], origin: &str) -> Result<Vec<u64>> {
+    values
+        .iter()
+        .enumerate()
+        .map(|(class, &n)| {
+            u64::try_from(n)
+                .map_err(|_| Error::config(format!("{origin}: class {class} has a negative count ({n})")))
+        })
+        .collect()
+}
+
+fn integer_lines(text: &str, path: &Path) -> Result<Vec<i64>> {
+    text.lines()
+        .enumerate()
+        .map(|(i, line)| (i + 1, line.trim()))
+        .filter(|(_, line)| !line.is_empty() && !line.starts_with('#'))
+        .map(|(number, line)| {
+            line.parse::<i64>().map_err(|_| {
+                Error::config(format!("{}:{number}: '{line}' is not an integer", path.display()))
+            })
+        })
+        .collect()
+}
+
+/// Training labels from a text file (one per line) or an NPZ archive with key `y`.
+pub fn read_labels(path: &Path) -> Result<Vec<i64>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    if bytes.starts_with(b"PK") {
+        return read_npz_labels(path);
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|_| Error::config(format!("{}: neither an NPZ archive nor a text file of labels", path.display())))?;
+    integer_lines(&text, path)
+}
+
+fn read_npz_labels(path: &Path) -> Result<Vec<i64>> {
+    use ndarray::ArrayD;
+    use ndarray_npy::NpzReader;
+    let open = || -> Result<NpzReader<std::fs::File>> {
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        NpzReader::new(file).map_err(|e| Error::config(format!("{}: not a readable NPZ archive: {e}", path.display())))
+    };
+    let names = open()?
+        .names()
+        .map_err(|e| Error::config(format!("{}: {e}", path.display())))?;
+    let key = names
+        .iter()
+        .find(|n| n.as_str() == "y" || n.as_str() == "y.npy")
+        .ok_or_else(|| {
+            Error::config(format!(
+                "{}: no array 'y' in the archive (it has: {})",
+                path.display(),
+                names.join(", ")
+            ))
+        })?
+        .clone();
+    macro_rules! try_dtype {
+        ($($t:ty),+) => {$(
+            if let Ok(array) = open()?.by_name::<ndarray::OwnedRepr<$t>, ndarray::IxDyn>(&key) {
+                let array: ArrayD<$t> = array;
+                return Ok(array.iter().map(|&v| v as i64).collect());
+            }
+        )+};
+    }
+    try_dtype!(i64, i32, u8, i16, u16, u32, u64, i8);
+    Err(Error::config(format!(
+        "{}: array '{key}' is not an integer array",
+        path.display()
+    )))
+}
+
+fn count_labels(labels: &[i64], classes: usize, path: &Path) -> Result<Vec<u64>> {
+    let mut counts = vec![0u64; classes];
+    for (i, &label) in labels.iter().enumerate() {
+        let slot = usize::try_from(label)
+            .ok()
+            .and_then(|l| counts.get_mut(l))
+            .ok_or_else(|| {
+                Error::config(format!(
+                    "{}: label {label} at position {i} is outside the model's {classes} classes",
+                    path.display()
+                ))
+            })?;
+        *slot += 1;
+    }
+    Ok(counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_parses_and_checks_length() {
+        let source = CountsSource::List("5, 3,2".into());
+        assert_eq!(resolve(&source, 3).unwrap(), vec![5, 3, 2]);
+        let err = resolve(&source, 4).unwrap_err().to_string();
+        assert!(err.contains("gives 3 class counts") && err.contains("4 classes"), "{err}");
+    }
+
+    #[test]
+    fn zero_and_negative_counts_are_rejected() {
+        let zero = resolve(&CountsSource::List("5,0".into()), 2).unwrap_err().to_string();
+        assert!(zero.contains("class 1 has a count of 0"), "{zero}");
+        let negative = resolve(&CountsSource::List("5,-1".into()), 2).unwrap_err().to_string();
+        assert!(negative.contains("negative"), "{negative}");
+    }
+
+    #[test]
+    fn labels_are_counted_per_class() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("labels.txt");
+        std::fs::write(&path, "0\n2\n2\n1\n2\n").unwrap();
+        assert_eq!(resolve(&CountsSource::Labels(path.clone()), 3).unwrap(), vec![1, 1, 3]);
+        let err = resolve(&CountsSource::Labels(path), 2).unwrap_err().to_string();
+        assert!(err.contains("label 2 at position 1"), "{err}");
+    }
+
+    #[test]
+    fn counts_file_accepts_json_and_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let json = dir.path().join("c.json");
+        std::fs::write(&json, "[7, 4]").unwrap();
+        assert_eq!(resolve(&CountsSource::File(json), 2).unwrap(), vec![7, 4]);
+        let lines = dir.path().join("c.txt");
+        std::fs::write(&lines, "7\n\n4\n").unwrap();
+        assert_eq!(resolve(&CountsSource::File(lines), 2).unwrap(), vec![7, 4]);
+    }
+}

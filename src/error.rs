@@ -1,0 +1,70 @@
+//! The library's error type: every variant carries the file, node, tensor or flag
+//! that a user needs to find the problem.
+
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{}: not a valid ONNX model ({reason})", path.display())]
+    NotOnnx { path: PathBuf, reason: String },
+
+    #[error("{}: external data of tensor '{tensor}': {reason}", path.display())]
+    ExternalData {
+        path: PathBuf,
+        tensor: String,
+        reason: String,
+    },
+
+    #[error("{}: refusing to overwrite an existing file (pass --force to replace it)", path.display())]
+    OutputExists { path: PathBuf },
+
+    /// The model cannot be patched as asked; `reason` says why and what to do.
+    #[error("{reason}")]
+    Patch { reason: String },
+
+    /// Bad user-supplied configuration (a flag or an input file's contents).
+    #[error("{reason}")]
+    Config { reason: String },
+
+    #[error("invalid graph: {reason}")]
+    Invalid { reason: String },
+
+    #[error("ONNX Runtime: {reason}")]
+    Runtime { reason: String },
+}
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub fn patch(reason: impl Into<String>) -> Self {
+        Error::Patch {
+            reason: reason.into(),
+        }
+    }
+
+    pub fn config(reason: impl Into<String>) -> Self {
+        Error::Config {
+            reason: reason.into(),
+        }
+    }
+
+    pub fn invalid(reason: impl Into<String>) -> Self {
+        Error::Invalid {
+            reason: reason.into(),
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! The LDAM-DRW method as plain formulas (Cao et al., NeurIPS 2019). The graph
+//! emitter takes its constants from here, and the tests and backends use the same
+//! functions, so each rule lives in exactly one place.
+
+use crate::error::{Error, Result};
+use std::fmt;
+use std::str::FromStr;
+
+/// Which loss the patched graph computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LossKind {
+    /// Label-distribution-aware margin loss: `CE(s * (z - m_y * onehot(y)), y)`.
+    Ldam,
+    /// Plain softmax cross-entropy on the logits.
+    Ce,
+    /// Focal loss on the logits, as the reference code computes it.
+    Focal,
+}
+
+/// When class weights apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reweight {
+    /// No class weights.
+    None,
+    /// Effective-number class weights from the first epoch.
+    Rw,
+    /// Deferred re-weighting: ones before the DRW epoch, effective-number weights from it on.
+    Drw,
+}
+
+macro_rules! keyword_enum {
+    ($ty:ident { $($variant:ident => $word:literal),+ $(,)? }) => {
+        impl $ty {
+            pub const WORDS: &'static [&'static str] = &[$($word),+];
+            pub fn as_str(self) -> &'static str {
+                match self { $($ty::$variant => $word),+ }
+            }
+        }
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+        impl FromStr for $ty {
+            type Err = Error;
+            fn from_str(s: &str) -> Result<Self> {
+                match s {
+                    $($word => Ok($ty::$variant),)+
+                    other => Err(Error::config(format!(
+                        "'{other}' is not one of: {}", Self::WORDS.join(", ")
+                    ))),
+                }
+            }
+        }
+    };
+}
+
+keyword_enum!(LossKind { Ldam => "ldam", Ce => "ce", Focal => "focal" });
+keyword_enum!(Reweight { None => "none", Rw => "rw", Drw => "drw" });
+
+/// Everything that defines the training loss, as recorded in a patched model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LossConfig {
+    pub class_counts: Vec<u64>,
+    pub loss: LossKind,
+    /// Largest margin, given to the rarest class (reference default 0.5).
+    pub max_m: f64,
+    /// Logit scale `s` of the LDAM loss (reference default 30).
+    pub scale: f64,
+    /// Focusing parameter of the focal loss (reference default 1).
+    pub gamma: f64,
+    pub reweight: Reweight,
+    /// First epoch (0-based) with effective-number weights under DRW (reference 160).
+    pub drw_epoch: i64,
+    /// Effective-number beta (reference 0.9999).
+    pub beta: f64,
+}
+
+impl LossConfig {
+    /// The reference recipe's settings for the given class counts.
+    pub fn reference(class_counts: Vec<u64>) -> Self {
+        LossConfig {
+            class_counts,
+            loss: LossKind::Ldam,
+            max_m: 0.5,
+            scale: 30.0,
+            gamma: 1.0,
+            reweight: Reweight::Drw,
+            drw_epoch: 160,
+            beta: 0.9999,
+        }
+    }
+
+    /// Rejects settings for which the formulas are undefined.
+    pub fn validate(&self) -> Result<()> {
+        check_counts(&self.class_counts)?;
+        let positive = |flag: &str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(Error::config(format!("{flag} must be a positive number, got {v}")))
+            }
+        };
+        positive("--max-m", self.max_m)?;
+        positive("--scale", self.scale)?;
+        if !(self.gamma.is_finite() && self.gamma >= 0.0) {
+            return Err(Error::config(format!("--gamma must be >= 0, got {}", self.gamma)));
+        }
+        if !(self.beta > 0.0 && self.beta < 1.0) {
+            return Err(Error::config(format!("--beta must lie in (0, 1), got {}", self.beta)));
+        }
+        if self.drw_epoch < 0 {
+            return Err(Error::config(format!("--drw-epoch must be >= 0, got {}", self.drw_epoch)));
+        }
+        Ok(())
+    }
+
+    /// The class weights in force at `epoch` (0-based), or `None` when unweighted.
+    pub fn class_weights_at(&self, epoch: i64) -> Option<Vec<f64>> {
+        match self.reweight {
+            Reweight::None => None,
+            Reweight::Rw => Some(effective_number_weights(&self.class_counts, self.beta)),
+            Reweight::Drw if epoch >= self.drw_epoch => {
+                Some(effective_number_weights(&self.class_counts, self.beta))
+            }
+            Reweight::Drw => Some(vec![1.0; self.class_counts.len()]),
+        }
+    }
+}
+
+/// Class counts must be positive: a class without examples has no margin.
+pub fn check_counts(class_counts: &[u64]) -> Result<()> {
+    if class_counts.len() < 2 {
+        return Err(Error::config(format!(
+            "need counts for at least 2 classes, got {}",
+            class_counts.len()
+        )));
+    }
+    if let Some(class) = class_counts.iter().position(|&n| n == 0) {
+        return Err(Error::config(format!(
+            "class {class} has a count of 0: LDAM margins and class weights are undefined for a class without examples"
+        )));
+    }
+    Ok(())
+}
+
+/// Per-class margins `m_j = max_m * n_j^(-1/4) / max_k n_k^(-1/4)`.
+pub fn margins(class_counts: &[u64], max_m: f64) -> Vec<f64> {
+    let inv_quarter: Vec<f64> = class_counts.iter().map(|&n| 1.0 / (n as f64).sqrt().sqrt()).collect();
+    let largest = inv_quarter.iter().cloned().fold(f64::MIN, f64::max);
+    inv_quarter.iter().map(|m| m * max_m / largest).collect()
+}
+
+/// Class-balanced weights from the effective number of samples,
+/// `w_j = (1 - beta) / (1 - beta^n_j)`, normalised so that `sum_j w_j = C`.
+pub fn effective_number_weights(class_counts: &[u64], beta: f64) -> Vec<f64> {
+    let raw: Vec<f64> = class_counts
+        .iter()
+        .map(|&n| (1.0 - beta) / (1.0 - beta.powf(n as f64)))
+        .collect();
+    let total: f64 = raw.iter().sum();
+    let classes = class_counts.len() as f64;
+    raw.iter().map(|w| w / total * classes).collect()
+}
+
+/// The loss of one batch computed directly from the formulas in float64: the
+/// reference the emitted graphs are tested against. `logits` is row-major [N, C].
+pub fn batch_loss(config: &LossConfig, logits: &[f32], labels: &[i64], epoch: i64) -> f64 {
+    let classes = config.class_counts.len();
+    let margins = margins(&config.class_counts, config.max_m);
+    let weights = config.class_weights_at(epoch);
+    let weight_of = |y: usize| weights.as_ref().map_or(1.0, |w| w[y]);
+    let mut weighted_sum = 0.0;
+    let mut weight_total = 0.0;
+    let mut focal_sum = 0.0;
+    for (row, &label) in logits.chunks_exact(classes).zip(labels) {
+        let y = label as usize;
+        let scores: Vec<f64> = row
+            .iter()
+            .enumerate()
+            .map(|(j, &z)| match config.loss {
+                LossKind::Ldam => config.scale * (z as f64 - if j == y { margins[j] } else { 0.0 }),
+                LossKind::Ce | LossKind::Focal => z as f64,
+            })
+            .collect();
+        let top = scores.iter().cloned().fold(f64::MIN, f64::max);
+        let log_sum_exp = top + scores.iter().map(|s| (s - top).exp()).sum::<f64>().ln();
+        let cross_entropy = log_sum_exp - scores[y];
+        let w = weight_of(y);
+        weighted_sum += w * cross_entropy;
+        weight_total += w;
+        // Reference focal loss: p = exp(-w_y * ce), loss = mean((1 - p)^gamma * w_y * ce).
+        let weighted_ce = w * cross_entropy;
+        focal_sum += (1.0 - (-weighted_ce).exp()).powf(config.gamma) * weighted_ce;
+    }
+    match config.loss {
+        LossKind::Focal => focal_sum / labels.len() as f64,
+        LossKind::Ldam | LossKind::Ce => weighted_sum / weight_total,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f64, b: f64, rel: f64) -> bool {
+        (a - b).abs() <= rel * b.abs().max(1e-12)
+    }
+
+    #[test]
+    fn margins_match_reference_demo() {
+        let m = margins(&[100, 10], 0.5);
+        assert!(close(m[0], 0.2811707, 1e-6), "{m:?}");
+        assert_eq!(m[1], 0.5);
+    }
+
+    #[test]
+    fn reference_demo_loss_is_56_717560() {
+        let config = LossConfig {
+            reweight: Reweight::None,
+            ..LossConfig::reference(vec![100, 10])
+        };
+        let loss = batch_loss(&config, &[-1.5, 0.5, 0.2, -0.8], &[0, 1], 0);
+        assert!(close(loss, 56.717560, 1e-7), "{loss}");
+    }
+
+    #[test]
+    fn effective_number_weights_sum_to_class_count_and_favour_rare_classes() {
+        let counts = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50];
+        let w = effective_number_weights(&counts, 0.9999);
+        assert!(close(w.iter().sum::<f64>(), 10.0, 1e-12));
+        assert!(w.windows(2).all(|p| p[0] < p[1]));
+        // (1 - b) / (1 - b^n) by hand for the rarest and most common class.
+        let raw = |n: f64| (1.0 - 0.9999) / (1.0 - 0.9999f64.powf(n));
+        assert!(close(w[9] / w[0], raw(50.0) / raw(5000.0), 1e-12));
+    }
+
+    #[test]
+    fn drw_switches_exactly_at_the_drw_epoch() {
+        let config = LossConfig::reference(vec![100, 10]);
+        assert_eq!(config.class_weights_at(159), Some(vec![1.0, 1.0]));
+        assert_ne!(config.class_weights_at(160), Some(vec![1.0, 1.0]));
+    }
+
+    #[test]
+    fn zero_count_is_an_error() {
+        let err = check_counts(&[10, 0, 3]).unwrap_err().to_string();
+        assert!(err.contains("class 1 has a count of 0"), "{err}");
+    }
+}

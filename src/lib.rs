@@ -1,0 +1,12 @@
+//! ldam-onnx: patch ONNX classifiers with the LDAM-DRW long-tail loss, compile a
+//! portable ONNX training step, and train it.
+
+pub mod counts;
+pub mod error;
+pub mod inspect;
+pub mod ldam;
+pub mod onnx;
+pub mod patch;
+pub mod runtime;
+
+pub use error::{Error, Result};

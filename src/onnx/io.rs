@@ -1,0 +1,404 @@
+//! Loading and saving models.
+//!
+//! Loading decodes the file once; tensor payloads are zero-copy slices of the file
+//! buffer. External data is checked (location inside the model's folder, bounds
+//! within the file) but not read. Saving streams the model: the protobuf envelope is
+//! encoded in small pieces and each tensor payload is written straight from memory,
+//! so peak memory stays near the input size; external tensors are copied into one
+//! `<output>.data` file beside the output. Both files are written to temporary
+//! files in the target folder and renamed into place, so a failed save leaves
+//! nothing behind, and the input is never written.
+
+use super::proto::tensor_proto::DataLocation;
+use super::{GraphProto, ModelProto, StringStringEntryProto, TensorProto};
+use crate::error::{Error, Result};
+use prost::bytes::Bytes;
+use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
+use prost::Message;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Component, Path, PathBuf};
+
+/// A decoded model and the folder its external data is resolved against.
+#[derive(Debug, Clone)]
+pub struct LoadedModel {
+    pub model: ModelProto,
+    pub path: PathBuf,
+    pub dir: PathBuf,
+}
+
+impl LoadedModel {
+    pub fn graph(&self) -> &GraphProto {
+        self.model
+            .graph
+            .as_ref()
+            .expect("load() rejects models without a graph")
+    }
+}
+
+/// Reads and decodes an ONNX model, checking every external-data reference.
+pub fn load(path: &Path) -> Result<LoadedModel> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let not_onnx = |reason: &str| Error::NotOnnx {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    };
+    if bytes.is_empty() {
+        return Err(not_onnx("the file is empty"));
+    }
+    let model = ModelProto::decode(Bytes::from(bytes))
+        .map_err(|e| not_onnx(&format!("protobuf decoding failed: {e}; is the file truncated?")))?;
+    // Arbitrary bytes sometimes decode as a protobuf message; a real model has these.
+    if model.ir_version.unwrap_or(0) <= 0 {
+        return Err(not_onnx("no ir_version"));
+    }
+    if model.graph.is_none() {
+        return Err(not_onnx("no graph"));
+    }
+    if model.opset_import.is_empty() {
+        return Err(not_onnx("no opset_import"));
+    }
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let loaded = LoadedModel {
+        model,
+        path: path.to_path_buf(),
+        dir,
+    };
+    for tensor in external_tensors(loaded.graph()) {
+        resolve_external(&loaded.path, &loaded.dir, tensor)?;
+    }
+    Ok(loaded)
+}
+
+/// Where an external tensor's bytes are: file, offset, and length.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalSpan {
+    pub file: PathBuf,
+    pub offset: u64,
+    pub length: u64,
+}
+
+/// Resolves and checks an external-data reference relative to the model's folder.
+pub fn resolve_external(model_path: &Path, dir: &Path, tensor: &TensorProto) -> Result<ExternalSpan> {
+    let fail = |reason: String| Error::ExternalData {
+        path: model_path.to_path_buf(),
+        tensor: tensor.name().to_string(),
+        reason,
+    };
+    let entry = |key: &str| tensor.external_data.iter().find(|e| e.key() == key).map(|e| e.value());
+    let location = entry("location").ok_or_else(|| fail("no 'location' entry".into()))?;
+    let relative = Path::new(location);
+    let escapes = relative.is_absolute()
+        || relative
+            .components()
+            .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir));
+    if escapes {
+        return Err(fail(format!(
+            "location '{location}' is outside the model's folder; external data must be a relative path below it"
+        )));
+    }
+    let file = dir.join(relative);
+    let canonical_dir = dir.canonicalize().map_err(|e| fail(format!("{}: {e}", dir.display())))?;
+    let canonical = file
+        .canonicalize()
+        .map_err(|e| fail(format!("data file '{}': {e}", file.display())))?;
+    if !canonical.starts_with(&canonical_dir) {
+        return Err(fail(format!(
+            "location '{location}' resolves outside the model's folder (through a link)"
+        )));
+    }
+    let size = std::fs::metadata(&canonical)
+        .map_err(|e| fail(format!("data file '{}': {e}", file.display())))?
+        .len();
+    let number = |key: &str| -> Result<Option<u64>> {
+        entry(key)
+            .map(|v| v.parse::<u64>().map_err(|_| fail(format!("'{key}' is not a number: '{v}'"))))
+            .transpose()
+    };
+    let offset = number("offset")?.unwrap_or(0);
+    let length = match number("length")? {
+        Some(length) => length,
+        None => size.saturating_sub(offset),
+    };
+    if offset.checked_add(length).is_none_or(|end| end > size) {
+        return Err(fail(format!(
+            "bytes {offset}..{} lie past the end of '{}' ({size} bytes)",
+            offset.saturating_add(length),
+            file.display()
+        )));
+    }
+    Ok(ExternalSpan {
+        file: canonical,
+        offset,
+        length,
+    })
+}
+
+/// Every tensor stored externally: initializers and `Constant` values, subgraphs included.
+pub fn external_tensors(graph: &GraphProto) -> Vec<&TensorProto> {
+    let mut out = Vec::new();
+    visit_tensors(graph, &mut |t| {
+        if super::tensor::is_external(t) {
+            out.push(t)
+        }
+    });
+    out
+}
+
+fn visit_tensors<'g>(graph: &'g GraphProto, f: &mut dyn FnMut(&'g TensorProto)) {
+    graph.initializer.iter().for_each(&mut *f);
+    for node in &graph.node {
+        for attr in &node.attribute {
+            attr.t.iter().chain(&attr.tensors).for_each(&mut *f);
+            for sub in attr.g.iter().chain(&attr.graphs) {
+                visit_tensors(sub, f);
+            }
+        }
+    }
+}
+
+fn visit_tensors_mut(graph: &mut GraphProto, f: &mut dyn FnMut(&mut TensorProto) -> Result<()>) -> Result<()> {
+    for t in &mut graph.initializer {
+        f(t)?;
+    }
+    for node in &mut graph.node {
+        for attr in &mut node.attribute {
+            for t in attr.t.iter_mut().chain(attr.tensors.iter_mut()) {
+                f(t)?;
+            }
+            for sub in attr.g.iter_mut().chain(attr.graphs.iter_mut()) {
+                visit_tensors_mut(sub, f)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// How to write a model file.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SaveOptions {
+    /// Replace an existing output file.
+    pub overwrite: bool,
+}
+
+/// The default output path for a patched model: `<stem>.ldam.onnx` beside the input.
+pub fn sibling_with_suffix(input: &Path, suffix: &str) -> PathBuf {
+    let stem = input.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    input.with_file_name(format!("{stem}.{suffix}.onnx"))
+}
+
+/// Writes `model` to `out` atomically. `source` is the model the tensors were
+/// loaded with: its external data is copied into `<out>.data`.
+pub fn save(model: &ModelProto, source: Option<&LoadedModel>, out: &Path, options: SaveOptions) -> Result<()> {
+    let out_dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let file_name = out
+        .file_name()
+        .ok_or_else(|| Error::config(format!("{}: output path has no file name", out.display())))?
+        .to_string_lossy()
+        .into_owned();
+    if let Some(source) = source {
+        if same_file(&source.path, out) {
+            return Err(Error::config(format!(
+                "{}: output would overwrite the input model; choose another path with -o",
+                out.display()
+            )));
+        }
+    }
+    if out.exists() && !options.overwrite {
+        return Err(Error::OutputExists { path: out.to_path_buf() });
+    }
+
+    let mut model = model.clone();
+    let data_name = format!("{file_name}.data");
+    let data_path = out_dir.join(&data_name);
+    let has_external = model.graph.as_ref().is_some_and(|g| !external_tensors(g).is_empty());
+    let data_tmp = if has_external {
+        let source = source.ok_or_else(|| {
+            Error::config("model has external tensors but no source model to read them from")
+        })?;
+        if data_path.exists() && !options.overwrite {
+            return Err(Error::OutputExists { path: data_path });
+        }
+        if let Some(span) = external_tensors(source.graph()).first() {
+            let span = resolve_external(&source.path, &source.dir, span)?;
+            if same_file(&span.file, &data_path) {
+                return Err(Error::config(format!(
+                    "{}: output data file would overwrite the input's external data; choose another output name",
+                    data_path.display()
+                )));
+            }
+        }
+        Some(copy_external_data(&mut model, source, &out_dir, &data_name)?)
+    } else {
+        None
+    };
+
+    let io_err = |e: io::Error| Error::io(out, e);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{file_name}."))
+        .suffix(".tmp")
+        .tempfile_in(&out_dir)
+        .map_err(io_err)?;
+    {
+        let mut writer = BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
+        write_model(&model, &mut writer).map_err(io_err)?;
+        writer.flush().map_err(io_err)?;
+    }
+    tmp.as_file().sync_all().map_err(io_err)?;
+    if let Some(data_tmp) = data_tmp {
+        data_tmp
+            .persist(&data_path)
+            .map_err(|e| Error::io(&data_path, e.error))?;
+    }
+    tmp.persist(out).map_err(|e| Error::io(out, e.error))?;
+    Ok(())
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// Alignment of large tensors in the data file, so runtimes can map them directly.
+const PAGE: u64 = 4096;
+
+/// Copies every external tensor's bytes into a temporary data file and points the
+/// tensors at `data_name`.
+fn copy_external_data(
+    model: &mut ModelProto,
+    source: &LoadedModel,
+    out_dir: &Path,
+    data_name: &str,
+) -> Result<tempfile::NamedTempFile> {
+    let data_err = |e: io::Error| Error::io(out_dir.join(data_name), e);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{data_name}."))
+        .suffix(".tmp")
+        .tempfile_in(out_dir)
+        .map_err(data_err)?;
+    let mut writer = BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
+    let mut written: u64 = 0;
+    let mut open_files: HashMap<PathBuf, File> = HashMap::new();
+    let graph = model.graph.as_mut().expect("caller checked the graph exists");
+    visit_tensors_mut(graph, &mut |tensor| {
+        if !super::tensor::is_external(tensor) {
+            return Ok(());
+        }
+        let span = resolve_external(&source.path, &source.dir, tensor)?;
+        if span.length >= PAGE * 16 && written % PAGE != 0 {
+            let pad = PAGE - written % PAGE;
+            writer.write_all(&vec![0u8; pad as usize]).map_err(data_err)?;
+            written += pad;
+        }
+        let file = match open_files.entry(span.file.clone()) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(File::open(&span.file).map_err(|err| Error::io(&span.file, err))?)
+            }
+        };
+        file.seek(SeekFrom::Start(span.offset)).map_err(|e| Error::io(&span.file, e))?;
+        let copied = io::copy(&mut file.take(span.length), &mut writer).map_err(data_err)?;
+        if copied != span.length {
+            return Err(Error::ExternalData {
+                path: source.path.clone(),
+                tensor: tensor.name().to_string(),
+                reason: format!("'{}' ended early", span.file.display()),
+            });
+        }
+        tensor.data_location = Some(DataLocation::External as i32);
+        tensor.external_data = vec![
+            entry("location", data_name),
+            entry("offset", &written.to_string()),
+            entry("length", &span.length.to_string()),
+        ];
+        written += span.length;
+        Ok(())
+    })?;
+    writer.flush().map_err(data_err)?;
+    drop(writer);
+    tmp.as_file().sync_all().map_err(data_err)?;
+    Ok(tmp)
+}
+
+fn entry(key: &str, value: &str) -> StringStringEntryProto {
+    StringStringEntryProto {
+        key: Some(key.to_string()),
+        value: Some(value.to_string()),
+    }
+}
+
+// Field numbers from onnx.proto used by the streaming writer.
+const MODEL_GRAPH: u32 = 7;
+const GRAPH_INITIALIZER: u32 = 5;
+const TENSOR_RAW_DATA: u32 = 9;
+
+/// Encodes `model` to `w` without building the whole message in memory: the model
+/// and graph envelopes are encoded without initializers, then each initializer is
+/// written as its own field with its payload copied straight from its buffer.
+/// Protobuf merges repeated fields in order wherever they appear, so the result
+/// decodes to the same message.
+pub fn write_model<W: Write>(model: &ModelProto, w: &mut W) -> io::Result<()> {
+    let mut envelope = model.clone();
+    let graph = envelope.graph.take();
+    w.write_all(&envelope.encode_to_vec())?;
+    let Some(mut graph) = graph else { return Ok(()) };
+    let initializers = std::mem::take(&mut graph.initializer);
+    let graph_head = graph.encode_to_vec();
+
+    // Each initializer as (encoded fields except raw_data, raw_data).
+    let parts: Vec<(Vec<u8>, Option<Bytes>)> = initializers
+        .into_iter()
+        .map(|mut t| {
+            let raw = t.raw_data.take();
+            (t.encode_to_vec(), raw)
+        })
+        .collect();
+    let raw_field_len = |raw: &Option<Bytes>| {
+        raw.as_ref().map_or(0, |r| {
+            key_len(TENSOR_RAW_DATA) + encoded_len_varint(r.len() as u64) + r.len()
+        })
+    };
+    let tensor_len = |(head, raw): &(Vec<u8>, Option<Bytes>)| head.len() + raw_field_len(raw);
+    let graph_len: usize = graph_head.len()
+        + parts
+            .iter()
+            .map(|p| key_len(GRAPH_INITIALIZER) + encoded_len_varint(tensor_len(p) as u64) + tensor_len(p))
+            .sum::<usize>();
+
+    let mut prefix = Vec::with_capacity(16);
+    encode_key(MODEL_GRAPH, WireType::LengthDelimited, &mut prefix);
+    encode_varint(graph_len as u64, &mut prefix);
+    w.write_all(&prefix)?;
+    w.write_all(&graph_head)?;
+    for part in &parts {
+        let mut prefix = Vec::with_capacity(16);
+        encode_key(GRAPH_INITIALIZER, WireType::LengthDelimited, &mut prefix);
+        encode_varint(tensor_len(part) as u64, &mut prefix);
+        w.write_all(&prefix)?;
+        w.write_all(&part.0)?;
+        if let Some(raw) = &part.1 {
+            let mut prefix = Vec::with_capacity(16);
+            encode_key(TENSOR_RAW_DATA, WireType::LengthDelimited, &mut prefix);
+            encode_varint(raw.len() as u64, &mut prefix);
+            w.write_all(&prefix)?;
+            w.write_all(raw)?;
+        }
+    }
+    Ok(())
+}
+
+/// The model encoded in memory, for tests and runtimes that take bytes.
+pub fn to_bytes(model: &ModelProto) -> Vec<u8> {
+    let mut out = Vec::with_capacity(model.encoded_len());
+    write_model(model, &mut out).expect("writing to a Vec cannot fail");
+    out
+}

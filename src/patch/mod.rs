@@ -1,0 +1,279 @@
+//! `patch`: append the LDAM-DRW loss to a classifier graph (and optionally turn its
+//! final linear layer into the paper's cosine classifier). A pure function of
+//! (model, options) -> model.
+
+pub mod cosine;
+pub mod head;
+pub mod loss;
+pub mod metadata;
+
+use crate::error::{Error, Result};
+use crate::ldam::{LossConfig, LossKind};
+use crate::onnx::builder::{Emitter, NameSet};
+use crate::onnx::tensor::{FLOAT, INT64};
+use crate::onnx::types::{value_info, Dim};
+use crate::onnx::{default_opset, validate, GraphProto, ModelProto};
+use head::Head;
+use std::str::FromStr;
+
+/// Prefix of every node and intermediate value the patch emits.
+pub const PREFIX: &str = "ldam/";
+/// The default-domain opset the loss needs (SoftmaxCrossEntropyLoss).
+pub const MIN_OPSET: i64 = 13;
+
+/// What to do with the final linear layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadMode {
+    /// Cosine head for `--loss ldam` when a linear layer exists, else keep.
+    Auto,
+    Keep,
+    Cosine,
+}
+
+impl FromStr for HeadMode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(HeadMode::Auto),
+            "keep" => Ok(HeadMode::Keep),
+            "cosine" => Ok(HeadMode::Cosine),
+            other => Err(Error::config(format!("'{other}' is not one of: auto, keep, cosine"))),
+        }
+    }
+}
+
+/// Names of the values the patch adds, each overridable by a flag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContractNames {
+    pub labels: String,
+    pub epoch: String,
+    pub loss: String,
+    pub logits: String,
+}
+
+impl Default for ContractNames {
+    fn default() -> Self {
+        ContractNames {
+            labels: "labels".into(),
+            epoch: "epoch".into(),
+            loss: "loss".into(),
+            logits: "logits".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PatchOptions {
+    pub config: LossConfig,
+    pub head: HeadMode,
+    /// `--logits NAME`: which output (or softmax input) holds the logits.
+    pub logits: Option<String>,
+    pub names: ContractNames,
+}
+
+/// What the patch did, for the user.
+#[derive(Debug, Clone)]
+pub struct PatchSummary {
+    pub head: Head,
+    pub cosine: bool,
+    /// Why the head was (or was not) rewritten.
+    pub head_note: String,
+    pub appended_nodes: usize,
+    pub appended_initializers: Vec<String>,
+    pub new_inputs: Vec<String>,
+    pub new_outputs: Vec<String>,
+}
+
+/// Checks that the model can be patched and returns its default-domain opset.
+pub fn check_patchable(model: &ModelProto) -> Result<i64> {
+    if let Some(loss) = crate::onnx::metadata(model, &format!("{}loss", metadata::PREFIX)) {
+        return Err(Error::patch(format!(
+            "the model is already patched (its metadata records loss '{loss}'); patch the original model instead"
+        )));
+    }
+    let opset = default_opset(model)
+        .ok_or_else(|| Error::patch("the model imports no default-domain opset"))?;
+    if opset < MIN_OPSET {
+        return Err(Error::patch(format!(
+            "the model uses opset {opset}, but the loss needs opset >= {MIN_OPSET} (SoftmaxCrossEntropyLoss); \
+             re-export it, e.g. torch.onnx.export(model, x, f, opset_version=17); upgrading the opset in place \
+             could change the meaning of existing nodes"
+        )));
+    }
+    Ok(opset)
+}
+
+/// Appends the loss subgraph (and the cosine head when chosen) to `model`.
+pub fn patch(model: &ModelProto, options: &PatchOptions) -> Result<(ModelProto, PatchSummary)> {
+    let opset = check_patchable(model)?;
+    let mut model = model.clone();
+    let graph = model.graph.as_mut().ok_or_else(|| Error::patch("the model has no graph"))?;
+    let head = head::detect(graph, options.logits.as_deref())?;
+    let config = &options.config;
+    if config.class_counts.len() != head.classes {
+        return Err(Error::config(format!(
+            "{} class counts were given, but the logits '{}' have {} classes",
+            config.class_counts.len(),
+            head.logits,
+            head.classes
+        )));
+    }
+    config.validate()?;
+
+    let names = &options.names;
+    let mut taken = NameSet::of_graph(graph);
+    let adds_logits_output = !(head.logits_is_output && head.logits == names.logits);
+    let required = [
+        (&names.labels, "--labels-name"),
+        (&names.epoch, "--epoch-name"),
+        (&names.loss, "--loss-name"),
+    ];
+    let logits_required = adds_logits_output.then_some((&names.logits, "--logits-output-name"));
+    for (name, flag) in required.into_iter().chain(logits_required) {
+        if !taken.claim(name) {
+            return Err(Error::patch(format!(
+                "the graph already has a value named '{name}'; choose another name with {flag} NAME"
+            )));
+        }
+    }
+
+    let (cosine, head_note) = choose_head(&head, options.head, config.loss)?;
+    let mut b = Emitter::new(taken, PREFIX, opset);
+    let mut appended_nodes = 0;
+    if cosine {
+        let layer = head.linear.as_ref().expect("choose_head only picks cosine with a linear layer");
+        let replacement = cosine::emit(&mut b, layer, &head.logits);
+        appended_nodes += replacement.len();
+        replace_linear_layer(graph, layer, replacement);
+    }
+    let io = loss::LossIo {
+        logits: &head.logits,
+        labels: &names.labels,
+        epoch: &names.epoch,
+        loss: &names.loss,
+    };
+    loss::emit(&mut b, config, &io)?;
+    if adds_logits_output {
+        b.op_into("Identity", &[&head.logits], vec![], &names.logits);
+    }
+    appended_nodes += b.nodes.len();
+    let appended_initializers: Vec<String> = b.initializers.iter().map(|t| t.name().to_string()).collect();
+    graph.node.append(&mut b.nodes);
+    graph.initializer.append(&mut b.initializers);
+
+    graph.input.push(value_info(&names.labels, INT64, std::slice::from_ref(&head.batch)));
+    graph.input.push(value_info(&names.epoch, INT64, &[]));
+    graph.output.push(value_info(&names.loss, FLOAT, &[]));
+    let mut new_outputs = vec![names.loss.clone()];
+    if adds_logits_output {
+        graph.output.push(value_info(&names.logits, FLOAT, &[head.batch.clone(), Dim::Fixed(head.classes as i64)]));
+        new_outputs.push(names.logits.clone());
+    }
+
+    model.metadata_props.extend(metadata::entries(&metadata::PatchRecord {
+        config: config.clone(),
+        logits: head.logits.clone(),
+        head: if cosine { "cosine" } else { "keep" }.to_string(),
+        labels_input: names.labels.clone(),
+        epoch_input: names.epoch.clone(),
+        loss_output: names.loss.clone(),
+        logits_output: names.logits.clone(),
+    }));
+    validate::check_model(&model)
+        .map_err(|e| Error::invalid(format!("the patched graph failed its structural check (a bug): {e}")))?;
+
+    let summary = PatchSummary {
+        head,
+        cosine,
+        head_note,
+        appended_nodes,
+        appended_initializers,
+        new_inputs: vec![names.labels.clone(), names.epoch.clone()],
+        new_outputs,
+    };
+    Ok((model, summary))
+}
+
+/// Decides whether to rewrite the head, and says why in a line for the user.
+fn choose_head(head: &Head, mode: HeadMode, loss: LossKind) -> Result<(bool, String)> {
+    let layer = match (mode, &head.linear) {
+        (HeadMode::Keep, _) => return Ok((false, "head kept as exported (--head keep)".into())),
+        (HeadMode::Cosine, Some(layer)) => layer,
+        (HeadMode::Auto, Some(layer)) if loss == LossKind::Ldam => layer,
+        (HeadMode::Auto, Some(_)) => {
+            return Ok((false, format!("head kept: --loss {loss} uses the plain logits")))
+        }
+        (HeadMode::Cosine, None) => {
+            return Err(Error::patch(format!(
+                "--head cosine needs a final Gemm or MatMul(+Add) with an initializer weight, but the logits '{}' are {}",
+                head.logits,
+                producer_description(head)
+            )))
+        }
+        (HeadMode::Auto, None) => {
+            return Ok((
+                false,
+                format!(
+                    "head kept: the logits '{}' are {}, so there is no linear layer to normalise \
+                     (LDAM's scale expects cosine logits in [-1, 1])",
+                    head.logits,
+                    producer_description(head)
+                ),
+            ))
+        }
+    };
+    let bias = match &layer.bias {
+        Some(b) => format!(", bias '{b}' dropped"),
+        None => String::new(),
+    };
+    let hint = if mode == HeadMode::Auto { " (--head keep leaves it as exported)" } else { "" };
+    Ok((
+        true,
+        format!(
+            "cosine head: '{}' now computes normalize(features) @ normalize(weight '{}'){bias}{hint}",
+            layer.node_name, layer.weight
+        ),
+    ))
+}
+
+fn producer_description(head: &Head) -> &'static str {
+    match head.producer_op.as_deref() {
+        None => "a graph input",
+        Some(_) => "not produced by a linear layer with an initializer weight",
+    }
+}
+
+/// Replaces the linear layer's node(s) with `replacement` at the same position,
+/// and drops the bias initializer when nothing else reads it.
+fn replace_linear_layer(graph: &mut GraphProto, layer: &head::LinearLayer, replacement: Vec<crate::onnx::NodeProto>) {
+    let first = layer.matmul.map_or(layer.node, |m| m.min(layer.node));
+    let removed: Vec<usize> = [Some(layer.node), layer.matmul].into_iter().flatten().collect();
+    let mut nodes = std::mem::take(&mut graph.node);
+    let mut kept = Vec::with_capacity(nodes.len() + replacement.len());
+    let mut replacement = Some(replacement);
+    for (i, node) in nodes.drain(..).enumerate() {
+        if i == first {
+            kept.extend(replacement.take().into_iter().flatten());
+        }
+        if !removed.contains(&i) {
+            kept.push(node);
+        }
+    }
+    graph.node = kept;
+    if let Some(bias) = &layer.bias {
+        let still_read = graph.node.iter().any(|n| n.input.iter().any(|i| i == bias));
+        if !still_read {
+            graph.initializer.retain(|t| t.name() != bias);
+            graph.input.retain(|i| i.name() != bias);
+        }
+    }
+    // Intermediate values of the removed nodes no longer exist.
+    let defined: std::collections::HashSet<&str> = graph.node.iter().flat_map(|n| n.output.iter().map(String::as_str)).collect();
+    let stale: Vec<String> = graph
+        .value_info
+        .iter()
+        .filter(|v| !defined.contains(v.name()))
+        .map(|v| v.name().to_string())
+        .collect();
+    graph.value_info.retain(|v| !stale.iter().any(|s| s == v.name()));
+}
