@@ -267,6 +267,9 @@ pub fn render_text(s: &Summary) -> String {
                 Some(layer) => {
                     let _ = writeln!(w, "  linear layer: {layer}");
                 }
+                None if s.ldam.as_ref().is_some_and(|l| l.head == "cosine") => {
+                    let _ = writeln!(w, "  linear layer: cosine head (features and weight L2-normalised by the patch)");
+                }
                 None => {
                     let _ = writeln!(w, "  linear layer: none (logits not produced by Gemm/MatMul with an initializer weight)");
                 }
@@ -360,7 +363,7 @@ pub fn render_appended(model: &ModelProto) -> String {
     for tensor in graph.initializer.iter().filter(|t| t.name().starts_with("ldam")) {
         let dims: Vec<String> = tensor.dims.iter().map(i64::to_string).collect();
         let values = f32_values(tensor)
-            .map(|v| v.iter().map(|x| format!("{x:.7}")).collect::<Vec<_>>())
+            .map(|v| v.iter().map(|x| format!("{x}")).collect::<Vec<_>>())
             .or_else(|| i64_values(tensor).map(|v| v.iter().map(i64::to_string).collect()))
             .unwrap_or_default();
         let shown = if values.len() <= 16 { format!(" = [{}]", values.join(", ")) } else { String::new() };
