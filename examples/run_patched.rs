@@ -9,7 +9,8 @@ use ldam_onnx::patch::metadata;
 fn main() -> Result<()> {
     for path in std::env::args().skip(1) {
         let loaded = load(path.as_ref())?;
-        let record = metadata::read(&loaded.model)?.with_context(|| format!("{path}: not a patched model"))?;
+        let record = metadata::read(&loaded.model)?
+            .with_context(|| format!("{path}: not a patched model"))?;
         let graph = loaded.graph();
         let input = graph.input.first().context("model has no input")?;
         let shape: Vec<i64> = tensor_type(input)
@@ -21,7 +22,9 @@ fn main() -> Result<()> {
         let batch = shape[0] as usize;
         let len: i64 = shape.iter().product();
         // A fixed pseudo-random batch: deterministic output across runs.
-        let x: Vec<f32> = (0..len).map(|i| ((i * 7919 % 2000) as f32 / 1000.0) - 1.0).collect();
+        let x: Vec<f32> = (0..len)
+            .map(|i| ((i * 7919 % 2000) as f32 / 1000.0) - 1.0)
+            .collect();
         let classes = record.config.class_counts.len();
         let labels: Vec<i64> = (0..batch).map(|i| (i % classes) as i64).collect();
         let mut session = ldam_onnx::runtime::session_from_file(path.as_ref())?;

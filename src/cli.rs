@@ -3,10 +3,10 @@
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ldam_onnx::counts::CountsSource;
+use ldam_onnx::inspect;
 use ldam_onnx::ldam::{LossConfig, LossKind, Reweight};
 use ldam_onnx::onnx::io::{self, SaveOptions};
 use ldam_onnx::patch::{self, ContractNames, HeadMode, PatchOptions};
-use ldam_onnx::inspect;
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
@@ -176,7 +176,11 @@ fn run_patch(args: PatchArgs) -> Result<()> {
     let context = || format!("{}", args.model.display());
     patch::check_patchable(&loaded.model).with_context(context)?;
     let head = patch::head::detect(loaded.graph(), args.logits.as_deref()).with_context(context)?;
-    let source = match (&args.class_counts, &args.class_counts_file, &args.labels_file) {
+    let source = match (
+        &args.class_counts,
+        &args.class_counts_file,
+        &args.labels_file,
+    ) {
         (Some(list), _, _) => CountsSource::List(list.clone()),
         (_, Some(file), _) => CountsSource::File(file.clone()),
         (_, _, Some(file)) => CountsSource::Labels(file.clone()),
@@ -217,8 +221,15 @@ fn run_patch(args: PatchArgs) -> Result<()> {
         },
     };
     let (patched, summary) = patch::patch(&loaded.model, &options).with_context(context)?;
+    io::save(
+        &patched,
+        Some(&loaded),
+        &output,
+        SaveOptions {
+            overwrite: args.force,
+        },
+    )?;
     eprintln!("{}", summary.head_note);
-    io::save(&patched, Some(&loaded), &output, SaveOptions { overwrite: args.force })?;
 
     let c = &options.config;
     println!("patched {} -> {}", args.model.display(), output.display());
@@ -244,7 +255,13 @@ fn run_patch(args: PatchArgs) -> Result<()> {
         "  appended {} nodes and {} initializers ({}); new inputs: {}; new outputs: {}",
         summary.appended_nodes,
         summary.appended_initializers.len(),
-        summary.appended_initializers.iter().filter(|n| n.starts_with("ldam.")).cloned().collect::<Vec<_>>().join(", "),
+        summary
+            .appended_initializers
+            .iter()
+            .filter(|n| n.starts_with("ldam."))
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", "),
         summary.new_inputs.join(", "),
         summary.new_outputs.join(", ")
     );

@@ -33,7 +33,10 @@ pub fn resolve(source: &CountsSource, classes: usize) -> Result<Vec<u64>> {
             let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
             if text.trim_start().starts_with('[') {
                 let values: Vec<i64> = serde_json::from_str(&text).map_err(|e| {
-                    Error::config(format!("{}: not a JSON array of integers: {e}", path.display()))
+                    Error::config(format!(
+                        "{}: not a JSON array of integers: {e}",
+                        path.display()
+                    ))
                 })?;
                 non_negative(&values, &format!("{}", path.display()))?
             } else {
@@ -50,7 +53,8 @@ pub fn resolve(source: &CountsSource, classes: usize) -> Result<Vec<u64>> {
             counts.len()
         )));
     }
-    crate::ldam::check_counts(&counts).map_err(|e| Error::config(format!("{}: {e}", source.flag())))?;
+    crate::ldam::check_counts(&counts)
+        .map_err(|e| Error::config(format!("{}: {e}", source.flag())))?;
     Ok(counts)
 }
 
@@ -72,8 +76,11 @@ fn non_negative(values: &[i64], origin: &str) -> Result<Vec<u64>> {
         .iter()
         .enumerate()
         .map(|(class, &n)| {
-            u64::try_from(n)
-                .map_err(|_| Error::config(format!("{origin}: class {class} has a negative count ({n})")))
+            u64::try_from(n).map_err(|_| {
+                Error::config(format!(
+                    "{origin}: class {class} has a negative count ({n})"
+                ))
+            })
         })
         .collect()
 }
@@ -85,7 +92,10 @@ fn integer_lines(text: &str, path: &Path) -> Result<Vec<i64>> {
         .filter(|(_, line)| !line.is_empty() && !line.starts_with('#'))
         .map(|(number, line)| {
             line.parse::<i64>().map_err(|_| {
-                Error::config(format!("{}:{number}: '{line}' is not an integer", path.display()))
+                Error::config(format!(
+                    "{}:{number}: '{line}' is not an integer",
+                    path.display()
+                ))
             })
         })
         .collect()
@@ -97,8 +107,12 @@ pub fn read_labels(path: &Path) -> Result<Vec<i64>> {
     if bytes.starts_with(b"PK") {
         return read_npz_labels(path);
     }
-    let text = String::from_utf8(bytes)
-        .map_err(|_| Error::config(format!("{}: neither an NPZ archive nor a text file of labels", path.display())))?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        Error::config(format!(
+            "{}: neither an NPZ archive nor a text file of labels",
+            path.display()
+        ))
+    })?;
     integer_lines(&text, path)
 }
 
@@ -107,7 +121,12 @@ fn read_npz_labels(path: &Path) -> Result<Vec<i64>> {
     use ndarray_npy::NpzReader;
     let open = || -> Result<NpzReader<std::fs::File>> {
         let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-        NpzReader::new(file).map_err(|e| Error::config(format!("{}: not a readable NPZ archive: {e}", path.display())))
+        NpzReader::new(file).map_err(|e| {
+            Error::config(format!(
+                "{}: not a readable NPZ archive: {e}",
+                path.display()
+            ))
+        })
     };
     let names = open()?
         .names()
@@ -164,14 +183,21 @@ mod tests {
         let source = CountsSource::List("5, 3,2".into());
         assert_eq!(resolve(&source, 3).unwrap(), vec![5, 3, 2]);
         let err = resolve(&source, 4).unwrap_err().to_string();
-        assert!(err.contains("gives 3 class counts") && err.contains("4 classes"), "{err}");
+        assert!(
+            err.contains("gives 3 class counts") && err.contains("4 classes"),
+            "{err}"
+        );
     }
 
     #[test]
     fn zero_and_negative_counts_are_rejected() {
-        let zero = resolve(&CountsSource::List("5,0".into()), 2).unwrap_err().to_string();
+        let zero = resolve(&CountsSource::List("5,0".into()), 2)
+            .unwrap_err()
+            .to_string();
         assert!(zero.contains("class 1 has a count of 0"), "{zero}");
-        let negative = resolve(&CountsSource::List("5,-1".into()), 2).unwrap_err().to_string();
+        let negative = resolve(&CountsSource::List("5,-1".into()), 2)
+            .unwrap_err()
+            .to_string();
         assert!(negative.contains("negative"), "{negative}");
     }
 
@@ -180,8 +206,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("labels.txt");
         std::fs::write(&path, "0\n2\n2\n1\n2\n").unwrap();
-        assert_eq!(resolve(&CountsSource::Labels(path.clone()), 3).unwrap(), vec![1, 1, 3]);
-        let err = resolve(&CountsSource::Labels(path), 2).unwrap_err().to_string();
+        assert_eq!(
+            resolve(&CountsSource::Labels(path.clone()), 3).unwrap(),
+            vec![1, 1, 3]
+        );
+        let err = resolve(&CountsSource::Labels(path), 2)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("label 2 at position 1"), "{err}");
     }
 

@@ -2,7 +2,9 @@
 //! tests, JSON for programs, Graphviz dot for pictures).
 
 use crate::onnx::io::LoadedModel;
-use crate::onnx::tensor::{elem_size, elem_type_name, element_count, f32_values, i64_values, is_float_type};
+use crate::onnx::tensor::{
+    elem_size, elem_type_name, element_count, f32_values, i64_values, is_float_type,
+};
 use crate::onnx::types::tensor_type;
 use crate::onnx::{ModelProto, NodeProto, TensorProto};
 use crate::patch::{head, metadata, PREFIX};
@@ -79,11 +81,16 @@ pub fn summarize(loaded: &LoadedModel) -> crate::Result<Summary> {
         .file_name()
         .map(|f| f.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let initializer_names: std::collections::HashSet<&str> = graph.initializer.iter().map(|t| t.name()).collect();
+    let initializer_names: std::collections::HashSet<&str> =
+        graph.initializer.iter().map(|t| t.name()).collect();
     let mut parameters = TensorStats::default();
     let mut other = TensorStats::default();
     for tensor in &graph.initializer {
-        let stats = if is_float_type(tensor.data_type()) { &mut parameters } else { &mut other };
+        let stats = if is_float_type(tensor.data_type()) {
+            &mut parameters
+        } else {
+            &mut other
+        };
         add_tensor(stats, tensor);
     }
     let record = metadata::read(model)?;
@@ -98,16 +105,25 @@ pub fn summarize(loaded: &LoadedModel) -> crate::Result<Summary> {
                     l.node_name,
                     l.weight,
                     l.weight_dims,
-                    l.bias.as_ref().map(|b| format!(" bias '{b}'")).unwrap_or_default()
+                    l.bias
+                        .as_ref()
+                        .map(|b| format!(" bias '{b}'"))
+                        .unwrap_or_default()
                 )
             }),
             logits: h.logits,
             output: h.output,
         },
-        Err(e) => HeadSummary::NotFound { reason: e.to_string() },
+        Err(e) => HeadSummary::NotFound {
+            reason: e.to_string(),
+        },
     };
     let ldam = record.map(|r| {
-        let appended: Vec<&NodeProto> = graph.node.iter().filter(|n| n.name().starts_with(PREFIX)).collect();
+        let appended: Vec<&NodeProto> = graph
+            .node
+            .iter()
+            .filter(|n| n.name().starts_with(PREFIX))
+            .collect();
         let c = &r.config;
         LdamSummary {
             margins: crate::ldam::margins(&c.class_counts, c.max_m),
@@ -128,10 +144,15 @@ pub fn summarize(loaded: &LoadedModel) -> crate::Result<Summary> {
     });
     let mut notes = Vec::new();
     let count = |op: &str| graph.node.iter().filter(|n| n.op_type() == op).count();
-    let normalisations = ["BatchNormalization", "LayerNormalization", "InstanceNormalization", "GroupNormalization"]
-        .iter()
-        .map(|op| count(op))
-        .sum::<usize>();
+    let normalisations = [
+        "BatchNormalization",
+        "LayerNormalization",
+        "InstanceNormalization",
+        "GroupNormalization",
+    ]
+    .iter()
+    .map(|op| count(op))
+    .sum::<usize>();
     if count("Conv") > 0 && normalisations == 0 {
         notes.push(
             "convolutions without normalisation layers: an eval-mode export folds BatchNorm into Conv; \
@@ -142,7 +163,9 @@ pub fn summarize(loaded: &LoadedModel) -> crate::Result<Summary> {
     let eval_bn = graph
         .node
         .iter()
-        .filter(|n| n.op_type() == "BatchNormalization" && crate::onnx::attr_int(n, "training_mode", 0) == 0)
+        .filter(|n| {
+            n.op_type() == "BatchNormalization" && crate::onnx::attr_int(n, "training_mode", 0) == 0
+        })
         .count();
     if eval_bn > 0 {
         notes.push(format!(
@@ -152,11 +175,22 @@ pub fn summarize(loaded: &LoadedModel) -> crate::Result<Summary> {
     Ok(Summary {
         file,
         ir_version: model.ir_version(),
-        producer: format!("{} {}", model.producer_name(), model.producer_version()).trim().to_string(),
+        producer: format!("{} {}", model.producer_name(), model.producer_version())
+            .trim()
+            .to_string(),
         opsets: model
             .opset_import
             .iter()
-            .map(|o| (if o.domain().is_empty() { "ai.onnx".to_string() } else { o.domain().to_string() }, o.version()))
+            .map(|o| {
+                (
+                    if o.domain().is_empty() {
+                        "ai.onnx".to_string()
+                    } else {
+                        o.domain().to_string()
+                    },
+                    o.version(),
+                )
+            })
             .collect(),
         inputs: graph
             .input
@@ -164,7 +198,11 @@ pub fn summarize(loaded: &LoadedModel) -> crate::Result<Summary> {
             .filter(|i| !initializer_names.contains(i.name()))
             .map(|i| (i.name().to_string(), describe_value(i)))
             .collect(),
-        outputs: graph.output.iter().map(|o| (o.name().to_string(), describe_value(o))).collect(),
+        outputs: graph
+            .output
+            .iter()
+            .map(|o| (o.name().to_string(), describe_value(o)))
+            .collect(),
         parameters,
         other_initializers: other,
         nodes: graph.node.len(),
@@ -213,7 +251,11 @@ fn thousands(n: u64) -> String {
 }
 
 fn list(values: &[f64]) -> String {
-    values.iter().map(|v| format!("{v:.6}")).collect::<Vec<_>>().join(", ")
+    values
+        .iter()
+        .map(|v| format!("{v:.6}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The human-readable form, stable across runs (what snapshot tests lock).
@@ -224,7 +266,13 @@ pub fn render_text(s: &Summary) -> String {
     let _ = writeln!(w, "ir_version: {}   producer: {}", s.ir_version, s.producer);
     let opsets: Vec<String> = s.opsets.iter().map(|(d, v)| format!("{d} {v}")).collect();
     let _ = writeln!(w, "opsets: {}", opsets.join(", "));
-    let width = s.inputs.iter().chain(&s.outputs).map(|(n, _)| n.len()).max().unwrap_or(0);
+    let width = s
+        .inputs
+        .iter()
+        .chain(&s.outputs)
+        .map(|(n, _)| n.len())
+        .max()
+        .unwrap_or(0);
     let _ = writeln!(w, "inputs:");
     for (name, ty) in &s.inputs {
         let _ = writeln!(w, "  {name:width$}  {ty}");
@@ -240,7 +288,11 @@ pub fn render_text(s: &Summary) -> String {
         thousands(p.elements),
         p.tensors,
         thousands(p.bytes),
-        if p.external_bytes > 0 { format!(", {} external", thousands(p.external_bytes)) } else { String::new() }
+        if p.external_bytes > 0 {
+            format!(", {} external", thousands(p.external_bytes))
+        } else {
+            String::new()
+        }
     );
     if s.other_initializers.tensors > 0 {
         let _ = writeln!(
@@ -256,7 +308,14 @@ pub fn render_text(s: &Summary) -> String {
         let _ = writeln!(w, "  {op:op_width$}  {n}");
     }
     match &s.head {
-        HeadSummary::Found { logits, output, activation, batch, classes, linear_layer } => {
+        HeadSummary::Found {
+            logits,
+            output,
+            activation,
+            batch,
+            classes,
+            linear_layer,
+        } => {
             let via = match activation {
                 Some(act) => format!(" ({act} -> output '{output}')"),
                 None if output != logits => format!(" (output '{output}')"),
@@ -288,8 +347,14 @@ pub fn render_text(s: &Summary) -> String {
         };
         let _ = writeln!(w, "  loss: {loss}");
         let reweight = match l.reweight.as_str() {
-            "drw" => format!("drw (effective-number weights from epoch {}, beta {})", l.drw_epoch, l.beta),
-            "rw" => format!("rw (effective-number weights from epoch 0, beta {})", l.beta),
+            "drw" => format!(
+                "drw (effective-number weights from epoch {}, beta {})",
+                l.drw_epoch, l.beta
+            ),
+            "rw" => format!(
+                "rw (effective-number weights from epoch 0, beta {})",
+                l.beta
+            ),
             other => other.to_string(),
         };
         let _ = writeln!(w, "  reweight: {reweight}");
@@ -302,8 +367,17 @@ pub fn render_text(s: &Summary) -> String {
         if l.reweight != "none" {
             let _ = writeln!(w, "  class weights: [{}]", list(&l.drw_weights));
         }
-        let ops: Vec<String> = l.appended_ops.iter().map(|(o, n)| format!("{o} {n}")).collect();
-        let _ = writeln!(w, "  appended: {} nodes ({})", l.appended_nodes, ops.join(", "));
+        let ops: Vec<String> = l
+            .appended_ops
+            .iter()
+            .map(|(o, n)| format!("{o} {n}"))
+            .collect();
+        let _ = writeln!(
+            w,
+            "  appended: {} nodes ({})",
+            l.appended_nodes,
+            ops.join(", ")
+        );
     }
     for note in &s.notes {
         let _ = writeln!(w, "note: {note}");
@@ -319,12 +393,23 @@ pub fn render_json(s: &Summary) -> String {
 pub fn render_dot(model: &ModelProto) -> String {
     let graph = model.graph.clone().unwrap_or_default();
     let quote = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
-    let mut out = String::from("digraph model {\n  rankdir=TB;\n  node [shape=box, fontname=\"Helvetica\"];\n");
-    let initializers: std::collections::HashSet<&str> = graph.initializer.iter().map(|t| t.name()).collect();
+    let mut out = String::from(
+        "digraph model {\n  rankdir=TB;\n  node [shape=box, fontname=\"Helvetica\"];\n",
+    );
+    let initializers: std::collections::HashSet<&str> =
+        graph.initializer.iter().map(|t| t.name()).collect();
     let mut producers: BTreeMap<&str, String> = BTreeMap::new();
-    for input in graph.input.iter().filter(|i| !initializers.contains(i.name())) {
+    for input in graph
+        .input
+        .iter()
+        .filter(|i| !initializers.contains(i.name()))
+    {
         let id = format!("in_{}", producers.len());
-        let _ = writeln!(out, "  {id} [shape=ellipse, label=\"{}\"];", quote(input.name()));
+        let _ = writeln!(
+            out,
+            "  {id} [shape=ellipse, label=\"{}\"];",
+            quote(input.name())
+        );
         producers.insert(input.name(), id);
     }
     for (i, node) in graph.node.iter().enumerate() {
@@ -334,7 +419,12 @@ pub fn render_dot(model: &ModelProto) -> String {
         } else {
             ""
         };
-        let _ = writeln!(out, "  {id} [label=\"{}\\n{}\"{style}];", quote(node.op_type()), quote(node.name()));
+        let _ = writeln!(
+            out,
+            "  {id} [label=\"{}\\n{}\"{style}];",
+            quote(node.op_type()),
+            quote(node.name())
+        );
         for input in node.input.iter().filter(|s| !s.is_empty()) {
             if let Some(src) = producers.get(input.as_str()) {
                 let _ = writeln!(out, "  {src} -> {id};");
@@ -345,7 +435,11 @@ pub fn render_dot(model: &ModelProto) -> String {
         }
     }
     for (i, output) in graph.output.iter().enumerate() {
-        let _ = writeln!(out, "  out_{i} [shape=ellipse, label=\"{}\"];", quote(output.name()));
+        let _ = writeln!(
+            out,
+            "  out_{i} [shape=ellipse, label=\"{}\"];",
+            quote(output.name())
+        );
         if let Some(src) = producers.get(output.name()) {
             let _ = writeln!(out, "  {src} -> out_{i};");
         }
@@ -357,16 +451,26 @@ pub fn render_dot(model: &ModelProto) -> String {
 /// The nodes and initializers a patch appended, one per line, values included for
 /// small tensors: what reviewers read in the appended-subgraph snapshots.
 pub fn render_appended(model: &ModelProto) -> String {
-    let Some(graph) = &model.graph else { return String::new() };
+    let Some(graph) = &model.graph else {
+        return String::new();
+    };
     let mut out = String::new();
     let _ = writeln!(out, "initializers:");
-    for tensor in graph.initializer.iter().filter(|t| t.name().starts_with("ldam")) {
+    for tensor in graph
+        .initializer
+        .iter()
+        .filter(|t| t.name().starts_with("ldam"))
+    {
         let dims: Vec<String> = tensor.dims.iter().map(i64::to_string).collect();
         let values = f32_values(tensor)
             .map(|v| v.iter().map(|x| format!("{x}")).collect::<Vec<_>>())
             .or_else(|| i64_values(tensor).map(|v| v.iter().map(i64::to_string).collect()))
             .unwrap_or_default();
-        let shown = if values.len() <= 16 { format!(" = [{}]", values.join(", ")) } else { String::new() };
+        let shown = if values.len() <= 16 {
+            format!(" = [{}]", values.join(", "))
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             out,
             "  {} {} [{}]{shown}",
@@ -378,7 +482,11 @@ pub fn render_appended(model: &ModelProto) -> String {
     let _ = writeln!(out, "nodes:");
     for node in graph.node.iter().filter(|n| n.name().starts_with(PREFIX)) {
         let attrs: Vec<String> = node.attribute.iter().map(render_attribute).collect();
-        let attrs = if attrs.is_empty() { String::new() } else { format!(" {{{}}}", attrs.join(", ")) };
+        let attrs = if attrs.is_empty() {
+            String::new()
+        } else {
+            format!(" {{{}}}", attrs.join(", "))
+        };
         let _ = writeln!(
             out,
             "  {} = {}({}){attrs}",

@@ -98,19 +98,30 @@ impl LossConfig {
             if v.is_finite() && v > 0.0 {
                 Ok(())
             } else {
-                Err(Error::config(format!("{flag} must be a positive number, got {v}")))
+                Err(Error::config(format!(
+                    "{flag} must be a positive number, got {v}"
+                )))
             }
         };
         positive("--max-m", self.max_m)?;
         positive("--scale", self.scale)?;
         if !(self.gamma.is_finite() && self.gamma >= 0.0) {
-            return Err(Error::config(format!("--gamma must be >= 0, got {}", self.gamma)));
+            return Err(Error::config(format!(
+                "--gamma must be >= 0, got {}",
+                self.gamma
+            )));
         }
         if !(self.beta > 0.0 && self.beta < 1.0) {
-            return Err(Error::config(format!("--beta must lie in (0, 1), got {}", self.beta)));
+            return Err(Error::config(format!(
+                "--beta must lie in (0, 1), got {}",
+                self.beta
+            )));
         }
         if self.drw_epoch < 0 {
-            return Err(Error::config(format!("--drw-epoch must be >= 0, got {}", self.drw_epoch)));
+            return Err(Error::config(format!(
+                "--drw-epoch must be >= 0, got {}",
+                self.drw_epoch
+            )));
         }
         Ok(())
     }
@@ -146,7 +157,10 @@ pub fn check_counts(class_counts: &[u64]) -> Result<()> {
 
 /// Per-class margins `m_j = max_m * n_j^(-1/4) / max_k n_k^(-1/4)`.
 pub fn margins(class_counts: &[u64], max_m: f64) -> Vec<f64> {
-    let inv_quarter: Vec<f64> = class_counts.iter().map(|&n| 1.0 / (n as f64).sqrt().sqrt()).collect();
+    let inv_quarter: Vec<f64> = class_counts
+        .iter()
+        .map(|&n| 1.0 / (n as f64).sqrt().sqrt())
+        .collect();
     let largest = inv_quarter.iter().cloned().fold(f64::MIN, f64::max);
     inv_quarter.iter().map(|m| m * max_m / largest).collect()
 }

@@ -27,17 +27,25 @@ pub fn library_candidates() -> Vec<PathBuf> {
             _ => path,
         });
     }
-    if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
         candidates.push(dir.join(library_file()));
         candidates.push(dir.join("../lib").join(library_file()));
     }
-    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join(".deps/onnxruntime").join(library_file()));
+    candidates.push(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(".deps/onnxruntime")
+            .join(library_file()),
+    );
     candidates
 }
 
 /// Loads ONNX Runtime once per process and returns its environment.
 pub fn init() -> Result<&'static ort::environment::Environment> {
-    static LOADED: OnceLock<std::result::Result<ort::environment::Environment, String>> = OnceLock::new();
+    static LOADED: OnceLock<std::result::Result<ort::environment::Environment, String>> =
+        OnceLock::new();
     LOADED
         .get_or_init(|| {
             let candidates = library_candidates();
@@ -64,7 +72,9 @@ pub fn init() -> Result<&'static ort::environment::Environment> {
 /// A CPU session for an in-memory model.
 pub fn session_from_bytes(bytes: &[u8]) -> Result<ort::session::Session> {
     let environment = init()?;
-    let runtime = |e: ort::Error| Error::Runtime { reason: e.to_string() };
+    let runtime = |e: ort::Error| Error::Runtime {
+        reason: e.to_string(),
+    };
     ort::session::Session::builder(environment)
         .map_err(runtime)?
         .commit_from_memory(bytes)

@@ -93,12 +93,23 @@ impl Scene {
             result.status,
             String::from_utf8_lossy(&result.stdout)
         );
-        assert_eq!(result.status.code(), Some(1), "exit code for {full:?}; stderr: {stderr}");
+        assert_eq!(
+            result.status.code(),
+            Some(1),
+            "exit code for {full:?}; stderr: {stderr}"
+        );
         if !output_existed {
-            assert!(!output.exists(), "{} was created by a failed run", output.display());
+            assert!(
+                !output.exists(),
+                "{} was created by a failed run",
+                output.display()
+            );
         }
         let after = listing(self.dir.path());
-        let stray: Vec<_> = after.iter().filter(|p| p.to_string_lossy().ends_with(".tmp")).collect();
+        let stray: Vec<_> = after
+            .iter()
+            .filter(|p| p.to_string_lossy().ends_with(".tmp"))
+            .collect();
         assert!(stray.is_empty(), "temporary files left behind: {stray:?}");
         assert_eq!(after, before, "a failed run changed the folder's contents");
         stderr
@@ -109,12 +120,25 @@ impl Scene {
     fn patch_fails(&self, args: &[&str], output: &Path, needles: &[&str]) -> String {
         let stderr = self.patch_fails_quietly(args, output);
         let lines: Vec<&str> = stderr.lines().collect();
-        assert_eq!(lines.len(), 1, "stderr should be exactly one line for {args:?}, got: {stderr:?}");
-        assert!(stderr.ends_with('\n'), "stderr line is terminated: {stderr:?}");
+        assert_eq!(
+            lines.len(),
+            1,
+            "stderr should be exactly one line for {args:?}, got: {stderr:?}"
+        );
+        assert!(
+            stderr.ends_with('\n'),
+            "stderr line is terminated: {stderr:?}"
+        );
         let line = lines[0];
-        assert!(line.starts_with("error: "), "stderr line starts with 'error: ': {line:?}");
+        assert!(
+            line.starts_with("error: "),
+            "stderr line starts with 'error: ': {line:?}"
+        );
         for needle in needles {
-            assert!(line.contains(needle), "error line should mention {needle:?}: {line:?}");
+            assert!(
+                line.contains(needle),
+                "error line should mention {needle:?}: {line:?}"
+            );
         }
         line.to_string()
     }
@@ -129,7 +153,10 @@ fn missing_model_file_is_reported_by_name() {
         &s.path("out.onnx"),
         &["no_such_model.onnx"],
     );
-    assert!(line.to_lowercase().contains("no such file"), "names the cause: {line}");
+    assert!(
+        line.to_lowercase().contains("no such file"),
+        "names the cause: {line}"
+    );
 }
 
 #[test]
@@ -187,7 +214,11 @@ fn zero_class_count_is_rejected_with_its_class() {
     let s = Scene::new();
     let model = s.copy_mlp("mlp.onnx");
     s.patch_fails(
-        &[model.to_str().unwrap(), "--class-counts", "5000,2997,1796,0,645,387,232,139,83,50"],
+        &[
+            model.to_str().unwrap(),
+            "--class-counts",
+            "5000,2997,1796,0,645,387,232,139,83,50",
+        ],
         &s.path("out.onnx"),
         &["--class-counts", "class 3", "count of 0"],
     );
@@ -198,7 +229,10 @@ fn negative_class_count_is_rejected_with_its_value() {
     let s = Scene::new();
     let model = s.copy_mlp("mlp.onnx");
     s.patch_fails(
-        &[model.to_str().unwrap(), "--class-counts=5000,2997,1796,1077,-645,387,232,139,83,50"],
+        &[
+            model.to_str().unwrap(),
+            "--class-counts=5000,2997,1796,1077,-645,387,232,139,83,50",
+        ],
         &s.path("out.onnx"),
         &["--class-counts", "class 4", "negative", "-645"],
     );
@@ -207,7 +241,14 @@ fn negative_class_count_is_rejected_with_its_value() {
 #[test]
 fn model_without_rank2_float_output_lists_its_outputs() {
     let s = Scene::new();
-    let dims = |c| vec![Dim::Symbolic("N".into()), Dim::Fixed(c), Dim::Fixed(4), Dim::Fixed(4)];
+    let dims = |c| {
+        vec![
+            Dim::Symbolic("N".into()),
+            Dim::Fixed(c),
+            Dim::Fixed(4),
+            Dim::Fixed(4),
+        ]
+    };
     let graph = GraphProto {
         name: Some("feature_map".into()),
         node: vec![node("Relu", &["x"], &["feature_map"], vec![])],
@@ -216,7 +257,13 @@ fn model_without_rank2_float_output_lists_its_outputs() {
         ..Default::default()
     };
     let model = s.path("rank4.onnx");
-    io::save(&model_from_graph(graph, 17), None, &model, Default::default()).expect("save rank-4 model");
+    io::save(
+        &model_from_graph(graph, 17),
+        None,
+        &model,
+        Default::default(),
+    )
+    .expect("save rank-4 model");
     s.patch_fails(
         &[model.to_str().unwrap(), "--class-counts", "1,2"],
         &s.path("out.onnx"),
@@ -248,7 +295,14 @@ fn patching_an_already_patched_model_is_refused() {
     let once = s.path("once.onnx");
     let first = ldam(
         s.dir.path(),
-        &["patch", model.to_str().unwrap(), "--class-counts", MLP_COUNTS, "-o", once.to_str().unwrap()],
+        &[
+            "patch",
+            model.to_str().unwrap(),
+            "--class-counts",
+            MLP_COUNTS,
+            "-o",
+            once.to_str().unwrap(),
+        ],
     );
     assert!(first.status.success(), "first patch: {}", stderr_of(&first));
     s.patch_fails(
@@ -279,11 +333,23 @@ fn existing_output_is_kept_without_force_and_replaced_with_force() {
         &out,
         &["taken.onnx", "--force"],
     );
-    assert_eq!(std::fs::read(&out).unwrap(), b"precious", "the existing file is untouched");
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        b"precious",
+        "the existing file is untouched"
+    );
 
     let forced = ldam(
         s.dir.path(),
-        &["patch", model.to_str().unwrap(), "--class-counts", MLP_COUNTS, "-o", out.to_str().unwrap(), "--force"],
+        &[
+            "patch",
+            model.to_str().unwrap(),
+            "--class-counts",
+            MLP_COUNTS,
+            "-o",
+            out.to_str().unwrap(),
+            "--force",
+        ],
     );
     assert!(forced.status.success(), "--force: {}", stderr_of(&forced));
     let patched = io::load(&out).expect("the replaced output is a model");
@@ -300,7 +366,13 @@ fn head_cosine_without_linear_layer_names_the_logits() {
     let s = Scene::new();
     let model = s.write_model("identity.onnx", &logits_model(10, 17));
     s.patch_fails(
-        &[model.to_str().unwrap(), "--class-counts", MLP_COUNTS, "--head", "cosine"],
+        &[
+            model.to_str().unwrap(),
+            "--class-counts",
+            MLP_COUNTS,
+            "--head",
+            "cosine",
+        ],
         &s.path("out.onnx"),
         &["identity.onnx", "--head cosine", "'scores'"],
     );
@@ -311,23 +383,34 @@ fn output_in_missing_folder_fails_without_leaving_files() {
     let s = Scene::new();
     let model = s.copy_mlp("mlp.onnx");
     let out = s.path("no_such_dir/out.onnx");
-    let stderr = s.patch_fails_quietly(&[model.to_str().unwrap(), "--class-counts", MLP_COUNTS], &out);
+    let stderr = s.patch_fails_quietly(
+        &[model.to_str().unwrap(), "--class-counts", MLP_COUNTS],
+        &out,
+    );
     let last = stderr.lines().last().unwrap_or_default();
-    assert!(last.starts_with("error: ") && last.contains("no_such_dir"), "last line is the error: {stderr:?}");
-    assert!(!s.path("no_such_dir").exists(), "the missing folder is not created");
+    assert!(
+        last.starts_with("error: ") && last.contains("no_such_dir"),
+        "last line is the error: {stderr:?}"
+    );
+    assert!(
+        !s.path("no_such_dir").exists(),
+        "the missing folder is not created"
+    );
 }
 
 #[test]
-#[ignore = "bug: src/cli.rs run_patch prints summary.head_note to stderr before io::save, so a failed save gives two stderr lines"]
 fn output_in_missing_folder_gives_exactly_one_stderr_line() {
     let s = Scene::new();
     let model = s.copy_mlp("mlp.onnx");
     let out = s.path("no_such_dir/out.onnx");
-    s.patch_fails(&[model.to_str().unwrap(), "--class-counts", MLP_COUNTS], &out, &["no_such_dir"]);
+    s.patch_fails(
+        &[model.to_str().unwrap(), "--class-counts", MLP_COUNTS],
+        &out,
+        &["no_such_dir"],
+    );
 }
 
 #[test]
-#[ignore = "bug: src/error.rs Error::Io both prints {source} and marks it #[source], so `{:#}` in main.rs repeats the cause"]
 fn missing_model_file_error_states_its_cause_once() {
     let s = Scene::new();
     let model = s.path("no_such_model.onnx");
@@ -336,7 +419,11 @@ fn missing_model_file_error_states_its_cause_once() {
         &s.path("out.onnx"),
         &["no_such_model.onnx"],
     );
-    assert_eq!(line.matches("No such file or directory").count(), 1, "cause repeated: {line}");
+    assert_eq!(
+        line.matches("No such file or directory").count(),
+        1,
+        "cause repeated: {line}"
+    );
 }
 
 #[test]
@@ -345,7 +432,10 @@ fn patch_help_exits_zero_and_documents_class_counts() {
     let result = ldam(s.dir.path(), &["patch", "--help"]);
     assert!(result.status.success(), "patch --help: {:?}", result.status);
     let stdout = String::from_utf8(result.stdout).unwrap();
-    assert!(stdout.contains("--class-counts"), "help mentions --class-counts:\n{stdout}");
+    assert!(
+        stdout.contains("--class-counts"),
+        "help mentions --class-counts:\n{stdout}"
+    );
 }
 
 #[test]
@@ -353,16 +443,37 @@ fn patch_with_default_output_writes_stem_ldam_onnx_and_keeps_input() {
     let s = Scene::new();
     let model = s.copy_mlp("net.onnx");
     let original = std::fs::read(&model).unwrap();
-    let result = ldam(s.dir.path(), &["patch", model.to_str().unwrap(), "--class-counts", MLP_COUNTS]);
+    let result = ldam(
+        s.dir.path(),
+        &[
+            "patch",
+            model.to_str().unwrap(),
+            "--class-counts",
+            MLP_COUNTS,
+        ],
+    );
     assert!(result.status.success(), "patch: {}", stderr_of(&result));
     let out = s.path("net.ldam.onnx");
     assert!(out.is_file(), "default output {} exists", out.display());
-    assert_eq!(std::fs::read(&model).unwrap(), original, "the input is byte-identical");
+    assert_eq!(
+        std::fs::read(&model).unwrap(),
+        original,
+        "the input is byte-identical"
+    );
     let files = listing(s.dir.path());
-    let expected: BTreeSet<PathBuf> = ["net.onnx", "net.ldam.onnx"].iter().map(PathBuf::from).collect();
-    assert_eq!(files, expected, "exactly the input and the output, no temporary or data files");
+    let expected: BTreeSet<PathBuf> = ["net.onnx", "net.ldam.onnx"]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+    assert_eq!(
+        files, expected,
+        "exactly the input and the output, no temporary or data files"
+    );
     let patched = io::load(&out).expect("the output loads");
     assert!(ldam_onnx::patch::metadata::is_patched(&patched.model));
     let stdout = String::from_utf8(result.stdout).unwrap();
-    assert!(stdout.contains("net.ldam.onnx"), "stdout names the output: {stdout}");
+    assert!(
+        stdout.contains("net.ldam.onnx"),
+        "stdout names the output: {stdout}"
+    );
 }

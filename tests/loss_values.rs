@@ -13,10 +13,17 @@ fn patched(classes: i64, config: LossConfig) -> ldam_onnx::onnx::ModelProto {
         logits: None,
         names: ContractNames::default(),
     };
-    patch(&logits_model(classes, 17), &options).expect("patch succeeds").0
+    patch(&logits_model(classes, 17), &options)
+        .expect("patch succeeds")
+        .0
 }
 
-fn graph_loss(model: &ldam_onnx::onnx::ModelProto, logits: &[f32], labels: &[i64], epoch: i64) -> f64 {
+fn graph_loss(
+    model: &ldam_onnx::onnx::ModelProto,
+    logits: &[f32],
+    labels: &[i64],
+    epoch: i64,
+) -> f64 {
     let n = labels.len() as i64;
     let classes = logits.len() as i64 / n;
     let outputs = run(
@@ -28,7 +35,11 @@ fn graph_loss(model: &ldam_onnx::onnx::ModelProto, logits: &[f32], labels: &[i64
         ],
     );
     let loss = &outputs["loss"];
-    assert!(loss.shape().is_empty(), "loss is a scalar, got shape {:?}", loss.shape());
+    assert!(
+        loss.shape().is_empty(),
+        "loss is a scalar, got shape {:?}",
+        loss.shape()
+    );
     loss.f32()[0] as f64
 }
 
@@ -47,18 +58,35 @@ fn reference_demo_loss_is_56_717560_in_onnx_runtime() {
 /// here rather than taken from the library.
 fn formula_loss(config: &LossConfig, logits: &[f32], labels: &[i64], epoch: i64) -> f64 {
     let c = config.class_counts.len();
-    let quarter: Vec<f64> = config.class_counts.iter().map(|&n| (n as f64).powf(-0.25)).collect();
+    let quarter: Vec<f64> = config
+        .class_counts
+        .iter()
+        .map(|&n| (n as f64).powf(-0.25))
+        .collect();
     let max_quarter = quarter.iter().cloned().fold(0.0, f64::max);
-    let margin: Vec<f64> = quarter.iter().map(|q| config.max_m * q / max_quarter).collect();
+    let margin: Vec<f64> = quarter
+        .iter()
+        .map(|q| config.max_m * q / max_quarter)
+        .collect();
     let balanced: Vec<f64> = {
-        let raw: Vec<f64> = config.class_counts.iter().map(|&n| (1.0 - config.beta) / (1.0 - config.beta.powi(n as i32))).collect();
+        let raw: Vec<f64> = config
+            .class_counts
+            .iter()
+            .map(|&n| (1.0 - config.beta) / (1.0 - config.beta.powi(n as i32)))
+            .collect();
         let sum: f64 = raw.iter().sum();
         raw.iter().map(|w| w * c as f64 / sum).collect()
     };
     let weight = |y: usize| match config.reweight {
         Reweight::None => 1.0,
         Reweight::Rw => balanced[y],
-        Reweight::Drw => if epoch >= config.drw_epoch { balanced[y] } else { 1.0 },
+        Reweight::Drw => {
+            if epoch >= config.drw_epoch {
+                balanced[y]
+            } else {
+                1.0
+            }
+        }
     };
     let (mut num, mut den, mut focal) = (0.0, 0.0, 0.0);
     for (i, &y) in labels.iter().enumerate() {
@@ -66,7 +94,9 @@ fn formula_loss(config: &LossConfig, logits: &[f32], labels: &[i64], epoch: i64)
         let row = &logits[i * c..(i + 1) * c];
         let z: Vec<f64> = (0..c)
             .map(|j| match config.loss {
-                LossKind::Ldam => config.scale * (row[j] as f64 - if j == y { margin[j] } else { 0.0 }),
+                LossKind::Ldam => {
+                    config.scale * (row[j] as f64 - if j == y { margin[j] } else { 0.0 })
+                }
                 _ => row[j] as f64,
             })
             .collect();
@@ -105,12 +135,26 @@ fn patched_loss_matches_formulas_for_every_loss_and_reweighting() {
                     let batch = 16;
                     // Cosine-range logits, as the LDAM head produces.
                     let logits = rng.floats(batch * classes, -1.0, 1.0);
-                    let labels: Vec<i64> = (0..batch).map(|_| rng.below(classes as u64) as i64).collect();
+                    let labels: Vec<i64> = (0..batch)
+                        .map(|_| rng.below(classes as u64) as i64)
+                        .collect();
                     for epoch in [0, 4, 5, 9] {
-                        let what = format!("C={classes} loss={loss} reweight={reweight} seed={seed} epoch={epoch}");
+                        let what = format!(
+                            "C={classes} loss={loss} reweight={reweight} seed={seed} epoch={epoch}"
+                        );
                         let expected = formula_loss(&config, &logits, &labels, epoch);
-                        assert_close(graph_loss(&model, &logits, &labels, epoch), expected, 1e-5, &what);
-                        assert_close(batch_loss(&config, &logits, &labels, epoch), expected, 1e-9, &format!("library {what}"));
+                        assert_close(
+                            graph_loss(&model, &logits, &labels, epoch),
+                            expected,
+                            1e-5,
+                            &what,
+                        );
+                        assert_close(
+                            batch_loss(&config, &logits, &labels, epoch),
+                            expected,
+                            1e-9,
+                            &format!("library {what}"),
+                        );
                     }
                 }
             }

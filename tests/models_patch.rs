@@ -44,12 +44,18 @@ fn input_batch(model: &ModelProto, seed: u64) -> Data {
 }
 
 fn labels_and_epoch(epoch: i64) -> [(&'static str, Data); 2] {
-    [("labels", Data::I64(vec![BATCH], vec![0, 9, 4])), ("epoch", Data::I64(vec![], vec![epoch]))]
+    [
+        ("labels", Data::I64(vec![BATCH], vec![0, 9, 4])),
+        ("epoch", Data::I64(vec![], vec![epoch])),
+    ]
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 #[test]
@@ -57,18 +63,30 @@ fn every_model_patches_with_defaults_and_runs_in_onnx_runtime() {
     for path in common::model_files() {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let original = load(&path).unwrap().model;
-        let (patched, summary) = patch(&original, &options(HeadMode::Auto)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let (patched, summary) =
+            patch(&original, &options(HeadMode::Auto)).unwrap_or_else(|e| panic!("{name}: {e}"));
         validate::check_model(&patched).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert!(summary.cosine, "{name}: default LDAM patch rewrites the linear head");
+        assert!(
+            summary.cosine,
+            "{name}: default LDAM patch rewrites the linear head"
+        );
         let x = input_batch(&original, 1);
         for epoch in [0, 160] {
             let [labels, epoch_input] = labels_and_epoch(epoch);
             let outputs = run(&patched, &[("input", x.clone()), labels, epoch_input]);
             let logits = outputs["logits"].f32();
             assert_eq!(outputs["logits"].shape(), &[BATCH, 10], "{name}");
-            assert!(logits.iter().all(|v| v.abs() <= 1.0 + 1e-6), "{name}: cosine logits lie in [-1, 1]");
+            assert!(
+                logits.iter().all(|v| v.abs() <= 1.0 + 1e-6),
+                "{name}: cosine logits lie in [-1, 1]"
+            );
             let expected = batch_loss(&options(HeadMode::Auto).config, logits, &[0, 9, 4], epoch);
-            assert_close(outputs["loss"].f32()[0] as f64, expected, 1e-5, &format!("{name} loss at epoch {epoch}"));
+            assert_close(
+                outputs["loss"].f32()[0] as f64,
+                expected,
+                1e-5,
+                &format!("{name} loss at epoch {epoch}"),
+            );
         }
     }
 }
@@ -96,14 +114,29 @@ fn cosine_head_logits_equal_cosine_similarities_of_features_and_class_weights() 
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let original = load(&path).unwrap().model;
         let (patched, summary) = patch(&original, &options(HeadMode::Cosine)).unwrap();
-        let layer = summary.head.linear.clone().expect("every exported model ends in a linear layer");
+        let layer = summary
+            .head
+            .linear
+            .clone()
+            .expect("every exported model ends in a linear layer");
 
         // Expose the features of the original graph as an extra output.
         let mut probe = original.clone();
-        probe.graph.as_mut().unwrap().output.push(value_info(&layer.features, ldam_onnx::onnx::tensor::FLOAT, &[Dim::Unknown, Dim::Unknown]));
+        probe.graph.as_mut().unwrap().output.push(value_info(
+            &layer.features,
+            ldam_onnx::onnx::tensor::FLOAT,
+            &[Dim::Unknown, Dim::Unknown],
+        ));
         let x = input_batch(&original, 3);
         let features = run(&probe, &[("input", x.clone())])[&layer.features].clone();
-        let weight_tensor = original.graph.as_ref().unwrap().initializer.iter().find(|t| t.name() == layer.weight).unwrap();
+        let weight_tensor = original
+            .graph
+            .as_ref()
+            .unwrap()
+            .initializer
+            .iter()
+            .find(|t| t.name() == layer.weight)
+            .unwrap();
         let weight = f32_values(weight_tensor).unwrap();
         let (classes, width) = (10usize, features.shape()[1] as usize);
         assert_eq!(weight.len(), classes * width, "{name}: weight is [C, F]");
@@ -112,13 +145,23 @@ fn cosine_head_logits_equal_cosine_similarities_of_features_and_class_weights() 
         let logits = run(&patched, &[("input", x), labels, epoch])["logits"].clone();
         let norm = |v: &[f64]| v.iter().map(|a| a * a).sum::<f64>().sqrt().max(1e-12);
         for i in 0..BATCH as usize {
-            let f: Vec<f64> = features.f32()[i * width..(i + 1) * width].iter().map(|&v| v as f64).collect();
+            let f: Vec<f64> = features.f32()[i * width..(i + 1) * width]
+                .iter()
+                .map(|&v| v as f64)
+                .collect();
             for c in 0..classes {
                 // PyTorch layout [C, F]: class c's weight is row c.
-                let w: Vec<f64> = weight[c * width..(c + 1) * width].iter().map(|&v| v as f64).collect();
-                let cosine = f.iter().zip(&w).map(|(a, b)| a * b).sum::<f64>() / (norm(&f) * norm(&w));
+                let w: Vec<f64> = weight[c * width..(c + 1) * width]
+                    .iter()
+                    .map(|&v| v as f64)
+                    .collect();
+                let cosine =
+                    f.iter().zip(&w).map(|(a, b)| a * b).sum::<f64>() / (norm(&f) * norm(&w));
                 let got = logits.f32()[i * classes + c] as f64;
-                assert!((got - cosine).abs() <= 2e-6, "{name}: logit[{i},{c}] = {got}, cosine = {cosine}");
+                assert!(
+                    (got - cosine).abs() <= 2e-6,
+                    "{name}: logit[{i},{c}] = {got}, cosine = {cosine}"
+                );
             }
         }
     }

@@ -28,7 +28,10 @@ fn inspect_summaries_of_every_model() {
     for path in common::model_files() {
         let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
         let loaded = load(&path).unwrap();
-        snapshot!(format!("inspect__{stem}"), render_text(&summarize(&loaded).unwrap()));
+        snapshot!(
+            format!("inspect__{stem}"),
+            render_text(&summarize(&loaded).unwrap())
+        );
     }
 }
 
@@ -47,12 +50,17 @@ fn inspect_summary_of_a_patched_resnet32() {
         path: "resnet32.ldam.onnx".into(),
         dir: ".".into(),
     };
-    snapshot!("inspect__resnet32_patched", render_text(&summarize(&patched).unwrap()));
+    snapshot!(
+        "inspect__resnet32_patched",
+        render_text(&summarize(&patched).unwrap())
+    );
 }
 
 #[test]
 fn appended_subgraph_for_every_loss_reweight_and_head() {
-    let mlp = load(&common::repo_dir().join("models/mlp.onnx")).unwrap().model;
+    let mlp = load(&common::repo_dir().join("models/mlp.onnx"))
+        .unwrap()
+        .model;
     for loss in [LossKind::Ldam, LossKind::Ce, LossKind::Focal] {
         for reweight in [Reweight::None, Reweight::Rw, Reweight::Drw] {
             for (head, head_name) in [(HeadMode::Keep, "keep"), (HeadMode::Cosine, "cosine")] {
@@ -67,7 +75,10 @@ fn appended_subgraph_for_every_loss_reweight_and_head() {
                     names: ContractNames::default(),
                 };
                 let (model, _) = patch(&mlp, &options).unwrap();
-                snapshot!(format!("appended__{loss}_{reweight}_{head_name}"), render_appended(&model));
+                snapshot!(
+                    format!("appended__{loss}_{reweight}_{head_name}"),
+                    render_appended(&model)
+                );
             }
         }
     }

@@ -21,9 +21,14 @@ impl NameSet {
     }
 
     fn add_graph(&mut self, graph: &GraphProto) {
-        let values = graph.input.iter().chain(&graph.output).chain(&graph.value_info);
+        let values = graph
+            .input
+            .iter()
+            .chain(&graph.output)
+            .chain(&graph.value_info);
         self.used.extend(values.map(|v| v.name().to_string()));
-        self.used.extend(graph.initializer.iter().map(|t| t.name().to_string()));
+        self.used
+            .extend(graph.initializer.iter().map(|t| t.name().to_string()));
         for node in &graph.node {
             self.used.extend(node.output.iter().cloned());
             if node.name.is_some() {
@@ -82,14 +87,26 @@ impl Emitter {
     }
 
     /// Emits one node with a single output named `<prefix><hint>` (made unique).
-    pub fn op(&mut self, op_type: &str, inputs: &[&str], attrs: Vec<AttributeProto>, hint: &str) -> String {
+    pub fn op(
+        &mut self,
+        op_type: &str,
+        inputs: &[&str],
+        attrs: Vec<AttributeProto>,
+        hint: &str,
+    ) -> String {
         let output = self.names.fresh(&format!("{}{hint}", self.prefix));
         self.op_into(op_type, inputs, attrs, &output);
         output
     }
 
     /// Emits one node whose single output has an exact, already claimed name.
-    pub fn op_into(&mut self, op_type: &str, inputs: &[&str], attrs: Vec<AttributeProto>, output: &str) {
+    pub fn op_into(
+        &mut self,
+        op_type: &str,
+        inputs: &[&str],
+        attrs: Vec<AttributeProto>,
+        output: &str,
+    ) {
         let node_name = self.names.fresh(&format!("{}{}", self.prefix, op_type));
         self.nodes.push(NodeProto {
             name: Some(node_name),
@@ -140,10 +157,18 @@ impl Emitter {
     pub fn reduce_l2_keepdims(&mut self, x: &str, axes: &[i64], hint: &str) -> String {
         let keepdims = attr_int("keepdims", 1);
         if self.opset >= 18 {
-            let axes = self.constant(&format!("{hint}_axes"), super::tensor::i64_tensor("", &[axes.len() as i64], axes));
+            let axes = self.constant(
+                &format!("{hint}_axes"),
+                super::tensor::i64_tensor("", &[axes.len() as i64], axes),
+            );
             self.op("ReduceL2", &[x, &axes], vec![keepdims], hint)
         } else {
-            self.op("ReduceL2", &[x], vec![keepdims, attr_ints("axes", axes)], hint)
+            self.op(
+                "ReduceL2",
+                &[x],
+                vec![keepdims, attr_ints("axes", axes)],
+                hint,
+            )
         }
     }
 }

@@ -47,8 +47,11 @@ pub fn load(path: &Path) -> Result<LoadedModel> {
     if bytes.is_empty() {
         return Err(not_onnx("the file is empty"));
     }
-    let model = ModelProto::decode(Bytes::from(bytes))
-        .map_err(|e| not_onnx(&format!("protobuf decoding failed: {e}; is the file truncated?")))?;
+    let model = ModelProto::decode(Bytes::from(bytes)).map_err(|e| {
+        not_onnx(&format!(
+            "protobuf decoding failed: {e}; is the file truncated?"
+        ))
+    })?;
     // Arbitrary bytes sometimes decode as a protobuf message; a real model has these.
     if model.ir_version.unwrap_or(0) <= 0 {
         return Err(not_onnx("no ir_version"));
@@ -83,13 +86,23 @@ pub struct ExternalSpan {
 }
 
 /// Resolves and checks an external-data reference relative to the model's folder.
-pub fn resolve_external(model_path: &Path, dir: &Path, tensor: &TensorProto) -> Result<ExternalSpan> {
+pub fn resolve_external(
+    model_path: &Path,
+    dir: &Path,
+    tensor: &TensorProto,
+) -> Result<ExternalSpan> {
     let fail = |reason: String| Error::ExternalData {
         path: model_path.to_path_buf(),
         tensor: tensor.name().to_string(),
         reason,
     };
-    let entry = |key: &str| tensor.external_data.iter().find(|e| e.key() == key).map(|e| e.value());
+    let entry = |key: &str| {
+        tensor
+            .external_data
+            .iter()
+            .find(|e| e.key() == key)
+            .map(|e| e.value())
+    };
     let location = entry("location").ok_or_else(|| fail("no 'location' entry".into()))?;
     let relative = Path::new(location);
     let escapes = relative.is_absolute()
@@ -102,7 +115,9 @@ pub fn resolve_external(model_path: &Path, dir: &Path, tensor: &TensorProto) -> 
         )));
     }
     let file = dir.join(relative);
-    let canonical_dir = dir.canonicalize().map_err(|e| fail(format!("{}: {e}", dir.display())))?;
+    let canonical_dir = dir
+        .canonicalize()
+        .map_err(|e| fail(format!("{}: {e}", dir.display())))?;
     let canonical = file
         .canonicalize()
         .map_err(|e| fail(format!("data file '{}': {e}", file.display())))?;
@@ -111,12 +126,18 @@ pub fn resolve_external(model_path: &Path, dir: &Path, tensor: &TensorProto) -> 
             "location '{location}' resolves outside the model's folder (through a link)"
         )));
     }
-    let size = std::fs::metadata(&canonical)
-        .map_err(|e| fail(format!("data file '{}': {e}", file.display())))?
-        .len();
+    let metadata = std::fs::metadata(&canonical)
+        .map_err(|e| fail(format!("data file '{}': {e}", file.display())))?;
+    if !metadata.is_file() {
+        return Err(fail(format!("location '{location}' is not a regular file")));
+    }
+    let size = metadata.len();
     let number = |key: &str| -> Result<Option<u64>> {
         entry(key)
-            .map(|v| v.parse::<u64>().map_err(|_| fail(format!("'{key}' is not a number: '{v}'"))))
+            .map(|v| {
+                v.parse::<u64>()
+                    .map_err(|_| fail(format!("'{key}' is not a number: '{v}'")))
+            })
             .transpose()
     };
     let offset = number("offset")?.unwrap_or(0);
@@ -161,7 +182,10 @@ fn visit_tensors<'g>(graph: &'g GraphProto, f: &mut dyn FnMut(&'g TensorProto)) 
     }
 }
 
-fn visit_tensors_mut(graph: &mut GraphProto, f: &mut dyn FnMut(&mut TensorProto) -> Result<()>) -> Result<()> {
+fn visit_tensors_mut(
+    graph: &mut GraphProto,
+    f: &mut dyn FnMut(&mut TensorProto) -> Result<()>,
+) -> Result<()> {
     for t in &mut graph.initializer {
         f(t)?;
     }
@@ -187,13 +211,21 @@ pub struct SaveOptions {
 
 /// The default output path for a patched model: `<stem>.ldam.onnx` beside the input.
 pub fn sibling_with_suffix(input: &Path, suffix: &str) -> PathBuf {
-    let stem = input.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let stem = input
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     input.with_file_name(format!("{stem}.{suffix}.onnx"))
 }
 
 /// Writes `model` to `out` atomically. `source` is the model the tensors were
 /// loaded with: its external data is copied into `<out>.data`.
-pub fn save(model: &ModelProto, source: Option<&LoadedModel>, out: &Path, options: SaveOptions) -> Result<()> {
+pub fn save(
+    model: &ModelProto,
+    source: Option<&LoadedModel>,
+    out: &Path,
+    options: SaveOptions,
+) -> Result<()> {
     let out_dir = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -204,21 +236,33 @@ pub fn save(model: &ModelProto, source: Option<&LoadedModel>, out: &Path, option
         .to_string_lossy()
         .into_owned();
     if let Some(source) = source {
-        if same_file(&source.path, out) {
-            return Err(Error::config(format!(
-                "{}: output would overwrite the input model; choose another path with -o",
-                out.display()
-            )));
+        let data_path = out_dir.join(format!("{file_name}.data"));
+        let mut inputs = vec![source.path.clone()];
+        for tensor in external_tensors(source.graph()) {
+            inputs.push(resolve_external(&source.path, &source.dir, tensor)?.file);
+        }
+        for written in [out, data_path.as_path()] {
+            if inputs.iter().any(|input| same_file(input, written)) {
+                return Err(Error::config(format!(
+                    "{}: writing there would overwrite one of the input model's files; choose another path with -o",
+                    written.display()
+                )));
+            }
         }
     }
     if out.exists() && !options.overwrite {
-        return Err(Error::OutputExists { path: out.to_path_buf() });
+        return Err(Error::OutputExists {
+            path: out.to_path_buf(),
+        });
     }
 
     let mut model = model.clone();
     let data_name = format!("{file_name}.data");
     let data_path = out_dir.join(&data_name);
-    let has_external = model.graph.as_ref().is_some_and(|g| !external_tensors(g).is_empty());
+    let has_external = model
+        .graph
+        .as_ref()
+        .is_some_and(|g| !external_tensors(g).is_empty());
     let data_tmp = if has_external {
         let source = source.ok_or_else(|| {
             Error::config("model has external tensors but no source model to read them from")
@@ -226,16 +270,9 @@ pub fn save(model: &ModelProto, source: Option<&LoadedModel>, out: &Path, option
         if data_path.exists() && !options.overwrite {
             return Err(Error::OutputExists { path: data_path });
         }
-        if let Some(span) = external_tensors(source.graph()).first() {
-            let span = resolve_external(&source.path, &source.dir, span)?;
-            if same_file(&span.file, &data_path) {
-                return Err(Error::config(format!(
-                    "{}: output data file would overwrite the input's external data; choose another output name",
-                    data_path.display()
-                )));
-            }
-        }
-        Some(copy_external_data(&mut model, source, &out_dir, &data_name)?)
+        Some(copy_external_data(
+            &mut model, source, &out_dir, &data_name,
+        )?)
     } else {
         None
     };
@@ -288,7 +325,10 @@ fn copy_external_data(
     let mut writer = BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
     let mut written: u64 = 0;
     let mut open_files: HashMap<PathBuf, File> = HashMap::new();
-    let graph = model.graph.as_mut().expect("caller checked the graph exists");
+    let graph = model
+        .graph
+        .as_mut()
+        .expect("caller checked the graph exists");
     visit_tensors_mut(graph, &mut |tensor| {
         if !super::tensor::is_external(tensor) {
             return Ok(());
@@ -296,7 +336,9 @@ fn copy_external_data(
         let span = resolve_external(&source.path, &source.dir, tensor)?;
         if span.length >= PAGE * 16 && written % PAGE != 0 {
             let pad = PAGE - written % PAGE;
-            writer.write_all(&vec![0u8; pad as usize]).map_err(data_err)?;
+            writer
+                .write_all(&vec![0u8; pad as usize])
+                .map_err(data_err)?;
             written += pad;
         }
         let file = match open_files.entry(span.file.clone()) {
@@ -305,7 +347,8 @@ fn copy_external_data(
                 e.insert(File::open(&span.file).map_err(|err| Error::io(&span.file, err))?)
             }
         };
-        file.seek(SeekFrom::Start(span.offset)).map_err(|e| Error::io(&span.file, e))?;
+        file.seek(SeekFrom::Start(span.offset))
+            .map_err(|e| Error::io(&span.file, e))?;
         let copied = io::copy(&mut file.take(span.length), &mut writer).map_err(data_err)?;
         if copied != span.length {
             return Err(Error::ExternalData {
@@ -341,59 +384,94 @@ const MODEL_GRAPH: u32 = 7;
 const GRAPH_INITIALIZER: u32 = 5;
 const TENSOR_RAW_DATA: u32 = 9;
 
-/// Encodes `model` to `w` without building the whole message in memory: the model
-/// and graph envelopes are encoded without initializers, then each initializer is
-/// written as its own field with its payload copied straight from its buffer.
-/// Protobuf merges repeated fields in order wherever they appear, so the result
-/// decodes to the same message.
+/// Encodes `model` to `w` without building the whole message in memory. Fields
+/// are written in field-number order, as protobuf encoders do, so a loaded and
+/// saved model is byte-identical to its input: the model fields before the graph,
+/// the graph (its fields before the initializers, each initializer with its payload
+/// copied straight from its buffer, the fields after), then the model fields after.
 pub fn write_model<W: Write>(model: &ModelProto, w: &mut W) -> io::Result<()> {
-    let mut envelope = model.clone();
-    let graph = envelope.graph.take();
-    w.write_all(&envelope.encode_to_vec())?;
-    let Some(mut graph) = graph else { return Ok(()) };
-    let initializers = std::mem::take(&mut graph.initializer);
-    let graph_head = graph.encode_to_vec();
-
-    // Each initializer as (encoded fields except raw_data, raw_data).
-    let parts: Vec<(Vec<u8>, Option<Bytes>)> = initializers
-        .into_iter()
-        .map(|mut t| {
-            let raw = t.raw_data.take();
-            (t.encode_to_vec(), raw)
-        })
-        .collect();
-    let raw_field_len = |raw: &Option<Bytes>| {
-        raw.as_ref().map_or(0, |r| {
-            key_len(TENSOR_RAW_DATA) + encoded_len_varint(r.len() as u64) + r.len()
-        })
+    let mut tail = model.clone();
+    let head = ModelProto {
+        ir_version: tail.ir_version.take(),
+        producer_name: tail.producer_name.take(),
+        producer_version: tail.producer_version.take(),
+        domain: tail.domain.take(),
+        model_version: tail.model_version.take(),
+        doc_string: tail.doc_string.take(),
+        ..Default::default()
     };
-    let tensor_len = |(head, raw): &(Vec<u8>, Option<Bytes>)| head.len() + raw_field_len(raw);
-    let graph_len: usize = graph_head.len()
-        + parts
-            .iter()
-            .map(|p| key_len(GRAPH_INITIALIZER) + encoded_len_varint(tensor_len(p) as u64) + tensor_len(p))
-            .sum::<usize>();
-
-    let mut prefix = Vec::with_capacity(16);
-    encode_key(MODEL_GRAPH, WireType::LengthDelimited, &mut prefix);
-    encode_varint(graph_len as u64, &mut prefix);
-    w.write_all(&prefix)?;
-    w.write_all(&graph_head)?;
-    for part in &parts {
-        let mut prefix = Vec::with_capacity(16);
-        encode_key(GRAPH_INITIALIZER, WireType::LengthDelimited, &mut prefix);
-        encode_varint(tensor_len(part) as u64, &mut prefix);
-        w.write_all(&prefix)?;
-        w.write_all(&part.0)?;
-        if let Some(raw) = &part.1 {
-            let mut prefix = Vec::with_capacity(16);
-            encode_key(TENSOR_RAW_DATA, WireType::LengthDelimited, &mut prefix);
-            encode_varint(raw.len() as u64, &mut prefix);
-            w.write_all(&prefix)?;
-            w.write_all(raw)?;
+    let graph = tail.graph.take();
+    w.write_all(&head.encode_to_vec())?;
+    if let Some(mut graph) = graph {
+        let initializers = std::mem::take(&mut graph.initializer);
+        let graph_head = GraphProto {
+            node: std::mem::take(&mut graph.node),
+            name: graph.name.take(),
+            ..Default::default()
         }
+        .encode_to_vec();
+        let graph_tail = graph.encode_to_vec();
+
+        // Each initializer as (encoded fields before raw_data, raw_data, fields after).
+        let parts: Vec<(Vec<u8>, Option<Bytes>, Vec<u8>)> = initializers
+            .into_iter()
+            .map(|mut t| {
+                let raw = t.raw_data.take();
+                let before = TensorProto {
+                    dims: std::mem::take(&mut t.dims),
+                    data_type: t.data_type.take(),
+                    segment: t.segment.take(),
+                    float_data: std::mem::take(&mut t.float_data),
+                    int32_data: std::mem::take(&mut t.int32_data),
+                    string_data: std::mem::take(&mut t.string_data),
+                    int64_data: std::mem::take(&mut t.int64_data),
+                    name: t.name.take(),
+                    ..Default::default()
+                };
+                (before.encode_to_vec(), raw, t.encode_to_vec())
+            })
+            .collect();
+        let raw_field_len = |raw: &Option<Bytes>| {
+            raw.as_ref().map_or(0, |r| {
+                key_len(TENSOR_RAW_DATA) + encoded_len_varint(r.len() as u64) + r.len()
+            })
+        };
+        let tensor_len = |(before, raw, after): &(Vec<u8>, Option<Bytes>, Vec<u8>)| {
+            before.len() + raw_field_len(raw) + after.len()
+        };
+        let graph_len: usize = graph_head.len()
+            + graph_tail.len()
+            + parts
+                .iter()
+                .map(|p| {
+                    key_len(GRAPH_INITIALIZER)
+                        + encoded_len_varint(tensor_len(p) as u64)
+                        + tensor_len(p)
+                })
+                .sum::<usize>();
+
+        write_prefix(w, MODEL_GRAPH, graph_len)?;
+        w.write_all(&graph_head)?;
+        for part in &parts {
+            write_prefix(w, GRAPH_INITIALIZER, tensor_len(part))?;
+            w.write_all(&part.0)?;
+            if let Some(raw) = &part.1 {
+                write_prefix(w, TENSOR_RAW_DATA, raw.len())?;
+                w.write_all(raw)?;
+            }
+            w.write_all(&part.2)?;
+        }
+        w.write_all(&graph_tail)?;
     }
-    Ok(())
+    w.write_all(&tail.encode_to_vec())
+}
+
+/// Key and length of a length-delimited field.
+fn write_prefix<W: Write>(w: &mut W, field: u32, len: usize) -> io::Result<()> {
+    let mut prefix = Vec::with_capacity(16);
+    encode_key(field, WireType::LengthDelimited, &mut prefix);
+    encode_varint(len as u64, &mut prefix);
+    w.write_all(&prefix)
 }
 
 /// The model encoded in memory, for tests and runtimes that take bytes.

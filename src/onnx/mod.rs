@@ -15,8 +15,8 @@ pub mod proto {
 }
 
 pub use proto::{
-    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
-    StringStringEntryProto, TensorProto, TypeProto, ValueInfoProto,
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto,
+    TensorProto, TypeProto, ValueInfoProto,
 };
 
 /// The default-domain opset version the model imports, if any.

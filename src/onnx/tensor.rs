@@ -67,13 +67,19 @@ pub fn is_external(tensor: &TensorProto) -> bool {
 
 /// A float32 tensor stored as little-endian `raw_data`.
 pub fn f32_tensor(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
-    debug_assert_eq!(dims.iter().product::<i64>().max(1) as usize, values.len().max(1));
+    debug_assert_eq!(
+        dims.iter().product::<i64>().max(1) as usize,
+        values.len().max(1)
+    );
     TensorProto {
         name: Some(name.to_string()),
         dims: dims.to_vec(),
         data_type: Some(FLOAT),
         raw_data: Some(Bytes::from(
-            values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>(),
+            values
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect::<Vec<u8>>(),
         )),
         ..Default::default()
     }
@@ -86,7 +92,10 @@ pub fn i64_tensor(name: &str, dims: &[i64], values: &[i64]) -> TensorProto {
         dims: dims.to_vec(),
         data_type: Some(INT64),
         raw_data: Some(Bytes::from(
-            values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>(),
+            values
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect::<Vec<u8>>(),
         )),
         ..Default::default()
     }

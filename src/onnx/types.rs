@@ -40,7 +40,10 @@ impl TensorType {
         match &self.shape {
             Some(dims) => format!(
                 "{elem} [{}]",
-                dims.iter().map(Dim::to_string).collect::<Vec<_>>().join(", ")
+                dims.iter()
+                    .map(Dim::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             None => format!("{elem} (shape unknown)"),
         }

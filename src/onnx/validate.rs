@@ -14,7 +14,13 @@ pub fn check_model(model: &ModelProto) -> Result<()> {
     let domains: HashSet<&str> = model
         .opset_import
         .iter()
-        .map(|o| if o.domain() == "ai.onnx" { "" } else { o.domain() })
+        .map(|o| {
+            if o.domain() == "ai.onnx" {
+                ""
+            } else {
+                o.domain()
+            }
+        })
         .collect();
     if !domains.contains("") {
         problems.push("no opset import for the default ONNX domain".to_string());
@@ -52,7 +58,13 @@ impl Scope {
     }
 }
 
-fn check_graph(graph: &GraphProto, scope: &mut Scope, domains: &HashSet<&str>, what: &str, problems: &mut Vec<String>) {
+fn check_graph(
+    graph: &GraphProto,
+    scope: &mut Scope,
+    domains: &HashSet<&str>,
+    what: &str,
+    problems: &mut Vec<String>,
+) {
     let declared: HashMap<&str, i32> = graph
         .value_info
         .iter()
@@ -65,21 +77,31 @@ fn check_graph(graph: &GraphProto, scope: &mut Scope, domains: &HashSet<&str>, w
     let mut top = HashSet::new();
     for input in &graph.input {
         if !top.insert(input.name()) {
-            problems.push(format!("{what}: input '{}' is declared twice", input.name()));
+            problems.push(format!(
+                "{what}: input '{}' is declared twice",
+                input.name()
+            ));
         }
         scope.define(input.name(), tensor_type(input).map(|t| t.elem_type));
     }
     let mut initializer_names = HashSet::new();
     for init in &graph.initializer {
         if !initializer_names.insert(init.name()) {
-            problems.push(format!("{what}: initializer '{}' is defined twice", init.name()));
+            problems.push(format!(
+                "{what}: initializer '{}' is defined twice",
+                init.name()
+            ));
         }
         scope.define(init.name(), init.data_type);
     }
 
     for node in &graph.node {
         let label = super::node_label(node);
-        let domain = if node.domain() == "ai.onnx" { "" } else { node.domain() };
+        let domain = if node.domain() == "ai.onnx" {
+            ""
+        } else {
+            node.domain()
+        };
         if !domains.contains(domain) {
             problems.push(format!("{label}: domain '{domain}' has no opset import"));
         }
@@ -93,12 +115,23 @@ fn check_graph(graph: &GraphProto, scope: &mut Scope, domains: &HashSet<&str>, w
         for attr in &node.attribute {
             for (i, sub) in attr.g.iter().chain(&attr.graphs).enumerate() {
                 let mut inner = scope.clone();
-                check_graph(sub, &mut inner, domains, &format!("{label} subgraph {}#{i}", attr.name()), problems);
+                check_graph(
+                    sub,
+                    &mut inner,
+                    domains,
+                    &format!("{label} subgraph {}#{i}", attr.name()),
+                    problems,
+                );
             }
         }
         check_input_types(node, scope, &label, problems);
         let inferred = infer_output_elem(node, scope);
-        for (i, output) in node.output.iter().enumerate().filter(|(_, o)| !o.is_empty()) {
+        for (i, output) in node
+            .output
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| !o.is_empty())
+        {
             let elem = if i == 0 { inferred } else { None };
             let elem = match (elem, declared.get(output.as_str())) {
                 (Some(e), Some(&d)) if e != d => {
@@ -112,13 +145,18 @@ fn check_graph(graph: &GraphProto, scope: &mut Scope, domains: &HashSet<&str>, w
                 (e, d) => e.or(d.copied()),
             };
             if !scope.define(output, elem) {
-                problems.push(format!("{label}: output '{output}' is assigned more than once"));
+                problems.push(format!(
+                    "{label}: output '{output}' is assigned more than once"
+                ));
             }
         }
     }
     for output in &graph.output {
         if !scope.types.contains_key(output.name()) {
-            problems.push(format!("{what}: output '{}' is not computed by the graph", output.name()));
+            problems.push(format!(
+                "{what}: output '{}' is not computed by the graph",
+                output.name()
+            ));
         }
     }
 }
@@ -161,7 +199,8 @@ fn check_input_types(node: &NodeProto, scope: &Scope, label: &str, problems: &mu
     };
     if let Some(i) = index_input {
         if let Some(elem) = node.input.get(i).and_then(|n| scope.elem(n)) {
-            if !matches!(elem, e if e == INT64 || e == super::proto::tensor_proto::DataType::Int32 as i32) {
+            if !matches!(elem, e if e == INT64 || e == super::proto::tensor_proto::DataType::Int32 as i32)
+            {
                 problems.push(format!(
                     "{label}: input {i} ('{}') must be int32 or int64, is {}",
                     node.input[i],
@@ -176,22 +215,74 @@ fn check_input_types(node: &NodeProto, scope: &Scope, label: &str, problems: &mu
 fn infer_output_elem(node: &NodeProto, scope: &Scope) -> Option<i32> {
     let input = |i: usize| node.input.get(i).and_then(|n| scope.elem(n));
     match node.op_type() {
-        "Cast" => super::attribute(node, "to").and_then(|a| a.i).map(|v| v as i32),
+        "Cast" => super::attribute(node, "to")
+            .and_then(|a| a.i)
+            .map(|v| v as i32),
         "CastLike" => input(1),
         "Shape" | "Size" | "ArgMax" | "ArgMin" | "NonZero" => Some(INT64),
         "Equal" | "Less" | "Greater" | "LessOrEqual" | "GreaterOrEqual" | "Not" | "And" | "Or"
         | "Xor" | "IsNaN" | "IsInf" => Some(BOOL),
         "Where" => input(1).or(input(2)),
         "OneHot" => input(2),
-        "Constant" => super::attribute(node, "value").and_then(|a| a.t.as_ref()).and_then(|t| t.data_type),
-        "Add" | "Sub" | "Mul" | "Div" | "Neg" | "Abs" | "Relu" | "Sigmoid" | "Tanh" | "Exp" | "Log"
-        | "Sqrt" | "Pow" | "Max" | "Min" | "Sum" | "Mean" | "MatMul" | "Gemm" | "Softmax"
-        | "LogSoftmax" | "Identity" | "Reshape" | "Flatten" | "Transpose" | "Squeeze" | "Unsqueeze"
-        | "Concat" | "Gather" | "Slice" | "Expand" | "ReduceSum" | "ReduceMean" | "ReduceL2"
-        | "ReduceMax" | "ReduceMin" | "ReduceSumSquare" | "LpNormalization" | "Conv"
-        | "BatchNormalization" | "MaxPool" | "AveragePool" | "GlobalAveragePool" | "Dropout"
-        | "Clip" | "SoftmaxCrossEntropyLoss" | "HardSigmoid" | "HardSwish" | "LeakyRelu" | "Erf"
-        | "Gelu" | "LayerNormalization" | "Pad" | "Split" | "Tile" | "Reciprocal" => input(0),
+        "Constant" => super::attribute(node, "value")
+            .and_then(|a| a.t.as_ref())
+            .and_then(|t| t.data_type),
+        "Add"
+        | "Sub"
+        | "Mul"
+        | "Div"
+        | "Neg"
+        | "Abs"
+        | "Relu"
+        | "Sigmoid"
+        | "Tanh"
+        | "Exp"
+        | "Log"
+        | "Sqrt"
+        | "Pow"
+        | "Max"
+        | "Min"
+        | "Sum"
+        | "Mean"
+        | "MatMul"
+        | "Gemm"
+        | "Softmax"
+        | "LogSoftmax"
+        | "Identity"
+        | "Reshape"
+        | "Flatten"
+        | "Transpose"
+        | "Squeeze"
+        | "Unsqueeze"
+        | "Concat"
+        | "Gather"
+        | "Slice"
+        | "Expand"
+        | "ReduceSum"
+        | "ReduceMean"
+        | "ReduceL2"
+        | "ReduceMax"
+        | "ReduceMin"
+        | "ReduceSumSquare"
+        | "LpNormalization"
+        | "Conv"
+        | "BatchNormalization"
+        | "MaxPool"
+        | "AveragePool"
+        | "GlobalAveragePool"
+        | "Dropout"
+        | "Clip"
+        | "SoftmaxCrossEntropyLoss"
+        | "HardSigmoid"
+        | "HardSwish"
+        | "LeakyRelu"
+        | "Erf"
+        | "Gelu"
+        | "LayerNormalization"
+        | "Pad"
+        | "Split"
+        | "Tile"
+        | "Reciprocal" => input(0),
         _ => None,
     }
 }

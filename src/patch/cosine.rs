@@ -14,7 +14,13 @@ const NORMALIZE_EPS: f32 = 1e-12;
 pub fn emit(b: &mut Emitter, layer: &LinearLayer, logits: &str) -> Vec<NodeProto> {
     let eps = b.constant("cosine/eps", f32_tensor("", &[], &[NORMALIZE_EPS]));
     let features = normalize(b, &layer.features, 1, &eps, "cosine/features");
-    let weight = normalize(b, &layer.weight, layer.feature_axis as i64, &eps, "cosine/weight");
+    let weight = normalize(
+        b,
+        &layer.weight,
+        layer.feature_axis as i64,
+        &eps,
+        "cosine/weight",
+    );
     let trans_b = attr_int("transB", i64::from(layer.transposed()));
     b.op_into("Gemm", &[&features, &weight], vec![trans_b], logits);
     std::mem::take(&mut b.nodes)

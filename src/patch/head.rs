@@ -133,9 +133,10 @@ fn candidates(graph: &GraphProto) -> Vec<Head> {
             let ty = tensor_type(output)?;
             let (batch, classes) = logits_dims(&ty)?;
             let (logits, activation) = match producer(graph, output.name()) {
-                Some((_, node)) if is_class_softmax(node) => {
-                    (node.input.first()?.clone(), Some(node.op_type().to_string()))
-                }
+                Some((_, node)) if is_class_softmax(node) => (
+                    node.input.first()?.clone(),
+                    Some(node.op_type().to_string()),
+                ),
                 _ => (output.name().to_string(), None),
             };
             let logits_is_output = graph.output.iter().any(|o| o.name() == logits);
@@ -174,11 +175,16 @@ fn logits_dims(ty: &TensorType) -> Option<(Dim, usize)> {
 /// Softmax or LogSoftmax over the last axis of a rank-2 value (axis 1 or -1; the
 /// default is 1 before opset 13 and -1 since, both the class axis here).
 fn is_class_softmax(node: &NodeProto) -> bool {
-    matches!(node.op_type(), "Softmax" | "LogSoftmax") && matches!(attr_int(node, "axis", -1), 1 | -1)
+    matches!(node.op_type(), "Softmax" | "LogSoftmax")
+        && matches!(attr_int(node, "axis", -1), 1 | -1)
 }
 
 fn initializer_dims(graph: &GraphProto, name: &str) -> Option<Vec<i64>> {
-    graph.initializer.iter().find(|t| t.name() == name).map(|t| t.dims.clone())
+    graph
+        .initializer
+        .iter()
+        .find(|t| t.name() == name)
+        .map(|t| t.dims.clone())
 }
 
 /// The linear layer producing `logits`, if it has the shape the cosine rewrite needs.
@@ -199,7 +205,11 @@ fn linear_layer(graph: &GraphProto, logits: &str) -> Option<LinearLayer> {
                 features: node.input.first()?.clone(),
                 weight: weight.clone(),
                 weight_dims,
-                feature_axis: if attr_int(node, "transB", 0) != 0 { 1 } else { 0 },
+                feature_axis: if attr_int(node, "transB", 0) != 0 {
+                    1
+                } else {
+                    0
+                },
                 bias,
             })
         }
@@ -225,7 +235,12 @@ fn linear_layer(graph: &GraphProto, logits: &str) -> Option<LinearLayer> {
     }
 }
 
-fn matmul_layer(graph: &GraphProto, index: usize, node: &NodeProto, bias: Option<String>) -> Option<LinearLayer> {
+fn matmul_layer(
+    graph: &GraphProto,
+    index: usize,
+    node: &NodeProto,
+    bias: Option<String>,
+) -> Option<LinearLayer> {
     let weight = node.input.get(1)?;
     let weight_dims = initializer_dims(graph, weight).filter(|d| d.len() == 2)?;
     Some(LinearLayer {

@@ -36,11 +36,23 @@ pub fn emit(b: &mut Emitter, config: &LossConfig, io: &LossIo) -> Result<()> {
     let scores = match config.loss {
         LossKind::Ldam => {
             // z' = s * (z - m * onehot(y))
-            let margins = named(b, f32_tensor(MARGINS, &[classes], &f32s(margins(&config.class_counts, config.max_m))))?;
+            let margins = named(
+                b,
+                f32_tensor(
+                    MARGINS,
+                    &[classes],
+                    &f32s(margins(&config.class_counts, config.max_m)),
+                ),
+            )?;
             let scale = named(b, f32_tensor(SCALE, &[], &[config.scale as f32]))?;
             let depth = b.constant("depth", i64_tensor("", &[], &[classes]));
             let off_on = b.constant("onehot_values", f32_tensor("", &[2], &[0.0, 1.0]));
-            let onehot = b.op("OneHot", &[io.labels, &depth, &off_on], vec![attr_int("axis", -1)], "onehot");
+            let onehot = b.op(
+                "OneHot",
+                &[io.labels, &depth, &off_on],
+                vec![attr_int("axis", -1)],
+                "onehot",
+            );
             let label_margins = b.mul(&onehot, &margins, "label_margins");
             let shifted = b.sub(io.logits, &label_margins, "shifted_logits");
             b.mul(&shifted, &scale, "scaled_logits")
@@ -56,9 +68,22 @@ pub fn emit(b: &mut Emitter, config: &LossConfig, io: &LossIo) -> Result<()> {
             Some(if config.reweight == Reweight::Drw {
                 // weights = epoch >= drw_epoch ? balanced : ones
                 let drw_epoch = named(b, i64_tensor(DRW_EPOCH, &[], &[config.drw_epoch]))?;
-                let ones = b.constant("ones", f32_tensor("", &[classes], &vec![1.0; classes as usize]));
-                let deferred = b.op("GreaterOrEqual", &[io.epoch, &drw_epoch], vec![], "drw_active");
-                b.op("Where", &[&deferred, &balanced, &ones], vec![], "class_weights_now")
+                let ones = b.constant(
+                    "ones",
+                    f32_tensor("", &[classes], &vec![1.0; classes as usize]),
+                );
+                let deferred = b.op(
+                    "GreaterOrEqual",
+                    &[io.epoch, &drw_epoch],
+                    vec![],
+                    "drw_active",
+                );
+                b.op(
+                    "Where",
+                    &[&deferred, &balanced, &ones],
+                    vec![],
+                    "class_weights_now",
+                )
             } else {
                 balanced
             })
@@ -72,7 +97,12 @@ pub fn emit(b: &mut Emitter, config: &LossConfig, io: &LossIo) -> Result<()> {
     match config.loss {
         LossKind::Ldam | LossKind::Ce => {
             // Weighted mean sum_i w_{y_i} l_i / sum_i w_{y_i}, as PyTorch's cross_entropy.
-            b.op_into("SoftmaxCrossEntropyLoss", &sce_inputs, vec![attr_string("reduction", "mean")], io.loss);
+            b.op_into(
+                "SoftmaxCrossEntropyLoss",
+                &sce_inputs,
+                vec![attr_string("reduction", "mean")],
+                io.loss,
+            );
         }
         LossKind::Focal => {
             // Reference focal loss: l = w_y * ce, p = exp(-l), mean((1 - p)^gamma * l).
@@ -89,7 +119,12 @@ pub fn emit(b: &mut Emitter, config: &LossConfig, io: &LossIo) -> Result<()> {
             let one_minus_p = b.sub(&one, &p, "one_minus_p");
             let modulator = b.op("Pow", &[&one_minus_p, &gamma], vec![], "focal_modulator");
             let focal = b.mul(&modulator, &per_example, "focal_per_example");
-            b.op_into("ReduceMean", &[&focal], vec![attr_int("keepdims", 0)], io.loss);
+            b.op_into(
+                "ReduceMean",
+                &[&focal],
+                vec![attr_int("keepdims", 0)],
+                io.loss,
+            );
         }
     }
     Ok(())

@@ -32,7 +32,12 @@ pub fn is_patched(model: &ModelProto) -> bool {
 /// The metadata entries for a patch, in a fixed order.
 pub fn entries(record: &PatchRecord) -> Vec<StringStringEntryProto> {
     let c = &record.config;
-    let counts = c.class_counts.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+    let counts = c
+        .class_counts
+        .iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
     [
         ("version", env!("CARGO_PKG_VERSION").to_string()),
         ("class_counts", counts),
@@ -76,7 +81,12 @@ pub fn read(model: &ModelProto) -> Result<Option<PatchRecord>> {
         .split(',')
         .map(|n| n.trim().parse::<u64>())
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|_| Error::invalid(format!("metadata '{}' is not a list of counts", key("class_counts"))))?;
+        .map_err(|_| {
+            Error::invalid(format!(
+                "metadata '{}' is not a list of counts",
+                key("class_counts")
+            ))
+        })?;
     let config = LossConfig {
         class_counts,
         loss: get("loss")?.parse()?,

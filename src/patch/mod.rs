@@ -37,7 +37,9 @@ impl FromStr for HeadMode {
             "auto" => Ok(HeadMode::Auto),
             "keep" => Ok(HeadMode::Keep),
             "cosine" => Ok(HeadMode::Cosine),
-            other => Err(Error::config(format!("'{other}' is not one of: auto, keep, cosine"))),
+            other => Err(Error::config(format!(
+                "'{other}' is not one of: auto, keep, cosine"
+            ))),
         }
     }
 }
@@ -107,7 +109,10 @@ pub fn check_patchable(model: &ModelProto) -> Result<i64> {
 pub fn patch(model: &ModelProto, options: &PatchOptions) -> Result<(ModelProto, PatchSummary)> {
     let opset = check_patchable(model)?;
     let mut model = model.clone();
-    let graph = model.graph.as_mut().ok_or_else(|| Error::patch("the model has no graph"))?;
+    let graph = model
+        .graph
+        .as_mut()
+        .ok_or_else(|| Error::patch("the model has no graph"))?;
     let head = head::detect(graph, options.logits.as_deref())?;
     let config = &options.config;
     if config.class_counts.len() != head.classes {
@@ -141,7 +146,10 @@ pub fn patch(model: &ModelProto, options: &PatchOptions) -> Result<(ModelProto, 
     let mut b = Emitter::new(taken, PREFIX, opset);
     let mut appended_nodes = 0;
     if cosine {
-        let layer = head.linear.as_ref().expect("choose_head only picks cosine with a linear layer");
+        let layer = head
+            .linear
+            .as_ref()
+            .expect("choose_head only picks cosine with a linear layer");
         let replacement = cosine::emit(&mut b, layer, &head.logits);
         appended_nodes += replacement.len();
         replace_linear_layer(graph, layer, replacement);
@@ -157,30 +165,47 @@ pub fn patch(model: &ModelProto, options: &PatchOptions) -> Result<(ModelProto, 
         b.op_into("Identity", &[&head.logits], vec![], &names.logits);
     }
     appended_nodes += b.nodes.len();
-    let appended_initializers: Vec<String> = b.initializers.iter().map(|t| t.name().to_string()).collect();
+    let appended_initializers: Vec<String> = b
+        .initializers
+        .iter()
+        .map(|t| t.name().to_string())
+        .collect();
     graph.node.append(&mut b.nodes);
     graph.initializer.append(&mut b.initializers);
 
-    graph.input.push(value_info(&names.labels, INT64, std::slice::from_ref(&head.batch)));
+    graph.input.push(value_info(
+        &names.labels,
+        INT64,
+        std::slice::from_ref(&head.batch),
+    ));
     graph.input.push(value_info(&names.epoch, INT64, &[]));
     graph.output.push(value_info(&names.loss, FLOAT, &[]));
     let mut new_outputs = vec![names.loss.clone()];
     if adds_logits_output {
-        graph.output.push(value_info(&names.logits, FLOAT, &[head.batch.clone(), Dim::Fixed(head.classes as i64)]));
+        graph.output.push(value_info(
+            &names.logits,
+            FLOAT,
+            &[head.batch.clone(), Dim::Fixed(head.classes as i64)],
+        ));
         new_outputs.push(names.logits.clone());
     }
 
-    model.metadata_props.extend(metadata::entries(&metadata::PatchRecord {
-        config: config.clone(),
-        logits: head.logits.clone(),
-        head: if cosine { "cosine" } else { "keep" }.to_string(),
-        labels_input: names.labels.clone(),
-        epoch_input: names.epoch.clone(),
-        loss_output: names.loss.clone(),
-        logits_output: names.logits.clone(),
-    }));
-    validate::check_model(&model)
-        .map_err(|e| Error::invalid(format!("the patched graph failed its structural check (a bug): {e}")))?;
+    model
+        .metadata_props
+        .extend(metadata::entries(&metadata::PatchRecord {
+            config: config.clone(),
+            logits: head.logits.clone(),
+            head: if cosine { "cosine" } else { "keep" }.to_string(),
+            labels_input: names.labels.clone(),
+            epoch_input: names.epoch.clone(),
+            loss_output: names.loss.clone(),
+            logits_output: names.logits.clone(),
+        }));
+    validate::check_model(&model).map_err(|e| {
+        Error::invalid(format!(
+            "the patched graph failed its structural check (a bug): {e}"
+        ))
+    })?;
 
     let summary = PatchSummary {
         head,
@@ -226,7 +251,11 @@ fn choose_head(head: &Head, mode: HeadMode, loss: LossKind) -> Result<(bool, Str
         Some(b) => format!(", bias '{b}' dropped"),
         None => String::new(),
     };
-    let hint = if mode == HeadMode::Auto { " (--head keep leaves it as exported)" } else { "" };
+    let hint = if mode == HeadMode::Auto {
+        " (--head keep leaves it as exported)"
+    } else {
+        ""
+    };
     Ok((
         true,
         format!(
@@ -245,9 +274,16 @@ fn producer_description(head: &Head) -> &'static str {
 
 /// Replaces the linear layer's node(s) with `replacement` at the same position,
 /// and drops the bias initializer when nothing else reads it.
-fn replace_linear_layer(graph: &mut GraphProto, layer: &head::LinearLayer, replacement: Vec<crate::onnx::NodeProto>) {
+fn replace_linear_layer(
+    graph: &mut GraphProto,
+    layer: &head::LinearLayer,
+    replacement: Vec<crate::onnx::NodeProto>,
+) {
     let first = layer.matmul.map_or(layer.node, |m| m.min(layer.node));
-    let removed: Vec<usize> = [Some(layer.node), layer.matmul].into_iter().flatten().collect();
+    let removed: Vec<usize> = [Some(layer.node), layer.matmul]
+        .into_iter()
+        .flatten()
+        .collect();
     let mut nodes = std::mem::take(&mut graph.node);
     let mut kept = Vec::with_capacity(nodes.len() + replacement.len());
     let mut replacement = Some(replacement);
@@ -268,12 +304,18 @@ fn replace_linear_layer(graph: &mut GraphProto, layer: &head::LinearLayer, repla
         }
     }
     // Intermediate values of the removed nodes no longer exist.
-    let defined: std::collections::HashSet<&str> = graph.node.iter().flat_map(|n| n.output.iter().map(String::as_str)).collect();
+    let defined: std::collections::HashSet<&str> = graph
+        .node
+        .iter()
+        .flat_map(|n| n.output.iter().map(String::as_str))
+        .collect();
     let stale: Vec<String> = graph
         .value_info
         .iter()
         .filter(|v| !defined.contains(v.name()))
         .map(|v| v.name().to_string())
         .collect();
-    graph.value_info.retain(|v| !stale.iter().any(|s| s == v.name()));
+    graph
+        .value_info
+        .retain(|v| !stale.iter().any(|s| s == v.name()));
 }

@@ -21,7 +21,10 @@ pub fn model_files() -> Vec<PathBuf> {
         .filter(|p| p.extension().is_some_and(|e| e == "onnx"))
         .collect();
     files.sort();
-    assert!(files.len() >= 4, "models/ should hold the exported networks");
+    assert!(
+        files.len() >= 4,
+        "models/ should hold the exported networks"
+    );
     files
 }
 
@@ -49,11 +52,15 @@ impl Data {
 /// Runs `model` in ONNX Runtime (CPU) and returns every graph output.
 pub fn run(model: &ModelProto, inputs: &[(&str, Data)]) -> HashMap<String, Data> {
     let bytes = ldam_onnx::onnx::io::to_bytes(model);
-    let mut session = ldam_onnx::runtime::session_from_bytes(&bytes).expect("ONNX Runtime accepts the model");
+    let mut session =
+        ldam_onnx::runtime::session_from_bytes(&bytes).expect("ONNX Runtime accepts the model");
     run_session(&mut session, inputs)
 }
 
-pub fn run_session(session: &mut ort::session::Session, inputs: &[(&str, Data)]) -> HashMap<String, Data> {
+pub fn run_session(
+    session: &mut ort::session::Session,
+    inputs: &[(&str, Data)],
+) -> HashMap<String, Data> {
     let values: Vec<(String, ort::session::SessionInputValue<'_>)> = inputs
         .iter()
         .map(|(name, data)| {
@@ -68,7 +75,11 @@ pub fn run_session(session: &mut ort::session::Session, inputs: &[(&str, Data)])
             (name.to_string(), value)
         })
         .collect();
-    let output_names: Vec<String> = session.outputs().iter().map(|o| o.name().to_string()).collect();
+    let output_names: Vec<String> = session
+        .outputs()
+        .iter()
+        .map(|o| o.name().to_string())
+        .collect();
     let outputs = session.run(values).expect("ONNX Runtime runs the model");
     output_names
         .into_iter()
@@ -77,7 +88,9 @@ pub fn run_session(session: &mut ort::session::Session, inputs: &[(&str, Data)])
             let data = if let Ok((shape, v)) = value.try_extract_tensor::<f32>() {
                 Data::F32(shape.to_vec(), v.to_vec())
             } else {
-                let (shape, v) = value.try_extract_tensor::<i64>().expect("float or int64 output");
+                let (shape, v) = value
+                    .try_extract_tensor::<i64>()
+                    .expect("float or int64 output");
                 Data::I64(shape.to_vec(), v.to_vec())
             };
             (name, data)
@@ -98,7 +111,12 @@ pub fn model_from_graph(graph: GraphProto, opset: i64) -> ModelProto {
     }
 }
 
-pub fn node(op: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<ldam_onnx::onnx::AttributeProto>) -> NodeProto {
+pub fn node(
+    op: &str,
+    inputs: &[&str],
+    outputs: &[&str],
+    attrs: Vec<ldam_onnx::onnx::AttributeProto>,
+) -> NodeProto {
     NodeProto {
         op_type: Some(op.into()),
         name: Some(format!("{op}_{}", outputs[0])),
@@ -116,7 +134,11 @@ pub fn logits_model(classes: i64, opset: i64) -> ModelProto {
     let graph = GraphProto {
         name: Some("logits_as_input".into()),
         node: vec![node("Identity", &["z"], &["scores"], vec![])],
-        input: vec![value_info("z", FLOAT, &[batch.clone(), Dim::Fixed(classes)])],
+        input: vec![value_info(
+            "z",
+            FLOAT,
+            &[batch.clone(), Dim::Fixed(classes)],
+        )],
         output: vec![value_info("scores", FLOAT, &[batch, Dim::Fixed(classes)])],
         ..Default::default()
     };
@@ -124,16 +146,31 @@ pub fn logits_model(classes: i64, opset: i64) -> ModelProto {
 }
 
 /// `scores = x @ W^T + b` through one Gemm (transB=1), PyTorch's Linear layout.
-pub fn linear_model(weight: &[f32], bias: &[f32], features: i64, classes: i64, opset: i64) -> ModelProto {
+pub fn linear_model(
+    weight: &[f32],
+    bias: &[f32],
+    features: i64,
+    classes: i64,
+    opset: i64,
+) -> ModelProto {
     let batch = Dim::Symbolic("N".into());
     let graph = GraphProto {
         name: Some("linear".into()),
-        node: vec![node("Gemm", &["x", "fc.weight", "fc.bias"], &["scores"], vec![attr_int("transB", 1)])],
+        node: vec![node(
+            "Gemm",
+            &["x", "fc.weight", "fc.bias"],
+            &["scores"],
+            vec![attr_int("transB", 1)],
+        )],
         initializer: vec![
             f32_tensor("fc.weight", &[classes, features], weight),
             f32_tensor("fc.bias", &[classes], bias),
         ],
-        input: vec![value_info("x", FLOAT, &[batch.clone(), Dim::Fixed(features)])],
+        input: vec![value_info(
+            "x",
+            FLOAT,
+            &[batch.clone(), Dim::Fixed(features)],
+        )],
         output: vec![value_info("scores", FLOAT, &[batch, Dim::Fixed(classes)])],
         ..Default::default()
     };
@@ -168,7 +205,10 @@ impl Rng {
 
 pub fn assert_close(actual: f64, expected: f64, rel: f64, what: &str) {
     let err = (actual - expected).abs() / expected.abs().max(1e-12);
-    assert!(err <= rel, "{what}: got {actual}, expected {expected} (relative error {err:e} > {rel:e})");
+    assert!(
+        err <= rel,
+        "{what}: got {actual}, expected {expected} (relative error {err:e} > {rel:e})"
+    );
 }
 
 /// Unused-name helper re-exported for tests that build graphs by hand.
