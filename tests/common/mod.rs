@@ -32,6 +32,7 @@ pub fn model_files() -> Vec<PathBuf> {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Data {
     F32(Vec<i64>, Vec<f32>),
+    F64(Vec<i64>, Vec<f64>),
     I64(Vec<i64>, Vec<i64>),
 }
 
@@ -39,12 +40,20 @@ impl Data {
     pub fn f32(&self) -> &[f32] {
         match self {
             Data::F32(_, v) => v,
-            Data::I64(..) => panic!("expected a float tensor"),
+            _ => panic!("expected a float32 tensor"),
         }
     }
     pub fn shape(&self) -> &[i64] {
         match self {
-            Data::F32(s, _) | Data::I64(s, _) => s,
+            Data::F32(s, _) | Data::F64(s, _) | Data::I64(s, _) => s,
+        }
+    }
+    /// Float values widened to f64 (either float type).
+    pub fn values_f64(&self) -> Vec<f64> {
+        match self {
+            Data::F32(_, v) => v.iter().map(|&x| x as f64).collect(),
+            Data::F64(_, v) => v.clone(),
+            Data::I64(_, v) => v.iter().map(|&x| x as f64).collect(),
         }
     }
 }
@@ -68,6 +77,9 @@ pub fn run_session(
                 Data::F32(shape, v) => ort::value::Tensor::from_array((shape.clone(), v.clone()))
                     .expect("valid float tensor")
                     .into(),
+                Data::F64(shape, v) => ort::value::Tensor::from_array((shape.clone(), v.clone()))
+                    .expect("valid double tensor")
+                    .into(),
                 Data::I64(shape, v) => ort::value::Tensor::from_array((shape.clone(), v.clone()))
                     .expect("valid int64 tensor")
                     .into(),
@@ -87,10 +99,12 @@ pub fn run_session(
             let value = &outputs[name.as_str()];
             let data = if let Ok((shape, v)) = value.try_extract_tensor::<f32>() {
                 Data::F32(shape.to_vec(), v.to_vec())
+            } else if let Ok((shape, v)) = value.try_extract_tensor::<f64>() {
+                Data::F64(shape.to_vec(), v.to_vec())
             } else {
                 let (shape, v) = value
                     .try_extract_tensor::<i64>()
-                    .expect("float or int64 output");
+                    .expect("float, double or int64 output");
                 Data::I64(shape.to_vec(), v.to_vec())
             };
             (name, data)
