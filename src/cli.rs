@@ -33,6 +33,33 @@ enum Command {
     Inspect(InspectArgs),
     /// Append the LDAM-DRW loss subgraph to a classifier
     Patch(PatchArgs),
+    /// Compile a patched model into one SGD training step as a plain ONNX graph
+    Compile(CompileArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "The training-step graph takes the model's inputs, `labels`, `epoch`, `lr` and \
+every state tensor S (parameters, momentum buffers `S.momentum`, BatchNorm running statistics; \
+initializers hold their current values) and returns `loss`, the logits and `S.next` for every S. \
+Feed each S.next back as S for the next step.")]
+struct CompileArgs {
+    /// A model written by `ldam-onnx patch`
+    model: PathBuf,
+    /// Where to write the training step [default: <stem>.train.onnx beside the input]
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Replace the output file if it exists
+    #[arg(long)]
+    force: bool,
+    /// SGD momentum (PyTorch form: v = mu v + g)
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f64,
+    /// L2 weight decay applied to every trainable parameter
+    #[arg(long, default_value_t = 2e-4)]
+    weight_decay: f64,
+    /// Initializers to keep fixed (repeat the flag or separate with commas)
+    #[arg(long, value_name = "NAME", value_delimiter = ',')]
+    freeze: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -149,6 +176,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Inspect(args) => run_inspect(args),
         Command::Patch(args) => run_patch(args),
+        Command::Compile(args) => run_compile(args),
     }
 }
 
@@ -264,6 +292,41 @@ fn run_patch(args: PatchArgs) -> Result<()> {
             .join(", "),
         summary.new_inputs.join(", "),
         summary.new_outputs.join(", ")
+    );
+    Ok(())
+}
+
+fn run_compile(args: CompileArgs) -> Result<()> {
+    let loaded = io::load(&args.model)?;
+    let output = args.output.clone().unwrap_or_else(|| {
+        // model.ldam.onnx -> model.train.onnx
+        let stem = args.model.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let base = stem.strip_suffix(".ldam").unwrap_or(&stem);
+        args.model.with_file_name(format!("{base}.train.onnx"))
+    });
+    if output.exists() && !args.force {
+        return Err(ldam_onnx::Error::OutputExists { path: output }.into());
+    }
+    let options = ldam_onnx::compile::CompileOptions {
+        momentum: args.momentum,
+        weight_decay: args.weight_decay,
+        freeze: args.freeze.clone(),
+    };
+    let step = ldam_onnx::compile::compile(&loaded.model, &options)
+        .with_context(|| format!("{}", args.model.display()))?;
+    io::save(&step.model, Some(&loaded), &output, SaveOptions { overwrite: args.force })?;
+    let count = |kind| step.state.iter().filter(|s| s.kind == kind).count();
+    use ldam_onnx::compile::StateKind;
+    println!("compiled {} -> {}", args.model.display(), output.display());
+    println!(
+        "  state: {} parameters, {} momentum buffers, {} running statistics",
+        count(StateKind::Parameter),
+        count(StateKind::Momentum),
+        count(StateKind::RunningMean) + count(StateKind::RunningVar)
+    );
+    println!(
+        "  nodes: {} forward, {} backward, {} update; SGD momentum {}, weight decay {}",
+        step.forward_nodes, step.backward_nodes, step.update_nodes, options.momentum, options.weight_decay
     );
     Ok(())
 }

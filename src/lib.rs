@@ -1,6 +1,8 @@
 //! ldam-onnx: patch ONNX classifiers with the LDAM-DRW long-tail loss, compile a
 //! portable ONNX training step, and train it.
 
+pub mod autodiff;
+pub mod compile;
 pub mod counts;
 pub mod error;
 pub mod inspect;

@@ -4,6 +4,7 @@
 
 pub mod builder;
 pub mod io;
+pub mod shapes;
 pub mod tensor;
 pub mod types;
 pub mod validate;

@@ -2,6 +2,8 @@
 //! building small models in code.
 #![allow(dead_code)]
 
+pub mod gradcheck;
+
 use ldam_onnx::onnx::builder::{attr_int, NameSet};
 use ldam_onnx::onnx::tensor::{f32_tensor, FLOAT};
 use ldam_onnx::onnx::types::{value_info, Dim};

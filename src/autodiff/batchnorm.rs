@@ -1,0 +1,180 @@
+//! BatchNormalization in training mode, made explicit.
+//!
+//! A training-mode BatchNormalization normalises with the batch's own mean and
+//! (biased) variance. We compute those two per-channel statistics with plain
+//! ReduceMean nodes just before the node and feed them to the same op in its
+//! inference form. The gradient rule then only knows the inference form, and the
+//! chain rule through the ReduceMean nodes yields the exact training-mode
+//! gradient; the statistics are also exactly what the running-statistics update
+//! needs (PyTorch-style, in `compile::sgd`).
+
+use crate::error::{Error, Result};
+use crate::onnx::builder::{attr_int, attr_ints, Emitter};
+use crate::onnx::shapes::ValueShapes;
+use crate::onnx::tensor::{i64_tensor, FLOAT};
+use crate::onnx::types::{Dim, TensorType};
+use crate::onnx::{attribute, node_label, GraphProto, NodeProto};
+use std::collections::HashSet;
+
+/// The values one rewritten BatchNormalization exposes to the training step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchStatistics {
+    /// The node's name (its first output when unnamed).
+    pub node_name: String,
+    /// The running statistics the node took as inputs 3 and 4 (the state to update).
+    pub running_mean: String,
+    pub running_var: String,
+    /// ONNX momentum (weight of the running value; PyTorch's is 1 - this); default 0.9.
+    pub momentum: f32,
+    /// Per-channel batch mean, [C].
+    pub batch_mean: String,
+    /// Per-channel biased batch variance, [C]: the one normalisation uses.
+    pub batch_var: String,
+    /// Scalar of X's type: elements per channel (N times the spatial size), at run time.
+    pub per_channel_count: String,
+}
+
+/// Whether a BatchNormalization normalises with batch statistics: the
+/// training_mode attribute from opset 14; before it, the presence of the
+/// optional statistics outputs.
+pub fn is_training(node: &NodeProto, opset: i64) -> bool {
+    if opset >= 14 {
+        crate::onnx::attr_int(node, "training_mode", 0) != 0
+    } else {
+        node.output.iter().skip(1).any(|o| !o.is_empty())
+    }
+}
+
+/// Rewrites every training-mode BatchNormalization of `graph` into its inference
+/// form fed with explicit batch statistics, inserted just before the node (the
+/// graph stays topologically sorted). New constants become initializers of
+/// `graph`; `shapes` is re-inferred for the rewritten graph.
+pub fn explicit_statistics(
+    graph: &mut GraphProto,
+    b: &mut Emitter,
+    shapes: &mut ValueShapes,
+) -> Result<Vec<BatchStatistics>> {
+    let opset = b.opset;
+    if !graph.node.iter().any(|n| n.op_type() == "BatchNormalization" && is_training(n, opset)) {
+        return Ok(Vec::new());
+    }
+    let used: HashSet<String> = graph
+        .node
+        .iter()
+        .flat_map(|n| n.input.iter().cloned())
+        .chain(graph.output.iter().map(|o| o.name().to_string()))
+        .collect();
+    let mut statistics = Vec::new();
+    let mut new_types = Vec::new();
+    let mut nodes = Vec::with_capacity(graph.node.len());
+    for mut node in std::mem::take(&mut graph.node) {
+        if node.op_type() == "BatchNormalization" && is_training(&node, opset) {
+            let first_new_node = b.nodes.len();
+            let first_new_constant = b.initializers.len();
+            statistics.push(make_explicit(&mut node, b, shapes, &used, &mut new_types)?);
+            nodes.extend(b.nodes.drain(first_new_node..));
+            graph.initializer.extend(b.initializers.drain(first_new_constant..));
+        }
+        nodes.push(node);
+    }
+    graph.node = nodes;
+    // Inferred afresh so that the new axes constants are known as constants (the
+    // ReduceMean gradient reads them), then refined with the statistics' shapes.
+    *shapes = ValueShapes::infer(graph, opset);
+    for (name, ty) in new_types {
+        shapes.insert(&name, ty);
+    }
+    Ok(statistics)
+}
+
+/// Emits the statistics of one node into `b` and turns the node into its
+/// inference form reading them.
+fn make_explicit(
+    node: &mut NodeProto,
+    b: &mut Emitter,
+    shapes: &ValueShapes,
+    used: &HashSet<String>,
+    new_types: &mut Vec<(String, TensorType)>,
+) -> Result<BatchStatistics> {
+    let label = node_label(node);
+    if node.input.len() != 5 || node.input.iter().any(String::is_empty) {
+        return Err(Error::invalid(format!("{label} does not have its five inputs")));
+    }
+    if let Some(consumed) = node.output.iter().skip(1).find(|o| !o.is_empty() && used.contains(*o)) {
+        return Err(Error::invalid(format!(
+            "{label}: its running-statistics output '{consumed}' is used by the graph; \
+             the training step updates running statistics itself, so nothing may read them"
+        )));
+    }
+    let x = node.input[0].clone();
+    let rank = shapes.rank(&x).ok_or_else(|| {
+        Error::invalid(format!("{label}: the rank of its input '{x}' is unknown, so its batch statistics cannot be computed"))
+    })?;
+    if rank < 2 {
+        return Err(Error::invalid(format!("{label}: input '{x}' has rank {rank}, BatchNormalization needs [N, C, ...]")));
+    }
+    let node_name = match node.name() {
+        "" => node.output[0].clone(),
+        name => name.to_string(),
+    };
+    let hint = format!("bn/{}", node_name.trim_start_matches('/').replace('/', "_"));
+    // Every axis but the channel (axis 1).
+    let axes: Vec<i64> = std::iter::once(0).chain(2..rank as i64).collect();
+
+    let mean_kept = reduce_mean(b, &x, &axes, true, &format!("{hint}/mean_kept"));
+    let batch_mean = reduce_mean(b, &x, &axes, false, &format!("{hint}/batch_mean"));
+    let centered = b.sub(&x, &mean_kept, &format!("{hint}/centered"));
+    let squared = b.mul(&centered, &centered, &format!("{hint}/squared"));
+    let batch_var = reduce_mean(b, &squared, &axes, false, &format!("{hint}/batch_var"));
+    // Elements per channel = Size(X) / C, in X's type.
+    let size = b.op("Size", &[&x], vec![], &format!("{hint}/size"));
+    let channels = b.op("Size", &[&batch_mean], vec![], &format!("{hint}/channels"));
+    let count = b.div(&size, &channels, &format!("{hint}/count_i64"));
+    let per_channel_count = b.op("CastLike", &[&count, &x], vec![], &format!("{hint}/per_channel_count"));
+
+    let elem_type = shapes.elem_type(&x).unwrap_or(FLOAT);
+    let x_shape = shapes.shape(&x).map(<[Dim]>::to_vec);
+    let channel_dim = x_shape.as_ref().map_or(Dim::Unknown, |s| s[1].clone());
+    let channel_only = |keep: bool| -> Vec<Dim> {
+        if keep {
+            (0..rank).map(|a| if a == 1 { channel_dim.clone() } else { Dim::Fixed(1) }).collect()
+        } else {
+            vec![channel_dim.clone()]
+        }
+    };
+    let typed = |shape: Option<Vec<Dim>>| TensorType { elem_type, shape };
+    new_types.extend([
+        (mean_kept, typed(Some(channel_only(true)))),
+        (batch_mean.clone(), typed(Some(channel_only(false)))),
+        (centered, typed(x_shape.clone())),
+        (squared, typed(x_shape)),
+        (batch_var.clone(), typed(Some(channel_only(false)))),
+        (per_channel_count.clone(), typed(Some(vec![]))),
+    ]);
+
+    let statistics = BatchStatistics {
+        node_name,
+        running_mean: node.input[3].clone(),
+        running_var: node.input[4].clone(),
+        momentum: attribute(node, "momentum").and_then(|a| a.f).unwrap_or(0.9),
+        batch_mean: batch_mean.clone(),
+        batch_var: batch_var.clone(),
+        per_channel_count,
+    };
+    node.input[3] = batch_mean;
+    node.input[4] = batch_var;
+    node.output.truncate(1);
+    node.attribute.retain(|a| a.name() != "training_mode");
+    Ok(statistics)
+}
+
+/// `ReduceMean` over constant axes: an attribute before opset 18, an input from it.
+fn reduce_mean(b: &mut Emitter, x: &str, axes: &[i64], keepdims: bool, hint: &str) -> String {
+    let keep = attr_int("keepdims", i64::from(keepdims));
+    if b.opset >= 18 {
+        let axes = b.constant(&format!("{hint}_axes"), i64_tensor("", &[axes.len() as i64], axes));
+        b.op("ReduceMean", &[x, &axes], vec![keep], hint)
+    } else {
+        b.op("ReduceMean", &[x], vec![keep, attr_ints("axes", axes)], hint)
+    }
+}

@@ -1,0 +1,601 @@
+//! Neural-network ops: convolution, pooling, normalisation, dropout.
+//!
+//! Convolution and average pooling are linear in their input, so their input
+//! gradient is the transposed operation (`ConvTranspose`) with the same window;
+//! the window's geometry is read once into a `Window`. Max pooling scatters the
+//! gradient to the arg-max the forward node reports. Training-mode
+//! BatchNormalization reaches this file already rewritten into its inference form
+//! fed by explicit batch statistics (`autodiff::batchnorm`), so its rule is the
+//! inference-form calculus with gradients for the mean and variance too.
+
+use crate::autodiff::{batchnorm, tensor_attr, GradCtx};
+use crate::error::{Error, Result};
+use crate::onnx::builder::{attr_int, attr_ints, attr_string};
+use crate::onnx::proto::tensor_proto::DataType;
+use crate::onnx::types::Dim;
+use crate::onnx::TensorProto;
+
+const DOUBLE: i32 = DataType::Double as i32;
+
+type Grads = Result<Vec<Option<String>>>;
+
+fn unsupported(ctx: &GradCtx, what: String) -> Error {
+    Error::invalid(format!("{} gradient: {what}", ctx.node.op_type()))
+}
+
+// ---------------------------------------------------------------------------
+// Window geometry shared by Conv, AveragePool and MaxPool.
+
+/// A sliding window over the spatial axes, pads resolved to explicit numbers
+/// (`pads` holds every begin, then every end, as ONNX writes them).
+struct Window {
+    kernel: Vec<i64>,
+    strides: Vec<i64>,
+    dilations: Vec<i64>,
+    pads: Vec<i64>,
+}
+
+impl Window {
+    /// Reads strides, dilations, pads and auto_pad (ONNX defaults: 1, 1, 0,
+    /// NOTSET); SAME_* pads are computed from the static input size.
+    fn read(ctx: &GradCtx, kernel: Vec<i64>, input: &[i64]) -> Result<Window> {
+        let rank = kernel.len();
+        let ones = vec![1; rank];
+        let strides = ctx.attr_ints("strides").filter(|s| !s.is_empty()).unwrap_or_else(|| ones.clone());
+        let dilations = ctx.attr_ints("dilations").filter(|d| !d.is_empty()).unwrap_or(ones);
+        let mut window = Window { kernel, strides, dilations, pads: vec![0; 2 * rank] };
+        match ctx.attr_string("auto_pad").as_deref().unwrap_or("NOTSET") {
+            "NOTSET" | "" => {
+                if let Some(pads) = ctx.attr_ints("pads").filter(|p| !p.is_empty()) {
+                    window.pads = pads;
+                }
+            }
+            "VALID" => {}
+            same @ ("SAME_UPPER" | "SAME_LOWER") => {
+                for axis in 0..rank {
+                    let out = (input[axis] + window.strides[axis] - 1) / window.strides[axis];
+                    let total = ((out - 1) * window.strides[axis] + window.extent(axis) - input[axis]).max(0);
+                    let small = total / 2;
+                    let (begin, end) = if same == "SAME_UPPER" { (small, total - small) } else { (total - small, small) };
+                    window.pads[axis] = begin;
+                    window.pads[axis + rank] = end;
+                }
+            }
+            other => return Err(unsupported(ctx, format!("auto_pad '{other}' is not an ONNX value"))),
+        }
+        let lengths = [window.strides.len(), window.dilations.len(), window.pads.len() / 2];
+        if lengths.iter().any(|&l| l != rank) || window.pads.len() != 2 * rank {
+            return Err(unsupported(
+                ctx,
+                format!("strides/dilations/pads do not match the {rank} spatial axes of kernel_shape"),
+            ));
+        }
+        Ok(window)
+    }
+
+    fn rank(&self) -> usize {
+        self.kernel.len()
+    }
+
+    /// Span of the dilated kernel along `axis`: (k - 1) d + 1.
+    fn extent(&self, axis: usize) -> i64 {
+        (self.kernel[axis] - 1) * self.dilations[axis] + 1
+    }
+
+    /// Output size along each axis (floor mode, ONNX's formula).
+    fn output_size(&self, input: &[i64]) -> Vec<i64> {
+        let rank = self.rank();
+        (0..rank)
+            .map(|a| (input[a] + self.pads[a] + self.pads[a + rank] - self.extent(a)) / self.strides[a] + 1)
+            .collect()
+    }
+
+    /// Whether no input element lies in two windows.
+    fn windows_disjoint(&self) -> bool {
+        (0..self.rank()).all(|a| self.strides[a] >= self.extent(a))
+    }
+
+    /// Attributes of the `ConvTranspose` that maps an output-shaped gradient back
+    /// onto exactly `input`: the transposed size is s (o - 1) + extent - pads, so
+    /// the end pad absorbs any excess and `output_padding` supplies the rows the
+    /// forward windows never reached (floor mode).
+    fn transposed(&self, input: &[i64], output: &[i64], group: i64) -> Vec<crate::onnx::AttributeProto> {
+        let rank = self.rank();
+        let mut pads = self.pads[..rank].to_vec();
+        let mut output_padding = Vec::with_capacity(rank);
+        let mut end_pads = Vec::with_capacity(rank);
+        for a in 0..rank {
+            let excess = self.strides[a] * (output[a] - 1) + self.extent(a) - self.pads[a] - input[a];
+            end_pads.push(excess.max(0));
+            output_padding.push((-excess).max(0));
+        }
+        pads.extend(end_pads);
+        vec![
+            attr_ints("kernel_shape", &self.kernel),
+            attr_ints("strides", &self.strides),
+            attr_ints("dilations", &self.dilations),
+            attr_ints("pads", &pads),
+            attr_ints("output_padding", &output_padding),
+            attr_int("group", group),
+        ]
+    }
+}
+
+/// The static spatial size (dims after N and C) of `name`.
+fn spatial_size(ctx: &GradCtx, name: &str) -> Result<Vec<i64>> {
+    let shape = ctx.shape(name).unwrap_or_default();
+    let spatial: Option<Vec<i64>> = shape
+        .iter()
+        .skip(2)
+        .map(|d| match d {
+            Dim::Fixed(v) => Some(*v),
+            _ => None,
+        })
+        .collect();
+    match spatial {
+        Some(s) if shape.len() > 2 => Ok(s),
+        _ => Err(unsupported(
+            ctx,
+            format!(
+                "needs the static spatial shape of '{name}' (known: [{}])",
+                shape.iter().map(Dim::to_string).collect::<Vec<_>>().join(", ")
+            ),
+        )),
+    }
+}
+
+/// The kernel's spatial size: the attribute, else the weight's static shape.
+fn kernel_shape(ctx: &GradCtx, weight: Option<&str>) -> Result<Vec<i64>> {
+    if let Some(k) = ctx.attr_ints("kernel_shape").filter(|k| !k.is_empty()) {
+        return Ok(k);
+    }
+    match weight {
+        Some(w) => spatial_size(ctx, w),
+        None => Err(unsupported(ctx, "the node has no kernel_shape".to_string())),
+    }
+}
+
+/// A tensor of `elem_type` (float or double) with the given values.
+fn float_tensor(elem_type: i32, dims: &[i64], values: &[f64]) -> TensorProto {
+    if elem_type == DOUBLE {
+        TensorProto {
+            dims: dims.to_vec(),
+            data_type: Some(DOUBLE),
+            raw_data: Some(values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into()),
+            ..Default::default()
+        }
+    } else {
+        let values: Vec<f32> = values.iter().map(|&v| v as f32).collect();
+        crate::onnx::tensor::f32_tensor("", dims, &values)
+    }
+}
+
+fn tensor_constant(ctx: &mut GradCtx, hint: &str, elem_type: i32, dims: &[i64], values: &[f64]) -> String {
+    ctx.b.constant(hint, float_tensor(elem_type, dims, values))
+}
+
+/// Records `value` as having `like`'s type (a gradient shaped like its input).
+fn typed_like(ctx: &mut GradCtx, value: String, like: &str) -> String {
+    if let Some(ty) = ctx.shapes.get(like).cloned() {
+        ctx.shapes.insert(&value, ty);
+    }
+    value
+}
+
+/// `ReduceMean` over constant axes, axes as an attribute before opset 18.
+fn reduce_mean(ctx: &mut GradCtx, x: &str, axes: &[i64], keepdims: bool) -> String {
+    let keep = attr_int("keepdims", i64::from(keepdims));
+    if ctx.opset() >= 18 {
+        let axes = ctx.int_constant(axes);
+        ctx.op("ReduceMean", &[x, &axes], vec![keep], None)
+    } else {
+        ctx.op("ReduceMean", &[x], vec![keep, attr_ints("axes", axes)], None)
+    }
+}
+
+/// `[C]` reshaped to `[C, 1, ...]` so it broadcasts along axis 1 of a rank-`rank` tensor.
+fn per_channel(ctx: &mut GradCtx, v: &str, rank: usize) -> String {
+    if rank <= 2 {
+        return v.to_string();
+    }
+    let axes: Vec<i64> = (1..rank as i64 - 1).collect();
+    let axes = ctx.int_constant(&axes);
+    ctx.op("Unsqueeze", &[v, &axes], vec![], None)
+}
+
+// ---------------------------------------------------------------------------
+// Convolution.
+
+/// Y = X ⋆ W + B (cross-correlation, `group` independent channel groups).
+/// dX is the transposed convolution of g with the same W; dW correlates X with g;
+/// dB sums g over everything but the channel.
+pub fn conv(ctx: &mut GradCtx) -> Grads {
+    let g = ctx.g()?;
+    let (x, w) = (ctx.i(0), ctx.i(1));
+    let group = ctx.attr_int("group", 1);
+    let kernel = kernel_shape(ctx, Some(w))?;
+    let mut grads = vec![None; ctx.node.input.len()];
+    if ctx.needs(0) || ctx.needs(1) {
+        let input = spatial_size(ctx, x)?;
+        let window = Window::read(ctx, kernel.clone(), &input)?;
+        let output = window.output_size(&input);
+        if ctx.needs(0) {
+            let attrs = window.transposed(&input, &output, group);
+            grads[0] = Some(ctx.op("ConvTranspose", &[&g, w], attrs, Some(x)));
+        }
+        if ctx.needs(1) {
+            grads[1] = Some(conv_weight_grad(ctx, &g, &window, &input, group)?);
+        }
+    }
+    if ctx.needs(2) {
+        let axes: Vec<i64> = std::iter::once(0).chain(2..2 + kernel.len() as i64).collect();
+        let db = ctx.reduce_sum(&g, &axes, false);
+        grads[2] = Some(typed_like(ctx, db, ctx.i(2)));
+    }
+    Ok(grads)
+}
+
+/// dW[o, c, k] = sum_{n, p} g[n, o, p] X[n, c + group(o), p s + k d - pad]: a
+/// convolution with the roles swapped. The in-group channel c becomes the batch,
+/// the sample n the input channel, g the kernel; strides and dilations trade
+/// places. Groups stay groups: X goes to [C/G, G*N, H, W], g to [C_out, N, OH, OW].
+fn conv_weight_grad(ctx: &mut GradCtx, g: &str, window: &Window, input: &[i64], group: i64) -> Result<String> {
+    let (x, w) = (ctx.i(0), ctx.i(1));
+    let rank = window.rank();
+    let spatial: Vec<usize> = (2..2 + rank).collect();
+    let swap_01: Vec<i64> = [1, 0].into_iter().chain(spatial.iter().map(|&a| a as i64)).collect();
+    let samples_as_channels = if group == 1 {
+        ctx.op("Transpose", &[x], vec![attr_ints("perm", &swap_01)], None)
+    } else {
+        let per_group = match ctx.shape(w).as_deref().and_then(|s| s.get(1).cloned()) {
+            Some(Dim::Fixed(c)) => c,
+            _ => return Err(unsupported(ctx, format!("grouped convolution needs the static shape of '{w}'"))),
+        };
+        // [N, C, H, W] -> [N, G, C/G, H, W] -> [C/G, G, N, H, W] -> [C/G, G*N, H, W]
+        let split: Vec<i64> = [0, group, per_group].into_iter().chain(input.iter().copied()).collect();
+        let split = ctx.int_constant(&split);
+        let grouped = ctx.op("Reshape", &[x, &split], vec![], None);
+        let perm: Vec<i64> = [2, 1, 0].into_iter().chain(3..3 + rank as i64).collect();
+        let moved = ctx.op("Transpose", &[&grouped], vec![attr_ints("perm", &perm)], None);
+        let merged: Vec<i64> = [per_group, -1].into_iter().chain(input.iter().copied()).collect();
+        let merged = ctx.int_constant(&merged);
+        ctx.op("Reshape", &[&moved, &merged], vec![], None)
+    };
+    let g_as_kernel = ctx.op("Transpose", &[g], vec![attr_ints("perm", &swap_01)], None);
+    let correlation = ctx.op(
+        "Conv",
+        &[&samples_as_channels, &g_as_kernel],
+        vec![
+            attr_ints("strides", &window.dilations),
+            attr_ints("dilations", &window.strides),
+            attr_ints("pads", &window.pads),
+            attr_int("group", group),
+        ],
+        None,
+    );
+    // The swapped convolution may reach past the kernel when floor mode dropped
+    // trailing input rows; those positions are not weights.
+    let reach = swapped_output_size(window, input);
+    let correlation = if reach != window.kernel {
+        let starts = ctx.int_constant(&vec![0; rank]);
+        let ends = ctx.int_constant(&window.kernel);
+        let axes: Vec<i64> = spatial.iter().map(|&a| a as i64).collect();
+        let axes = ctx.int_constant(&axes);
+        ctx.op("Slice", &[&correlation, &starts, &ends, &axes], vec![], None)
+    } else {
+        correlation
+    };
+    Ok(ctx.op("Transpose", &[&correlation], vec![attr_ints("perm", &swap_01)], Some(w)))
+}
+
+/// Spatial size of the swapped convolution's output: (H + pads - ((OH - 1) s + 1)) / d + 1,
+/// at least the kernel since the forward windows fitted.
+fn swapped_output_size(window: &Window, input: &[i64]) -> Vec<i64> {
+    let rank = window.rank();
+    let output = window.output_size(input);
+    (0..rank)
+        .map(|a| {
+            let span = (output[a] - 1) * window.strides[a] + 1;
+            (input[a] + window.pads[a] + window.pads[a + rank] - span) / window.dilations[a] + 1
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Pooling.
+
+/// Y = max over each window: the gradient goes to each window's arg-max, summed
+/// where windows overlap. The forward node's Indices output holds that arg-max as
+/// an offset into the whole flattened X (storage_order 0), so dX is a scatter-add
+/// of g into zeros; the window geometry (pads, dilations, ceil_mode) never matters.
+pub fn max_pool(ctx: &mut GradCtx) -> Grads {
+    if ctx.attr_int("storage_order", 0) != 0 {
+        return Err(unsupported(ctx, "storage_order=1 (column-major Indices) is not supported".to_string()));
+    }
+    let g = ctx.g()?;
+    let x = ctx.i(0);
+    // Overlapping windows can pick the same element twice: that needs
+    // ScatterElements' reduction="add" (opset 16); disjoint windows never collide.
+    let scatter_attrs = if ctx.opset() >= 16 {
+        vec![attr_int("axis", 0), attr_string("reduction", "add")]
+    } else {
+        let kernel = kernel_shape(ctx, None)?;
+        let rank = kernel.len();
+        let window = Window::read(ctx, kernel, &vec![1; rank])?;
+        if !window.windows_disjoint() {
+            return Err(unsupported(
+                ctx,
+                format!(
+                    "overlapping windows (kernel_shape {:?}, strides {:?}) need ScatterElements with reduction, available from opset 16; the model imports opset {}",
+                    window.kernel,
+                    window.strides,
+                    ctx.opset()
+                ),
+            ));
+        }
+        vec![attr_int("axis", 0)]
+    };
+    let indices = ctx.forward_output(1);
+    let shape = ctx.shape_of(x);
+    let zero = float_tensor(ctx.elem(x), &[1], &[0.0]);
+    let zeros = ctx.op("ConstantOfShape", &[&shape], vec![tensor_attr("value", zero)], None);
+    let flat = ctx.int_constant(&[-1]);
+    let zeros = ctx.op("Reshape", &[&zeros, &flat], vec![], None);
+    let indices = ctx.op("Reshape", &[&indices, &flat], vec![], None);
+    let g_flat = ctx.op("Reshape", &[&g, &flat], vec![], None);
+    let scattered = ctx.op("ScatterElements", &[&zeros, &indices, &g_flat], scatter_attrs, None);
+    Ok(vec![Some(ctx.op("Reshape", &[&scattered, &shape], vec![], Some(x)))])
+}
+
+/// Y = mean over each window: every element of a window receives g / divisor,
+/// summed over the windows it lies in. That is a transposed convolution with a
+/// kernel of ones, run on each (n, c) plane as its own sample so that one
+/// [1, 1, k...] kernel serves every channel. Follows PyTorch's divisor: the whole
+/// window with count_include_pad=1, its elements inside X otherwise.
+pub fn average_pool(ctx: &mut GradCtx) -> Grads {
+    if ctx.attr_int("ceil_mode", 0) != 0 {
+        return Err(unsupported(ctx, "ceil_mode=1 is not supported".to_string()));
+    }
+    if let Some(d) = ctx.attr_ints("dilations").filter(|d| d.iter().any(|&v| v != 1)) {
+        return Err(unsupported(ctx, format!("dilations {d:?} are not supported (PyTorch has no dilated average pooling)")));
+    }
+    if let Some(mode) = ctx.attr_string("auto_pad").filter(|m| !matches!(m.as_str(), "NOTSET" | "VALID" | "")) {
+        return Err(unsupported(ctx, format!("auto_pad '{mode}' is not supported (use explicit pads)")));
+    }
+    let g = ctx.g()?;
+    let x = ctx.i(0);
+    let input = spatial_size(ctx, x)?;
+    let window = Window::read(ctx, kernel_shape(ctx, None)?, &input)?;
+    let window_size: i64 = window.kernel.iter().product();
+    if window.kernel == input && window.pads.iter().all(|&p| p == 0) {
+        // One window covering X (ResNet's final 8x8 pool): g spreads evenly.
+        return Ok(vec![Some(spread_evenly(ctx, &g, x, Some(window_size))?)]);
+    }
+    let output = window.output_size(&input);
+    let elem = ctx.elem(x);
+    let include_pad = ctx.attr_int("count_include_pad", 0) != 0;
+    let inverse_divisor = if include_pad || window.pads.iter().all(|&p| p == 0) {
+        ctx.constant(1.0 / window_size as f64, x)
+    } else {
+        let values = inverse_valid_counts(&window, &input, &output);
+        tensor_constant(ctx, "grad/avgpool_inverse_counts", elem, &output, &values)
+    };
+    let shares = ctx.mul(&g, &inverse_divisor, &g);
+    let plane_shape: Vec<i64> = [-1, 1].into_iter().chain(std::iter::repeat_n(0, window.rank())).collect();
+    let plane_shape = ctx.int_constant(&plane_shape);
+    let planes = ctx.op("Reshape", &[&shares, &plane_shape], vec![], None);
+    let kernel_dims: Vec<i64> = [1, 1].into_iter().chain(window.kernel.iter().copied()).collect();
+    let ones = tensor_constant(ctx, "grad/avgpool_ones", elem, &kernel_dims, &vec![1.0; window_size as usize]);
+    let spread = ctx.op("ConvTranspose", &[&planes, &ones], window.transposed(&input, &output, 1), None);
+    let shape = ctx.shape_of(x);
+    Ok(vec![Some(ctx.op("Reshape", &[&spread, &shape], vec![], Some(x)))])
+}
+
+/// 1 / (elements of each window inside X), over the output grid, row-major:
+/// the product of the per-axis counts.
+fn inverse_valid_counts(window: &Window, input: &[i64], output: &[i64]) -> Vec<f64> {
+    let per_axis: Vec<Vec<i64>> = (0..window.rank())
+        .map(|a| {
+            (0..output[a])
+                .map(|o| {
+                    let start = o * window.strides[a] - window.pads[a];
+                    (0..window.kernel[a]).filter(|t| (0..input[a]).contains(&(start + t))).count() as i64
+                })
+                .collect()
+        })
+        .collect();
+    let total: i64 = output.iter().product();
+    (0..total)
+        .map(|flat| {
+            let mut rest = flat;
+            let mut count = 1;
+            for a in (0..window.rank()).rev() {
+                count *= per_axis[a][(rest % output[a]) as usize];
+                rest /= output[a];
+            }
+            1.0 / count as f64
+        })
+        .collect()
+}
+
+/// Y = mean of X over its spatial axes: dX = g / count, broadcast back to X.
+pub fn global_average_pool(ctx: &mut GradCtx) -> Grads {
+    let g = ctx.g()?;
+    let x = ctx.i(0);
+    let count = spatial_size(ctx, x).ok().map(|s| s.iter().product());
+    Ok(vec![Some(spread_evenly(ctx, &g, x, count)?)])
+}
+
+/// g [N, C, 1, ...] divided by the elements per window (static `count`, else
+/// Size(X) / Size(g) at run time) and expanded to X's shape.
+fn spread_evenly(ctx: &mut GradCtx, g: &str, x: &str, count: Option<i64>) -> Result<String> {
+    let share = match count {
+        Some(count) => {
+            let inverse = ctx.constant(1.0 / count as f64, x);
+            ctx.mul(g, &inverse, g)
+        }
+        None => {
+            let size_x = ctx.op("Size", &[x], vec![], None);
+            let size_g = ctx.op("Size", &[g], vec![], None);
+            let count = ctx.op("Div", &[&size_x, &size_g], vec![], None);
+            let count = ctx.op("CastLike", &[&count, g], vec![], None);
+            ctx.div(g, &count, g)
+        }
+    };
+    let shape = ctx.shape_of(x);
+    Ok(ctx.op("Expand", &[&share, &shape], vec![], Some(x)))
+}
+
+// ---------------------------------------------------------------------------
+// Normalisation.
+
+/// Inference form, per channel c (axis 1), with s = 1 / sqrt(var + eps):
+/// Y = scale (X - mean) s + B, x̂ = (X - mean) s.
+/// dX = g scale s;  dscale = Σ g x̂;  dB = Σ g;  dmean = -Σ g scale s;
+/// dvar = -1/2 scale s² Σ g x̂, sums over every axis but the channel.
+/// With explicit batch statistics (training mode) mean and var are functions of
+/// X, and the engine carries dmean and dvar back through their ReduceMean nodes.
+pub fn batch_normalization(ctx: &mut GradCtx) -> Grads {
+    if batchnorm::is_training(ctx.node, ctx.opset()) {
+        return Err(unsupported(
+            ctx,
+            "training_mode=1 must first be rewritten with explicit batch statistics (autodiff::batchnorm::explicit_statistics)".to_string(),
+        ));
+    }
+    let g = ctx.g()?;
+    let (x, scale, bias, mean, var) = (ctx.i(0), ctx.i(1), ctx.i(2), ctx.i(3), ctx.i(4));
+    let rank = ctx
+        .shapes
+        .rank(x)
+        .ok_or_else(|| unsupported(ctx, format!("needs the rank of '{x}'")))?;
+    let axes: Vec<i64> = std::iter::once(0).chain(2..rank as i64).collect();
+    let epsilon = ctx.attr_float("epsilon", 1e-5) as f64;
+
+    let eps = ctx.constant(epsilon, var);
+    let var_eps = ctx.add(var, &eps, var);
+    let std = ctx.op("Sqrt", &[&var_eps], vec![], Some(var));
+    let inv_std = ctx.op("Reciprocal", &[&std], vec![], Some(var));
+    let scaled_inv_std = ctx.mul(scale, &inv_std, scale);
+
+    let mut grads = vec![None; ctx.node.input.len()];
+    if ctx.needs(0) {
+        let factor = per_channel(ctx, &scaled_inv_std, rank);
+        grads[0] = Some(ctx.mul(&g, &factor, x));
+    }
+    let sum_g = (ctx.needs(2) || ctx.needs(3)).then(|| ctx.reduce_sum(&g, &axes, false));
+    let sum_g_xhat = (ctx.needs(1) || ctx.needs(4)).then(|| {
+        let mean_c = per_channel(ctx, mean, rank);
+        let inv_std_c = per_channel(ctx, &inv_std, rank);
+        let centered = ctx.sub(x, &mean_c, x);
+        let xhat = ctx.mul(&centered, &inv_std_c, x);
+        let g_xhat = ctx.mul(&g, &xhat, x);
+        ctx.reduce_sum(&g_xhat, &axes, false)
+    });
+    if let (true, Some(sum_g_xhat)) = (ctx.needs(1), sum_g_xhat.clone()) {
+        grads[1] = Some(typed_like(ctx, sum_g_xhat, scale));
+    }
+    if let (true, Some(sum_g)) = (ctx.needs(2), sum_g.clone()) {
+        grads[2] = Some(typed_like(ctx, sum_g, bias));
+    }
+    if let (true, Some(sum_g)) = (ctx.needs(3), sum_g.as_deref()) {
+        let d = ctx.mul(sum_g, &scaled_inv_std, mean);
+        grads[3] = Some(ctx.neg(&d));
+    }
+    if let (true, Some(sum_g_xhat)) = (ctx.needs(4), sum_g_xhat.as_deref()) {
+        let minus_half = ctx.constant(-0.5, var);
+        let inv_var = ctx.mul(&inv_std, &inv_std, var);
+        let slope = ctx.mul(scale, &inv_var, var);
+        let slope = ctx.mul(&slope, &minus_half, var);
+        grads[4] = Some(ctx.mul(sum_g_xhat, &slope, var));
+    }
+    Ok(grads)
+}
+
+/// Over the normalised axes A = [axis, rank), with x̂ = (X - mean) s, s = 1/std:
+/// Y = x̂ scale + B;  dB = Σ g;  dscale = Σ g x̂ (over the broadcast axes);
+/// dX = s (ĝ - mean_A(ĝ) - x̂ mean_A(ĝ x̂)) with ĝ = g scale.
+/// Mean and InvStdDev come from the forward node (in its stash type).
+pub fn layer_normalization(ctx: &mut GradCtx) -> Grads {
+    let g = ctx.g()?;
+    let (x, scale, bias) = (ctx.i(0), ctx.i(1), ctx.i(2));
+    let axis = ctx.attr_int("axis", -1);
+    let rank = ctx.shapes.rank(x);
+    // Negative axes need no rank: A = [axis, -1].
+    let axes: Vec<i64> = match (axis, rank) {
+        (a, _) if a < 0 => (a..0).collect(),
+        (a, Some(r)) => (a..r as i64).collect(),
+        (_, None) => return Err(unsupported(ctx, format!("axis={axis} needs the rank of '{x}'"))),
+    };
+    let mean = ctx.forward_output(1);
+    let inv_std = ctx.forward_output(2);
+    let mean = ctx.op("CastLike", &[&mean, x], vec![], None);
+    let inv_std = ctx.op("CastLike", &[&inv_std, x], vec![], None);
+    let centered = ctx.sub(x, &mean, x);
+    let xhat = ctx.mul(&centered, &inv_std, x);
+
+    let mut grads = vec![None; ctx.node.input.len()];
+    if ctx.needs(0) {
+        let g_hat = ctx.mul(&g, scale, x);
+        let mean_g_hat = reduce_mean(ctx, &g_hat, &axes, true);
+        let g_hat_xhat = ctx.mul(&g_hat, &xhat, x);
+        let projection = reduce_mean(ctx, &g_hat_xhat, &axes, true);
+        let along = ctx.mul(&xhat, &projection, x);
+        let centered_g = ctx.sub(&g_hat, &mean_g_hat, x);
+        let tangent = ctx.sub(&centered_g, &along, x);
+        grads[0] = Some(ctx.mul(&tangent, &inv_std, x));
+    }
+    if ctx.needs(1) {
+        let g_xhat = ctx.mul(&g, &xhat, x);
+        grads[1] = Some(ctx.unbroadcast(&g_xhat, scale));
+    }
+    if ctx.needs(2) {
+        grads[2] = Some(ctx.unbroadcast(&g, bias));
+    }
+    Ok(grads)
+}
+
+// ---------------------------------------------------------------------------
+// Dropout.
+
+/// Training: Y = X mask / (1 - ratio), so dX = g mask / (1 - ratio) with the
+/// forward node's own mask. Inference (no or false training_mode; before opset
+/// 12 always): Y = X, dX = g.
+pub fn dropout(ctx: &mut GradCtx) -> Grads {
+    let g = ctx.g()?;
+    let x = ctx.i(0);
+    let mut grads = vec![None; ctx.node.input.len()];
+    if !ctx.needs(0) {
+        return Ok(grads);
+    }
+    let training = ctx.i(2);
+    let known = known_flag(ctx, training);
+    if ctx.opset() < 12 || training.is_empty() || known == Some(false) {
+        grads[0] = Some(g);
+        return Ok(grads);
+    }
+    let mask = ctx.forward_output(1);
+    let zero = ctx.constant(0.0, x);
+    let kept = ctx.select(&mask, &g, &zero, x);
+    let one = ctx.constant(1.0, x);
+    let keep_probability = if ctx.has_input(1) {
+        let ratio = ctx.op("CastLike", &[ctx.i(1), x], vec![], None);
+        ctx.sub(&one, &ratio, &ratio)
+    } else {
+        ctx.constant(0.5, x)
+    };
+    // In inference mode the mask is all true and ORT does not scale.
+    let keep_probability = match known {
+        Some(true) => keep_probability,
+        _ => ctx.select(training, &keep_probability, &one, &one),
+    };
+    grads[0] = Some(ctx.div(&kept, &keep_probability, x));
+    Ok(grads)
+}
+
+/// The value of a boolean flag known at compile time.
+fn known_flag(ctx: &GradCtx, name: &str) -> Option<bool> {
+    if name.is_empty() {
+        return None;
+    }
+    ctx.shapes.const_ints(name).and_then(|v| v.first().map(|&b| b != 0))
+}

@@ -1,0 +1,251 @@
+//! `compile`: one complete SGD step (forward, LDAM-DRW loss, backward, momentum
+//! update, BatchNorm running statistics) as a plain ONNX graph.
+//!
+//! Contract of the train-step graph: inputs are the model's data inputs, `labels`,
+//! `epoch`, `lr` (float scalar) and every state tensor S (trainable parameters,
+//! their momentum buffers `S.momentum`, BatchNorm running statistics), each backed
+//! by an initializer holding its current value so the file runs stand-alone;
+//! outputs are `loss`, the logits, and `S.next` for every state tensor, in the
+//! order `metadata_props["ldam_onnx.train.state"]` lists them.
+
+pub mod sgd;
+
+use crate::autodiff::{self, batchnorm};
+use crate::error::{Error, Result};
+use crate::onnx::builder::{Emitter, NameSet};
+use crate::onnx::shapes::ValueShapes;
+use crate::onnx::tensor::{is_float_type, FLOAT};
+use crate::onnx::types::{value_info, value_info_any_shape, Dim};
+use crate::onnx::{default_opset, ModelProto, StringStringEntryProto, TensorProto};
+use crate::patch::metadata::{self, PatchRecord};
+use std::collections::HashSet;
+
+/// Name of the learning-rate input.
+pub const LR_INPUT: &str = "lr";
+/// Metadata keys written by `compile`.
+pub const STATE_KEY: &str = "ldam_onnx.train.state";
+pub const STATE_KINDS_KEY: &str = "ldam_onnx.train.state_kinds";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompileOptions {
+    /// SGD momentum (PyTorch form: v = mu v + g).
+    pub momentum: f64,
+    /// L2 weight decay added to every trainable parameter's gradient.
+    pub weight_decay: f64,
+    /// Initializers to keep fixed.
+    pub freeze: Vec<String>,
+}
+
+impl Default for CompileOptions {
+    fn default() -> Self {
+        CompileOptions {
+            momentum: 0.9,
+            weight_decay: 2e-4,
+            freeze: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateKind {
+    Parameter,
+    Momentum,
+    RunningMean,
+    RunningVar,
+}
+
+impl StateKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StateKind::Parameter => "parameter",
+            StateKind::Momentum => "momentum",
+            StateKind::RunningMean => "running_mean",
+            StateKind::RunningVar => "running_var",
+        }
+    }
+}
+
+/// One tensor the training loop carries from step to step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateTensor {
+    pub name: String,
+    /// The output holding the value after the step (`S.next`).
+    pub next: String,
+    pub kind: StateKind,
+}
+
+#[derive(Debug, Clone)]
+pub struct TrainStep {
+    pub model: ModelProto,
+    pub state: Vec<StateTensor>,
+    pub record: PatchRecord,
+    pub forward_nodes: usize,
+    pub backward_nodes: usize,
+    pub update_nodes: usize,
+}
+
+/// Compiles a patched model into its training step.
+pub fn compile(model: &ModelProto, options: &CompileOptions) -> Result<TrainStep> {
+    let record = metadata::read(model)?.ok_or_else(|| {
+        Error::patch("the model is not patched (no ldam_onnx metadata); run `ldam-onnx patch` first")
+    })?;
+    if crate::onnx::metadata(model, STATE_KEY).is_some() {
+        return Err(Error::patch("the model is already a compiled training step"));
+    }
+    check_options(options)?;
+    let opset = default_opset(model).ok_or_else(|| Error::patch("the model imports no default-domain opset"))?;
+    let mut model = model.clone();
+    let mut graph = model.graph.take().ok_or_else(|| Error::patch("the model has no graph"))?;
+    let forward_nodes = graph.node.len();
+    let mut shapes = ValueShapes::infer(&graph, opset);
+    let mut b = Emitter::new(NameSet::of_graph(&graph), "train/", opset);
+
+    // Parameters are chosen on the exported graph, before BatchNorm's statistics
+    // become explicit values.
+    let trainable = trainable_parameters(&graph, options)?;
+    let statistics = batchnorm::explicit_statistics(&mut graph, &mut b, &mut shapes)?;
+    let backward = autodiff::differentiate(&graph, &mut shapes, &mut b, &record.loss_output, &trainable)?;
+    let backward_nodes = backward.nodes.len() - graph.node.len();
+    graph.node = backward.nodes;
+    graph.initializer.extend(backward.initializers);
+
+    let mut state = Vec::new();
+    let mut new_initializers: Vec<TensorProto> = Vec::new();
+    let mut optimizer = sgd::Sgd::new(&mut b, options.momentum, options.weight_decay);
+    for name in trainable.iter().filter(|n| backward.gradients.contains_key(*n)) {
+        let initializer = graph
+            .initializer
+            .iter()
+            .find(|t| t.name() == name)
+            .expect("trainable parameters are initializers");
+        let update = optimizer.step(&mut b, initializer, &backward.gradients[name], LR_INPUT)?;
+        new_initializers.push(update.momentum_initial);
+        state.push(StateTensor {
+            name: name.clone(),
+            next: update.parameter_next,
+            kind: StateKind::Parameter,
+        });
+        state.push(StateTensor {
+            name: update.momentum,
+            next: update.momentum_next,
+            kind: StateKind::Momentum,
+        });
+    }
+    for stats in &statistics {
+        let (mean_next, var_next) = sgd::running_statistics(&mut b, stats)?;
+        state.push(StateTensor {
+            name: stats.running_mean.clone(),
+            next: mean_next,
+            kind: StateKind::RunningMean,
+        });
+        state.push(StateTensor {
+            name: stats.running_var.clone(),
+            next: var_next,
+            kind: StateKind::RunningVar,
+        });
+    }
+    let update_nodes = b.nodes.len();
+    graph.node.append(&mut b.nodes);
+    graph.initializer.extend(new_initializers);
+    graph.initializer.append(&mut b.initializers);
+
+    // Inputs: data inputs, labels, epoch, lr, then the state (initializer-backed).
+    let initializer_names: HashSet<String> = graph.initializer.iter().map(|t| t.name().to_string()).collect();
+    graph.input.retain(|i| !initializer_names.contains(i.name()));
+    if !b.names.claim(LR_INPUT) && graph.input.iter().any(|i| i.name() == LR_INPUT) {
+        return Err(Error::patch(format!("the model already has an input named '{LR_INPUT}'")));
+    }
+    graph.input.push(value_info(LR_INPUT, FLOAT, &[]));
+    for s in &state {
+        let tensor = graph.initializer.iter().find(|t| t.name() == s.name).expect("state tensors are initializers");
+        let dims: Vec<Dim> = tensor.dims.iter().map(|&d| Dim::Fixed(d)).collect();
+        graph.input.push(value_info(&s.name, tensor.data_type(), &dims));
+    }
+    let logits_output = graph
+        .output
+        .iter()
+        .find(|o| o.name() == record.logits_output)
+        .cloned()
+        .unwrap_or_else(|| value_info_any_shape(&record.logits_output, FLOAT));
+    let loss_output = graph
+        .output
+        .iter()
+        .find(|o| o.name() == record.loss_output)
+        .cloned()
+        .unwrap_or_else(|| value_info(&record.loss_output, FLOAT, &[]));
+    graph.output = vec![loss_output, logits_output];
+    for s in &state {
+        let tensor = graph.initializer.iter().find(|t| t.name() == s.name).expect("state tensors are initializers");
+        let dims: Vec<Dim> = tensor.dims.iter().map(|&d| Dim::Fixed(d)).collect();
+        graph.output.push(value_info(&s.next, tensor.data_type(), &dims));
+    }
+    model.graph = Some(graph);
+    model.metadata_props.extend(train_metadata(&state, options));
+    crate::onnx::validate::check_model(&model)
+        .map_err(|e| Error::invalid(format!("the training step failed its structural check (a bug): {e}")))?;
+    Ok(TrainStep {
+        model,
+        state,
+        record,
+        forward_nodes,
+        backward_nodes,
+        update_nodes,
+    })
+}
+
+fn check_options(options: &CompileOptions) -> Result<()> {
+    if !(options.momentum.is_finite() && (0.0..1.0).contains(&options.momentum)) {
+        return Err(Error::config(format!("--momentum must lie in [0, 1), got {}", options.momentum)));
+    }
+    if !(options.weight_decay.is_finite() && options.weight_decay >= 0.0) {
+        return Err(Error::config(format!("--weight-decay must be >= 0, got {}", options.weight_decay)));
+    }
+    Ok(())
+}
+
+/// Float initializers of rank >= 1 that the model computes with: weights, biases,
+/// normalisation scales. Excluded: the loss constants, normalisation statistics,
+/// scalars (exported constants) and `--freeze`d names.
+fn trainable_parameters(graph: &crate::onnx::GraphProto, options: &CompileOptions) -> Result<Vec<String>> {
+    let initializers: HashSet<&str> = graph.initializer.iter().map(|t| t.name()).collect();
+    for name in &options.freeze {
+        if !initializers.contains(name.as_str()) {
+            return Err(Error::config(format!("--freeze '{name}': the model has no initializer of that name")));
+        }
+    }
+    let statistics: HashSet<&str> = graph
+        .node
+        .iter()
+        .filter(|n| n.op_type() == "BatchNormalization")
+        .flat_map(|n| n.input.iter().skip(3).map(String::as_str))
+        .collect();
+    Ok(graph
+        .initializer
+        .iter()
+        .filter(|t| is_float_type(t.data_type()) && !t.dims.is_empty())
+        .map(|t| t.name())
+        .filter(|name| !name.starts_with("ldam.") && !name.starts_with(crate::patch::PREFIX) && !name.starts_with("train/"))
+        .filter(|name| !statistics.contains(name))
+        .filter(|name| !options.freeze.iter().any(|f| f == name))
+        .map(str::to_string)
+        .collect())
+}
+
+fn train_metadata(state: &[StateTensor], options: &CompileOptions) -> Vec<StringStringEntryProto> {
+    let join = |f: &dyn Fn(&StateTensor) -> &str| state.iter().map(f).collect::<Vec<_>>().join(",");
+    [
+        (STATE_KEY, join(&|s| s.name.as_str())),
+        (STATE_KINDS_KEY, join(&|s| s.kind.as_str())),
+        ("ldam_onnx.train.lr_input", LR_INPUT.to_string()),
+        ("ldam_onnx.train.optimizer", "sgd".to_string()),
+        ("ldam_onnx.train.momentum", options.momentum.to_string()),
+        ("ldam_onnx.train.weight_decay", options.weight_decay.to_string()),
+        ("ldam_onnx.train.frozen", options.freeze.join(",")),
+    ]
+    .into_iter()
+    .map(|(k, v)| StringStringEntryProto {
+        key: Some(k.to_string()),
+        value: Some(v),
+    })
+    .collect()
+}
