@@ -38,10 +38,12 @@ enum Command {
 }
 
 #[derive(Args, Debug)]
-#[command(after_help = "The training-step graph takes the model's inputs, `labels`, `epoch`, `lr` and \
+#[command(
+    after_help = "The training-step graph takes the model's inputs, `labels`, `epoch`, `lr` and \
 every state tensor S (parameters, momentum buffers `S.momentum`, BatchNorm running statistics; \
 initializers hold their current values) and returns `loss`, the logits and `S.next` for every S. \
-Feed each S.next back as S for the next step.")]
+Feed each S.next back as S for the next step."
+)]
 struct CompileArgs {
     /// A model written by `ldam-onnx patch`
     model: PathBuf,
@@ -300,7 +302,11 @@ fn run_compile(args: CompileArgs) -> Result<()> {
     let loaded = io::load(&args.model)?;
     let output = args.output.clone().unwrap_or_else(|| {
         // model.ldam.onnx -> model.train.onnx
-        let stem = args.model.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let stem = args
+            .model
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let base = stem.strip_suffix(".ldam").unwrap_or(&stem);
         args.model.with_file_name(format!("{base}.train.onnx"))
     });
@@ -314,7 +320,14 @@ fn run_compile(args: CompileArgs) -> Result<()> {
     };
     let step = ldam_onnx::compile::compile(&loaded.model, &options)
         .with_context(|| format!("{}", args.model.display()))?;
-    io::save(&step.model, Some(&loaded), &output, SaveOptions { overwrite: args.force })?;
+    io::save(
+        &step.model,
+        Some(&loaded),
+        &output,
+        SaveOptions {
+            overwrite: args.force,
+        },
+    )?;
     let count = |kind| step.state.iter().filter(|s| s.kind == kind).count();
     use ldam_onnx::compile::StateKind;
     println!("compiled {} -> {}", args.model.display(), output.display());
@@ -326,7 +339,11 @@ fn run_compile(args: CompileArgs) -> Result<()> {
     );
     println!(
         "  nodes: {} forward, {} backward, {} update; SGD momentum {}, weight decay {}",
-        step.forward_nodes, step.backward_nodes, step.update_nodes, options.momentum, options.weight_decay
+        step.forward_nodes,
+        step.backward_nodes,
+        step.update_nodes,
+        options.momentum,
+        options.weight_decay
     );
     Ok(())
 }

@@ -517,7 +517,9 @@ fn render_attribute(a: &crate::onnx::AttributeProto) -> String {
 /// and the optimizer subgraph (every node that computes a `.next` state value or
 /// feeds one from the update constants).
 pub fn render_train_step(model: &ModelProto) -> String {
-    let Some(graph) = &model.graph else { return String::new() };
+    let Some(graph) = &model.graph else {
+        return String::new();
+    };
     let mut out = String::new();
     let state: Vec<&str> = crate::onnx::metadata(model, crate::compile::STATE_KEY)
         .map(|s| s.split(',').filter(|n| !n.is_empty()).collect())
@@ -526,7 +528,10 @@ pub fn render_train_step(model: &ModelProto) -> String {
         .map(|s| s.split(',').collect())
         .unwrap_or_default();
     let _ = writeln!(out, "state ({} tensors):", state.len());
-    for (name, kind) in state.iter().zip(kinds.iter().chain(std::iter::repeat(&"?"))) {
+    for (name, kind) in state
+        .iter()
+        .zip(kinds.iter().chain(std::iter::repeat(&"?")))
+    {
         let dims = graph
             .initializer
             .iter()
@@ -535,21 +540,37 @@ pub fn render_train_step(model: &ModelProto) -> String {
             .unwrap_or_else(|| "?".into());
         let _ = writeln!(out, "  {name}  {kind} {dims}");
     }
-    let inputs: Vec<&str> = graph.input.iter().map(|i| i.name()).filter(|n| !state.contains(n)).collect();
+    let inputs: Vec<&str> = graph
+        .input
+        .iter()
+        .map(|i| i.name())
+        .filter(|n| !state.contains(n))
+        .collect();
     let _ = writeln!(out, "inputs besides state: {}", inputs.join(", "));
-    let outputs: Vec<&str> = graph.output.iter().map(|o| o.name()).filter(|n| !n.ends_with(".next")).collect();
+    let outputs: Vec<&str> = graph
+        .output
+        .iter()
+        .map(|o| o.name())
+        .filter(|n| !n.ends_with(".next"))
+        .collect();
     let _ = writeln!(out, "outputs besides state: {}", outputs.join(", "));
     let _ = writeln!(out, "ops ({} nodes):", graph.node.len());
     for (op, n) in histogram(graph.node.iter()) {
         let _ = writeln!(out, "  {op}  {n}");
     }
     let _ = writeln!(out, "optimizer:");
-    for node in graph
-        .node
-        .iter()
-        .filter(|n| n.output.iter().any(|o| o.ends_with(".next") || o.contains("/sgd/") || o.contains("/bn/")))
-    {
-        let _ = writeln!(out, "  {} = {}({})", node.output.join(", "), node.op_type(), node.input.join(", "));
+    for node in graph.node.iter().filter(|n| {
+        n.output
+            .iter()
+            .any(|o| o.ends_with(".next") || o.contains("/sgd/") || o.contains("/bn/"))
+    }) {
+        let _ = writeln!(
+            out,
+            "  {} = {}({})",
+            node.output.join(", "),
+            node.op_type(),
+            node.input.join(", ")
+        );
     }
     out
 }

@@ -55,7 +55,11 @@ pub fn explicit_statistics(
     shapes: &mut ValueShapes,
 ) -> Result<Vec<BatchStatistics>> {
     let opset = b.opset;
-    if !graph.node.iter().any(|n| n.op_type() == "BatchNormalization" && is_training(n, opset)) {
+    if !graph
+        .node
+        .iter()
+        .any(|n| n.op_type() == "BatchNormalization" && is_training(n, opset))
+    {
         return Ok(Vec::new());
     }
     let used: HashSet<String> = graph
@@ -73,7 +77,9 @@ pub fn explicit_statistics(
             let first_new_constant = b.initializers.len();
             statistics.push(make_explicit(&mut node, b, shapes, &used, &mut new_types)?);
             nodes.extend(b.nodes.drain(first_new_node..));
-            graph.initializer.extend(b.initializers.drain(first_new_constant..));
+            graph
+                .initializer
+                .extend(b.initializers.drain(first_new_constant..));
         }
         nodes.push(node);
     }
@@ -98,9 +104,16 @@ fn make_explicit(
 ) -> Result<BatchStatistics> {
     let label = node_label(node);
     if node.input.len() != 5 || node.input.iter().any(String::is_empty) {
-        return Err(Error::invalid(format!("{label} does not have its five inputs")));
+        return Err(Error::invalid(format!(
+            "{label} does not have its five inputs"
+        )));
     }
-    if let Some(consumed) = node.output.iter().skip(1).find(|o| !o.is_empty() && used.contains(*o)) {
+    if let Some(consumed) = node
+        .output
+        .iter()
+        .skip(1)
+        .find(|o| !o.is_empty() && used.contains(*o))
+    {
         return Err(Error::invalid(format!(
             "{label}: its running-statistics output '{consumed}' is used by the graph; \
              the training step updates running statistics itself, so nothing may read them"
@@ -111,7 +124,9 @@ fn make_explicit(
         Error::invalid(format!("{label}: the rank of its input '{x}' is unknown, so its batch statistics cannot be computed"))
     })?;
     if rank < 2 {
-        return Err(Error::invalid(format!("{label}: input '{x}' has rank {rank}, BatchNormalization needs [N, C, ...]")));
+        return Err(Error::invalid(format!(
+            "{label}: input '{x}' has rank {rank}, BatchNormalization needs [N, C, ...]"
+        )));
     }
     let node_name = match node.name() {
         "" => node.output[0].clone(),
@@ -130,14 +145,27 @@ fn make_explicit(
     let size = b.op("Size", &[&x], vec![], &format!("{hint}/size"));
     let channels = b.op("Size", &[&batch_mean], vec![], &format!("{hint}/channels"));
     let count = b.div(&size, &channels, &format!("{hint}/count_i64"));
-    let per_channel_count = b.op("CastLike", &[&count, &x], vec![], &format!("{hint}/per_channel_count"));
+    let per_channel_count = b.op(
+        "CastLike",
+        &[&count, &x],
+        vec![],
+        &format!("{hint}/per_channel_count"),
+    );
 
     let elem_type = shapes.elem_type(&x).unwrap_or(FLOAT);
     let x_shape = shapes.shape(&x).map(<[Dim]>::to_vec);
     let channel_dim = x_shape.as_ref().map_or(Dim::Unknown, |s| s[1].clone());
     let channel_only = |keep: bool| -> Vec<Dim> {
         if keep {
-            (0..rank).map(|a| if a == 1 { channel_dim.clone() } else { Dim::Fixed(1) }).collect()
+            (0..rank)
+                .map(|a| {
+                    if a == 1 {
+                        channel_dim.clone()
+                    } else {
+                        Dim::Fixed(1)
+                    }
+                })
+                .collect()
         } else {
             vec![channel_dim.clone()]
         }
@@ -172,9 +200,17 @@ fn make_explicit(
 fn reduce_mean(b: &mut Emitter, x: &str, axes: &[i64], keepdims: bool, hint: &str) -> String {
     let keep = attr_int("keepdims", i64::from(keepdims));
     if b.opset >= 18 {
-        let axes = b.constant(&format!("{hint}_axes"), i64_tensor("", &[axes.len() as i64], axes));
+        let axes = b.constant(
+            &format!("{hint}_axes"),
+            i64_tensor("", &[axes.len() as i64], axes),
+        );
         b.op("ReduceMean", &[x, &axes], vec![keep], hint)
     } else {
-        b.op("ReduceMean", &[x], vec![keep, attr_ints("axes", axes)], hint)
+        b.op(
+            "ReduceMean",
+            &[x],
+            vec![keep, attr_ints("axes", axes)],
+            hint,
+        )
     }
 }

@@ -60,12 +60,20 @@ pub fn differentiate(
         let output_grads: Vec<Option<String>> = node
             .output
             .iter()
-            .map(|o| contributions.remove(o).map(|parts| sum(b, shapes, parts, o)))
+            .map(|o| {
+                contributions
+                    .remove(o)
+                    .map(|parts| sum(b, shapes, parts, o))
+            })
             .collect();
         if output_grads.iter().all(Option::is_none) {
             continue;
         }
-        let needs: Vec<bool> = node.input.iter().map(|i| !i.is_empty() && active.contains(i)).collect();
+        let needs: Vec<bool> = node
+            .input
+            .iter()
+            .map(|i| !i.is_empty() && active.contains(i))
+            .collect();
         if !needs.iter().any(|&n| n) {
             continue;
         }
@@ -87,12 +95,17 @@ pub fn differentiate(
             extra_outputs: &mut extra_outputs,
         };
         let input_grads = rule(&mut ctx).map_err(|e| match e {
-            Error::Invalid { reason } => Error::invalid(format!("gradient of {}: {reason}", node_label(&node))),
+            Error::Invalid { reason } => {
+                Error::invalid(format!("gradient of {}: {reason}", node_label(&node)))
+            }
             other => other,
         })?;
         for (i, grad) in input_grads.into_iter().enumerate() {
             if let (Some(grad), true) = (grad, needs.get(i).copied().unwrap_or(false)) {
-                contributions.entry(node.input[i].clone()).or_default().push(grad);
+                contributions
+                    .entry(node.input[i].clone())
+                    .or_default()
+                    .push(grad);
             }
         }
     }
@@ -122,15 +135,42 @@ pub fn differentiate(
 fn is_non_differentiable(op: &str) -> bool {
     matches!(
         op,
-        "Shape" | "Size" | "ArgMax" | "ArgMin" | "Equal" | "Less" | "Greater" | "LessOrEqual"
-            | "GreaterOrEqual" | "Not" | "And" | "Or" | "Xor" | "IsNaN" | "IsInf" | "OneHot"
-            | "NonZero" | "ConstantOfShape" | "Range" | "Constant" | "Sign" | "Floor" | "Ceil"
-            | "Round" | "RandomNormalLike" | "RandomUniformLike" | "Bernoulli"
+        "Shape"
+            | "Size"
+            | "ArgMax"
+            | "ArgMin"
+            | "Equal"
+            | "Less"
+            | "Greater"
+            | "LessOrEqual"
+            | "GreaterOrEqual"
+            | "Not"
+            | "And"
+            | "Or"
+            | "Xor"
+            | "IsNaN"
+            | "IsInf"
+            | "OneHot"
+            | "NonZero"
+            | "ConstantOfShape"
+            | "Range"
+            | "Constant"
+            | "Sign"
+            | "Floor"
+            | "Ceil"
+            | "Round"
+            | "RandomNormalLike"
+            | "RandomUniformLike"
+            | "Bernoulli"
     )
 }
 
 /// Float values computed from a `wrt` tensor through differentiable ops.
-fn differentiable_values(nodes: &[NodeProto], shapes: &ValueShapes, wrt: &[String]) -> HashSet<String> {
+fn differentiable_values(
+    nodes: &[NodeProto],
+    shapes: &ValueShapes,
+    wrt: &[String],
+) -> HashSet<String> {
     let mut active: HashSet<String> = wrt.iter().cloned().collect();
     for node in nodes {
         if is_non_differentiable(node.op_type()) {
@@ -155,7 +195,12 @@ fn nodes_on_path_to(nodes: &[NodeProto], active: &HashSet<String>, loss: &str) -
     for (index, node) in nodes.iter().enumerate().rev() {
         if node.output.iter().any(|o| needed.contains(o.as_str())) {
             relevant[index] = true;
-            needed.extend(node.input.iter().filter(|i| active.contains(*i)).map(String::as_str));
+            needed.extend(
+                node.input
+                    .iter()
+                    .filter(|i| active.contains(*i))
+                    .map(String::as_str),
+            );
         }
     }
     relevant
@@ -234,7 +279,9 @@ impl<'a> GradCtx<'a> {
         crate::onnx::attr_int(self.node, name, default)
     }
     pub fn attr_float(&self, name: &str, default: f32) -> f32 {
-        crate::onnx::attribute(self.node, name).and_then(|a| a.f).unwrap_or(default)
+        crate::onnx::attribute(self.node, name)
+            .and_then(|a| a.f)
+            .unwrap_or(default)
     }
     pub fn attr_ints(&self, name: &str) -> Option<Vec<i64>> {
         crate::onnx::attribute(self.node, name).map(|a| a.ints.clone())
@@ -260,17 +307,34 @@ impl<'a> GradCtx<'a> {
         if let Some(name) = self.node.output.get(k).filter(|o| !o.is_empty()) {
             return name.clone();
         }
-        if let Some((_, _, name)) = self.extra_outputs.iter().find(|(n, o, _)| *n == self.node_index && *o == k) {
+        if let Some((_, _, name)) = self
+            .extra_outputs
+            .iter()
+            .find(|(n, o, _)| *n == self.node_index && *o == k)
+        {
             return name.clone();
         }
-        let name = self.b.names.fresh(&format!("{}_out{k}", self.node.output[0]));
+        let name = self
+            .b
+            .names
+            .fresh(&format!("{}_out{k}", self.node.output[0]));
         self.extra_outputs.push((self.node_index, k, name.clone()));
         name
     }
 
     /// Emits one node; the output's type is recorded as `like`'s when given.
-    pub fn op(&mut self, op: &str, inputs: &[&str], attrs: Vec<AttributeProto>, like: Option<&str>) -> String {
-        let hint = format!("grad/{}_{}", sanitize(self.node.output.first().map_or("x", String::as_str)), op);
+    pub fn op(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        attrs: Vec<AttributeProto>,
+        like: Option<&str>,
+    ) -> String {
+        let hint = format!(
+            "grad/{}_{}",
+            sanitize(self.node.output.first().map_or("x", String::as_str)),
+            op
+        );
         let out = self.b.op(op, inputs, attrs, &hint);
         if let Some(ty) = like.and_then(|l| self.shapes.get(l).cloned()) {
             self.shapes.insert(&out, ty);
@@ -314,7 +378,12 @@ impl<'a> GradCtx<'a> {
     /// `ReduceSum` over constant axes (axes are an input since opset 13).
     pub fn reduce_sum(&mut self, x: &str, axes: &[i64], keepdims: bool) -> String {
         let axes = self.int_constant(axes);
-        self.op("ReduceSum", &[x, &axes], vec![attr_int("keepdims", i64::from(keepdims))], None)
+        self.op(
+            "ReduceSum",
+            &[x, &axes],
+            vec![attr_int("keepdims", i64::from(keepdims))],
+            None,
+        )
     }
 
     /// Sums `grad` (shaped like this node's output) down to the shape of input
@@ -323,7 +392,9 @@ impl<'a> GradCtx<'a> {
     pub fn unbroadcast(&mut self, grad: &str, operand: &str) -> String {
         let out_shape = self.shape(self.o(0)).or_else(|| self.shape(grad));
         match (out_shape, self.shape(operand)) {
-            (Some(out), Some(target)) if out == target && !out.contains(&Dim::Unknown) => grad.to_string(),
+            (Some(out), Some(target)) if out == target && !out.contains(&Dim::Unknown) => {
+                grad.to_string()
+            }
             (Some(out), Some(target)) => match static_reduction(&out, &target) {
                 Some((leading, kept)) => {
                     let mut g = grad.to_string();
@@ -349,7 +420,10 @@ impl<'a> GradCtx<'a> {
     /// lacks, then the axes where the operand has size 1 and the gradient does not
     /// (found from the runtime shapes, so symbolic dimensions work).
     fn dynamic_unbroadcast(&mut self, grad: &str, operand: &str) -> String {
-        let out_rank = self.shapes.rank(self.o(0)).or_else(|| self.shapes.rank(grad));
+        let out_rank = self
+            .shapes
+            .rank(self.o(0))
+            .or_else(|| self.shapes.rank(grad));
         let (Some(out_rank), Some(rank)) = (out_rank, self.shapes.rank(operand)) else {
             return self.rankless_unbroadcast(grad, operand);
         };
@@ -361,7 +435,10 @@ impl<'a> GradCtx<'a> {
         if rank == 0 {
             return g;
         }
-        let one = self.b.constant("grad/one_i64", crate::onnx::tensor::i64_tensor("", &[1], &[1]));
+        let one = self.b.constant(
+            "grad/one_i64",
+            crate::onnx::tensor::i64_tensor("", &[1], &[1]),
+        );
         let operand_shape = self.shape_of(operand);
         let grad_shape = self.shape_of(&g);
         let operand_is_one = self.op("Equal", &[&operand_shape, &one], vec![], None);
@@ -389,14 +466,25 @@ impl<'a> GradCtx<'a> {
         let missing = self.op("Sub", &[&grad_rank, &operand_rank], vec![], None);
         let first_axis = self.int_constant(&[0]);
         let missing = self.op("Unsqueeze", &[&missing, &first_axis], vec![], None);
-        let one = self.b.constant("grad/one_i64", crate::onnx::tensor::i64_tensor("", &[1], &[1]));
+        let one = self.b.constant(
+            "grad/one_i64",
+            crate::onnx::tensor::i64_tensor("", &[1], &[1]),
+        );
         let ones = self.op(
             "ConstantOfShape",
             &[&missing],
-            vec![tensor_attr("value", crate::onnx::tensor::i64_tensor("", &[1], &[1]))],
+            vec![tensor_attr(
+                "value",
+                crate::onnx::tensor::i64_tensor("", &[1], &[1]),
+            )],
             None,
         );
-        let padded = self.op("Concat", &[&ones, &operand_shape], vec![attr_int("axis", 0)], None);
+        let padded = self.op(
+            "Concat",
+            &[&ones, &operand_shape],
+            vec![attr_int("axis", 0)],
+            None,
+        );
         let operand_is_one = self.op("Equal", &[&padded, &one], vec![], None);
         let grad_is_one = self.op("Equal", &[&grad_shape, &one], vec![], None);
         let grad_not_one = self.op("Not", &[&grad_is_one], vec![], None);
@@ -410,7 +498,12 @@ impl<'a> GradCtx<'a> {
             vec![attr_int("keepdims", 1), attr_int("noop_with_empty_axes", 1)],
             None,
         );
-        self.op("Reshape", &[&reduced, &operand_shape], vec![], Some(operand))
+        self.op(
+            "Reshape",
+            &[&reduced, &operand_shape],
+            vec![],
+            Some(operand),
+        )
     }
 }
 
@@ -449,10 +542,17 @@ pub fn gradient_model(
     loss: &str,
     wrt: &[String],
 ) -> Result<(crate::onnx::ModelProto, BTreeMap<String, String>)> {
-    let graph = model.graph.as_ref().ok_or_else(|| Error::invalid("the model has no graph"))?;
+    let graph = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| Error::invalid("the model has no graph"))?;
     let opset = crate::onnx::default_opset(model).unwrap_or(crate::patch::MIN_OPSET);
     let mut shapes = ValueShapes::infer(graph, opset);
-    let mut b = Emitter::new(crate::onnx::builder::NameSet::of_graph(graph), "train/", opset);
+    let mut b = Emitter::new(
+        crate::onnx::builder::NameSet::of_graph(graph),
+        "train/",
+        opset,
+    );
     let mut graph = graph.clone();
     batchnorm::explicit_statistics(&mut graph, &mut b, &mut shapes)?;
     let backward = differentiate(&graph, &mut shapes, &mut b, loss, wrt)?;
@@ -467,7 +567,8 @@ pub fn gradient_model(
             .get(name)
             .ok_or_else(|| Error::invalid(format!("the loss does not depend on '{name}'")))?;
         let elem = shapes.elem_type(name).unwrap_or(FLOAT);
-        g.output.push(crate::onnx::types::value_info_any_shape(grad, elem));
+        g.output
+            .push(crate::onnx::types::value_info_any_shape(grad, elem));
     }
     Ok((out, backward.gradients))
 }

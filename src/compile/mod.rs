@@ -87,15 +87,23 @@ pub struct TrainStep {
 /// Compiles a patched model into its training step.
 pub fn compile(model: &ModelProto, options: &CompileOptions) -> Result<TrainStep> {
     let record = metadata::read(model)?.ok_or_else(|| {
-        Error::patch("the model is not patched (no ldam_onnx metadata); run `ldam-onnx patch` first")
+        Error::patch(
+            "the model is not patched (no ldam_onnx metadata); run `ldam-onnx patch` first",
+        )
     })?;
     if crate::onnx::metadata(model, STATE_KEY).is_some() {
-        return Err(Error::patch("the model is already a compiled training step"));
+        return Err(Error::patch(
+            "the model is already a compiled training step",
+        ));
     }
     check_options(options)?;
-    let opset = default_opset(model).ok_or_else(|| Error::patch("the model imports no default-domain opset"))?;
+    let opset = default_opset(model)
+        .ok_or_else(|| Error::patch("the model imports no default-domain opset"))?;
     let mut model = model.clone();
-    let mut graph = model.graph.take().ok_or_else(|| Error::patch("the model has no graph"))?;
+    let mut graph = model
+        .graph
+        .take()
+        .ok_or_else(|| Error::patch("the model has no graph"))?;
     let forward_nodes = graph.node.len();
     let mut shapes = ValueShapes::infer(&graph, opset);
     let mut b = Emitter::new(NameSet::of_graph(&graph), "train/", opset);
@@ -104,7 +112,8 @@ pub fn compile(model: &ModelProto, options: &CompileOptions) -> Result<TrainStep
     // become explicit values.
     let trainable = trainable_parameters(&graph, options)?;
     let statistics = batchnorm::explicit_statistics(&mut graph, &mut b, &mut shapes)?;
-    let backward = autodiff::differentiate(&graph, &mut shapes, &mut b, &record.loss_output, &trainable)?;
+    let backward =
+        autodiff::differentiate(&graph, &mut shapes, &mut b, &record.loss_output, &trainable)?;
     let backward_nodes = backward.nodes.len() - graph.node.len();
     graph.node = backward.nodes;
     graph.initializer.extend(backward.initializers);
@@ -112,7 +121,10 @@ pub fn compile(model: &ModelProto, options: &CompileOptions) -> Result<TrainStep
     let mut state = Vec::new();
     let mut new_initializers: Vec<TensorProto> = Vec::new();
     let mut optimizer = sgd::Sgd::new(&mut b, options.momentum, options.weight_decay);
-    for name in trainable.iter().filter(|n| backward.gradients.contains_key(*n)) {
+    for name in trainable
+        .iter()
+        .filter(|n| backward.gradients.contains_key(*n))
+    {
         let initializer = graph
             .initializer
             .iter()
@@ -150,16 +162,30 @@ pub fn compile(model: &ModelProto, options: &CompileOptions) -> Result<TrainStep
     graph.initializer.append(&mut b.initializers);
 
     // Inputs: data inputs, labels, epoch, lr, then the state (initializer-backed).
-    let initializer_names: HashSet<String> = graph.initializer.iter().map(|t| t.name().to_string()).collect();
-    graph.input.retain(|i| !initializer_names.contains(i.name()));
+    let initializer_names: HashSet<String> = graph
+        .initializer
+        .iter()
+        .map(|t| t.name().to_string())
+        .collect();
+    graph
+        .input
+        .retain(|i| !initializer_names.contains(i.name()));
     if !b.names.claim(LR_INPUT) && graph.input.iter().any(|i| i.name() == LR_INPUT) {
-        return Err(Error::patch(format!("the model already has an input named '{LR_INPUT}'")));
+        return Err(Error::patch(format!(
+            "the model already has an input named '{LR_INPUT}'"
+        )));
     }
     graph.input.push(value_info(LR_INPUT, FLOAT, &[]));
     for s in &state {
-        let tensor = graph.initializer.iter().find(|t| t.name() == s.name).expect("state tensors are initializers");
+        let tensor = graph
+            .initializer
+            .iter()
+            .find(|t| t.name() == s.name)
+            .expect("state tensors are initializers");
         let dims: Vec<Dim> = tensor.dims.iter().map(|&d| Dim::Fixed(d)).collect();
-        graph.input.push(value_info(&s.name, tensor.data_type(), &dims));
+        graph
+            .input
+            .push(value_info(&s.name, tensor.data_type(), &dims));
     }
     let logits_output = graph
         .output
@@ -175,14 +201,23 @@ pub fn compile(model: &ModelProto, options: &CompileOptions) -> Result<TrainStep
         .unwrap_or_else(|| value_info(&record.loss_output, FLOAT, &[]));
     graph.output = vec![loss_output, logits_output];
     for s in &state {
-        let tensor = graph.initializer.iter().find(|t| t.name() == s.name).expect("state tensors are initializers");
+        let tensor = graph
+            .initializer
+            .iter()
+            .find(|t| t.name() == s.name)
+            .expect("state tensors are initializers");
         let dims: Vec<Dim> = tensor.dims.iter().map(|&d| Dim::Fixed(d)).collect();
-        graph.output.push(value_info(&s.next, tensor.data_type(), &dims));
+        graph
+            .output
+            .push(value_info(&s.next, tensor.data_type(), &dims));
     }
     model.graph = Some(graph);
     model.metadata_props.extend(train_metadata(&state, options));
-    crate::onnx::validate::check_model(&model)
-        .map_err(|e| Error::invalid(format!("the training step failed its structural check (a bug): {e}")))?;
+    crate::onnx::validate::check_model(&model).map_err(|e| {
+        Error::invalid(format!(
+            "the training step failed its structural check (a bug): {e}"
+        ))
+    })?;
     Ok(TrainStep {
         model,
         state,
@@ -195,10 +230,16 @@ pub fn compile(model: &ModelProto, options: &CompileOptions) -> Result<TrainStep
 
 fn check_options(options: &CompileOptions) -> Result<()> {
     if !(options.momentum.is_finite() && (0.0..1.0).contains(&options.momentum)) {
-        return Err(Error::config(format!("--momentum must lie in [0, 1), got {}", options.momentum)));
+        return Err(Error::config(format!(
+            "--momentum must lie in [0, 1), got {}",
+            options.momentum
+        )));
     }
     if !(options.weight_decay.is_finite() && options.weight_decay >= 0.0) {
-        return Err(Error::config(format!("--weight-decay must be >= 0, got {}", options.weight_decay)));
+        return Err(Error::config(format!(
+            "--weight-decay must be >= 0, got {}",
+            options.weight_decay
+        )));
     }
     Ok(())
 }
@@ -206,11 +247,16 @@ fn check_options(options: &CompileOptions) -> Result<()> {
 /// Float initializers of rank >= 1 that the model computes with: weights, biases,
 /// normalisation scales. Excluded: the loss constants, normalisation statistics,
 /// scalars (exported constants) and `--freeze`d names.
-fn trainable_parameters(graph: &crate::onnx::GraphProto, options: &CompileOptions) -> Result<Vec<String>> {
+fn trainable_parameters(
+    graph: &crate::onnx::GraphProto,
+    options: &CompileOptions,
+) -> Result<Vec<String>> {
     let initializers: HashSet<&str> = graph.initializer.iter().map(|t| t.name()).collect();
     for name in &options.freeze {
         if !initializers.contains(name.as_str()) {
-            return Err(Error::config(format!("--freeze '{name}': the model has no initializer of that name")));
+            return Err(Error::config(format!(
+                "--freeze '{name}': the model has no initializer of that name"
+            )));
         }
     }
     let statistics: HashSet<&str> = graph
@@ -224,7 +270,11 @@ fn trainable_parameters(graph: &crate::onnx::GraphProto, options: &CompileOption
         .iter()
         .filter(|t| is_float_type(t.data_type()) && !t.dims.is_empty())
         .map(|t| t.name())
-        .filter(|name| !name.starts_with("ldam.") && !name.starts_with(crate::patch::PREFIX) && !name.starts_with("train/"))
+        .filter(|name| {
+            !name.starts_with("ldam.")
+                && !name.starts_with(crate::patch::PREFIX)
+                && !name.starts_with("train/")
+        })
         .filter(|name| !statistics.contains(name))
         .filter(|name| !options.freeze.iter().any(|f| f == name))
         .map(str::to_string)
@@ -239,7 +289,10 @@ fn train_metadata(state: &[StateTensor], options: &CompileOptions) -> Vec<String
         ("ldam_onnx.train.lr_input", LR_INPUT.to_string()),
         ("ldam_onnx.train.optimizer", "sgd".to_string()),
         ("ldam_onnx.train.momentum", options.momentum.to_string()),
-        ("ldam_onnx.train.weight_decay", options.weight_decay.to_string()),
+        (
+            "ldam_onnx.train.weight_decay",
+            options.weight_decay.to_string(),
+        ),
         ("ldam_onnx.train.frozen", options.freeze.join(",")),
     ]
     .into_iter()

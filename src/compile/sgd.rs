@@ -28,13 +28,20 @@ impl Sgd {
         let float = crate::onnx::tensor::FLOAT;
         Sgd {
             momentum: b.constant("sgd/momentum", scalar(float, momentum)),
-            weight_decay: (weight_decay != 0.0).then(|| b.constant("sgd/weight_decay", scalar(float, weight_decay))),
+            weight_decay: (weight_decay != 0.0)
+                .then(|| b.constant("sgd/weight_decay", scalar(float, weight_decay))),
         }
     }
 
     /// `d = g + wd * p; v' = mu * v + d; p' = p - lr * v'` (torch.optim.SGD with
     /// dampening 0 and a zero initial buffer, which makes the first step v' = d).
-    pub fn step(&mut self, b: &mut Emitter, parameter: &TensorProto, gradient: &str, lr: &str) -> Result<ParameterUpdate> {
+    pub fn step(
+        &mut self,
+        b: &mut Emitter,
+        parameter: &TensorProto,
+        gradient: &str,
+        lr: &str,
+    ) -> Result<ParameterUpdate> {
         if parameter.data_type() != crate::onnx::tensor::FLOAT {
             return Err(Error::patch(format!(
                 "parameter '{}' is not float32; the optimizer updates float32 parameters",
@@ -44,7 +51,9 @@ impl Sgd {
         let p = parameter.name();
         let momentum = format!("{p}.momentum");
         if !b.names.claim(&momentum) {
-            return Err(Error::patch(format!("the name '{momentum}' for a momentum buffer is already taken")));
+            return Err(Error::patch(format!(
+                "the name '{momentum}' for a momentum buffer is already taken"
+            )));
         }
         let direction = match &self.weight_decay {
             Some(wd) => {
@@ -73,7 +82,9 @@ fn claim(b: &mut Emitter, name: &str) -> Result<String> {
     if b.names.claim(name) {
         Ok(name.to_string())
     } else {
-        Err(Error::patch(format!("the output name '{name}' is already taken")))
+        Err(Error::patch(format!(
+            "the output name '{name}' is already taken"
+        )))
     }
 }
 
@@ -82,12 +93,27 @@ fn claim(b: &mut Emitter, name: &str) -> Result<String> {
 pub fn running_statistics(b: &mut Emitter, stats: &BatchStatistics) -> Result<(String, String)> {
     let float = crate::onnx::tensor::FLOAT;
     let keep = b.constant("bn/momentum", scalar(float, stats.momentum as f64));
-    let take = b.constant("bn/one_minus_momentum", scalar(float, 1.0 - stats.momentum as f64));
+    let take = b.constant(
+        "bn/one_minus_momentum",
+        scalar(float, 1.0 - stats.momentum as f64),
+    );
     let one = b.constant("bn/one", scalar(float, 1.0));
     let name = &stats.node_name;
-    let n_minus_one = b.sub(&stats.per_channel_count, &one, &format!("bn/{name}/n_minus_one"));
-    let bessel = b.div(&stats.per_channel_count, &n_minus_one, &format!("bn/{name}/bessel"));
-    let unbiased = b.mul(&stats.batch_var, &bessel, &format!("bn/{name}/unbiased_var"));
+    let n_minus_one = b.sub(
+        &stats.per_channel_count,
+        &one,
+        &format!("bn/{name}/n_minus_one"),
+    );
+    let bessel = b.div(
+        &stats.per_channel_count,
+        &n_minus_one,
+        &format!("bn/{name}/bessel"),
+    );
+    let unbiased = b.mul(
+        &stats.batch_var,
+        &bessel,
+        &format!("bn/{name}/unbiased_var"),
+    );
     let mut blend = |running: &str, batch: &str| -> Result<String> {
         let old = b.mul(running, &keep, &format!("bn/{name}/kept"));
         let new = b.mul(batch, &take, &format!("bn/{name}/taken"));

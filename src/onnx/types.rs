@@ -103,7 +103,9 @@ pub fn value_info(name: &str, elem_type: i32, shape: &[Dim]) -> ValueInfoProto {
 /// A `ValueInfoProto` for a tensor whose shape is not stated.
 pub fn value_info_any_shape(name: &str, elem_type: i32) -> ValueInfoProto {
     let mut info = value_info(name, elem_type, &[]);
-    if let Some(type_proto::Value::TensorType(t)) = info.r#type.as_mut().and_then(|t| t.value.as_mut()) {
+    if let Some(type_proto::Value::TensorType(t)) =
+        info.r#type.as_mut().and_then(|t| t.value.as_mut())
+    {
         t.shape = None;
     }
     info

@@ -34,7 +34,10 @@ impl GradCheck {
     pub fn f64(model: ModelProto, inputs: Vec<(&str, Data)>, wrt: &[&str]) -> Self {
         GradCheck {
             model,
-            inputs: inputs.into_iter().map(|(n, d)| (n.to_string(), d)).collect(),
+            inputs: inputs
+                .into_iter()
+                .map(|(n, d)| (n.to_string(), d))
+                .collect(),
             wrt: wrt.iter().map(|s| s.to_string()).collect(),
             step: 1e-6,
             abs_tol: 1e-6,
@@ -56,19 +59,29 @@ impl GradCheck {
     /// Runs the check; panics with every mismatch listed.
     pub fn run(&self) {
         let loss_model = with_projection_loss(&self.model, &self.inputs);
-        let (grad_model, grads) = ldam_onnx::autodiff::gradient_model(&loss_model, "loss", &self.wrt)
-            .unwrap_or_else(|e| panic!("gradient graph: {e}"));
-        ldam_onnx::onnx::validate::check_model(&grad_model).unwrap_or_else(|e| panic!("gradient graph is invalid: {e}"));
-        let borrowed: Vec<(&str, Data)> = self.inputs.iter().map(|(n, d)| (n.as_str(), d.clone())).collect();
+        let (grad_model, grads) =
+            ldam_onnx::autodiff::gradient_model(&loss_model, "loss", &self.wrt)
+                .unwrap_or_else(|e| panic!("gradient graph: {e}"));
+        ldam_onnx::onnx::validate::check_model(&grad_model)
+            .unwrap_or_else(|e| panic!("gradient graph is invalid: {e}"));
+        let borrowed: Vec<(&str, Data)> = self
+            .inputs
+            .iter()
+            .map(|(n, d)| (n.as_str(), d.clone()))
+            .collect();
         let analytic = run(&grad_model, &borrowed);
         let mut failures = Vec::new();
         for name in &self.wrt {
-            let grad_name = grads.get(name).unwrap_or_else(|| panic!("no gradient for '{name}'"));
+            let grad_name = grads
+                .get(name)
+                .unwrap_or_else(|| panic!("no gradient for '{name}'"));
             let grad = analytic[grad_name].values_f64();
             let mut rng = Rng::new(grad.len() as u64);
             let mut picks: Vec<usize> = (0..grad.len()).collect();
             if picks.len() > self.max_elements {
-                picks = (0..self.max_elements).map(|_| rng.below(grad.len() as u64) as usize).collect();
+                picks = (0..self.max_elements)
+                    .map(|_| rng.below(grad.len() as u64) as usize)
+                    .collect();
             }
             for index in picks {
                 let numeric = self.central_difference(&loss_model, name, index);
@@ -78,7 +91,12 @@ impl GradCheck {
                 }
             }
         }
-        assert!(failures.is_empty(), "{} gradient mismatches:\n{}", failures.len(), failures.join("\n"));
+        assert!(
+            failures.is_empty(),
+            "{} gradient mismatches:\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
     }
 
     fn central_difference(&self, loss_model: &ModelProto, name: &str, index: usize) -> f64 {
@@ -88,12 +106,20 @@ impl GradCheck {
                 Some((_, data)) => nudge_data(data, index, delta),
                 None => {
                     let graph = model.graph.as_mut().unwrap();
-                    let tensor = graph.initializer.iter_mut().find(|t| t.name() == name)
-                        .unwrap_or_else(|| panic!("'{name}' is neither an input nor an initializer"));
+                    let tensor = graph
+                        .initializer
+                        .iter_mut()
+                        .find(|t| t.name() == name)
+                        .unwrap_or_else(|| {
+                            panic!("'{name}' is neither an input nor an initializer")
+                        });
                     nudge_tensor(tensor, index, delta);
                 }
             }
-            let borrowed: Vec<(&str, Data)> = inputs.iter().map(|(n, d)| (n.as_str(), d.clone())).collect();
+            let borrowed: Vec<(&str, Data)> = inputs
+                .iter()
+                .map(|(n, d)| (n.as_str(), d.clone()))
+                .collect();
             run(&model, &borrowed)["loss"].values_f64()[0]
         };
         (loss_at(self.step) - loss_at(-self.step)) / (2.0 * self.step)
@@ -109,7 +135,11 @@ fn nudge_data(data: &mut Data, index: usize, delta: f64) {
 }
 
 fn nudge_tensor(tensor: &mut TensorProto, index: usize, delta: f64) {
-    let raw = tensor.raw_data.as_ref().expect("initializers in tests use raw_data").to_vec();
+    let raw = tensor
+        .raw_data
+        .as_ref()
+        .expect("initializers in tests use raw_data")
+        .to_vec();
     let mut raw = raw;
     if tensor.data_type() == DOUBLE {
         let mut v = f64::from_le_bytes(raw[index * 8..index * 8 + 8].try_into().unwrap());
@@ -125,8 +155,13 @@ fn nudge_tensor(tensor: &mut TensorProto, index: usize, delta: f64) {
 
 /// Appends `loss = ReduceSum(y * R)` with a fixed random R shaped like y.
 fn with_projection_loss(model: &ModelProto, inputs: &[(String, Data)]) -> ModelProto {
-    let borrowed: Vec<(&str, Data)> = inputs.iter().map(|(n, d)| (n.as_str(), d.clone())).collect();
-    let y = run(model, &borrowed).remove("y").expect("the forward model has an output named 'y'");
+    let borrowed: Vec<(&str, Data)> = inputs
+        .iter()
+        .map(|(n, d)| (n.as_str(), d.clone()))
+        .collect();
+    let y = run(model, &borrowed)
+        .remove("y")
+        .expect("the forward model has an output named 'y'");
     let shape = y.shape().to_vec();
     let count = shape.iter().product::<i64>().max(1) as usize;
     let weights = Rng::new(17).floats(count, -1.0, 1.0);
@@ -138,14 +173,25 @@ fn with_projection_loss(model: &ModelProto, inputs: &[(String, Data)]) -> ModelP
             name: Some("gradcheck.R".into()),
             dims: shape,
             data_type: Some(DOUBLE),
-            raw_data: Some(weights.iter().flat_map(|&w| (w as f64).to_le_bytes()).collect::<Vec<u8>>().into()),
+            raw_data: Some(
+                weights
+                    .iter()
+                    .flat_map(|&w| (w as f64).to_le_bytes())
+                    .collect::<Vec<u8>>()
+                    .into(),
+            ),
             ..Default::default()
         }
     } else {
         ldam_onnx::onnx::tensor::f32_tensor("gradcheck.R", &shape, &weights)
     };
     graph.initializer.push(r);
-    graph.node.push(node("Mul", &["y", "gradcheck.R"], &["gradcheck.weighted"], vec![]));
+    graph.node.push(node(
+        "Mul",
+        &["y", "gradcheck.R"],
+        &["gradcheck.weighted"],
+        vec![],
+    ));
     graph.node.push(node(
         "ReduceSum",
         &["gradcheck.weighted"],

@@ -238,7 +238,9 @@ pub fn clip(ctx: &mut GradCtx) -> Grads {
     let x = ctx.i(0);
     let (min, max) = (ctx.i(1).to_string(), ctx.i(2).to_string());
     if ctx.opset() < 11 {
-        return Err(Error::invalid("Clip before opset 11 is not supported".to_string()));
+        return Err(Error::invalid(
+            "Clip before opset 11 is not supported".to_string(),
+        ));
     }
     unary(ctx, |c, g| {
         let mut inside: Option<String> = None;
@@ -276,7 +278,9 @@ pub fn erf(ctx: &mut GradCtx) -> Grads {
 /// 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
 pub fn gelu(ctx: &mut GradCtx) -> Grads {
     let x = ctx.i(0);
-    let approximate = ctx.attr_string("approximate").unwrap_or_else(|| "none".into());
+    let approximate = ctx
+        .attr_string("approximate")
+        .unwrap_or_else(|| "none".into());
     unary(ctx, |c, g| {
         let half = c.constant(0.5, x);
         let one = c.constant(1.0, x);

@@ -15,7 +15,10 @@ pub fn gemm(ctx: &mut GradCtx) -> Grads {
     let trans_a = ctx.attr_int("transA", 0) != 0;
     let trans_b = ctx.attr_int("transB", 0) != 0;
     let gemm = |ctx: &mut GradCtx, x: &str, z: &str, ta: bool, tb: bool, like: &str| {
-        let mut attrs = vec![attr_int("transA", i64::from(ta)), attr_int("transB", i64::from(tb))];
+        let mut attrs = vec![
+            attr_int("transA", i64::from(ta)),
+            attr_int("transB", i64::from(tb)),
+        ];
         if alpha != 1.0 {
             attrs.push(attr_float("alpha", alpha));
         }
@@ -57,8 +60,12 @@ pub fn matmul(ctx: &mut GradCtx) -> Grads {
         }
     };
     if ra == 2 && rb == 2 {
-        let da = ctx.needs(0).then(|| ctx.op("Gemm", &[&g, b], vec![attr_int("transB", 1)], Some(a)));
-        let db = ctx.needs(1).then(|| ctx.op("Gemm", &[a, &g], vec![attr_int("transA", 1)], Some(b)));
+        let da = ctx
+            .needs(0)
+            .then(|| ctx.op("Gemm", &[&g, b], vec![attr_int("transB", 1)], Some(a)));
+        let db = ctx
+            .needs(1)
+            .then(|| ctx.op("Gemm", &[a, &g], vec![attr_int("transA", 1)], Some(b)));
         return Ok(vec![da, db]);
     }
     let swap_last = |r: usize| -> Vec<i64> {
@@ -68,12 +75,22 @@ pub fn matmul(ctx: &mut GradCtx) -> Grads {
     };
     let ry = ra.max(rb);
     let da = ctx.needs(0).then(|| {
-        let bt = ctx.op("Transpose", &[b], vec![attr_ints("perm", &swap_last(rb))], None);
+        let bt = ctx.op(
+            "Transpose",
+            &[b],
+            vec![attr_ints("perm", &swap_last(rb))],
+            None,
+        );
         let d = ctx.op("MatMul", &[&g, &bt], vec![], None);
         ctx.unbroadcast(&d, a)
     });
     let db = ctx.needs(1).then(|| {
-        let at = ctx.op("Transpose", &[a], vec![attr_ints("perm", &swap_last(ra))], None);
+        let at = ctx.op(
+            "Transpose",
+            &[a],
+            vec![attr_ints("perm", &swap_last(ra))],
+            None,
+        );
         let d = ctx.op("MatMul", &[&at, &g], vec![], None);
         ctx.unbroadcast(&d, b)
     });

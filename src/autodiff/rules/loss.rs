@@ -3,8 +3,6 @@
 use crate::autodiff::GradCtx;
 use crate::error::{Error, Result};
 use crate::onnx::builder::attr_int;
-use crate::onnx::proto::tensor_proto::DataType;
-use crate::onnx::TensorProto;
 
 type Grads = Result<Vec<Option<String>>>;
 
@@ -46,35 +44,29 @@ pub fn log_softmax(ctx: &mut GradCtx) -> Grads {
     Ok(vec![Some(ctx.sub(&g, &spread, y))])
 }
 
-fn float_vector(elem_type: i32, values: &[f64]) -> TensorProto {
-    let raw: Vec<u8> = if elem_type == DataType::Double as i32 {
-        values.iter().flat_map(|v| v.to_le_bytes()).collect()
-    } else {
-        values.iter().flat_map(|v| (*v as f32).to_le_bytes()).collect()
-    };
-    TensorProto {
-        dims: vec![values.len() as i64],
-        data_type: Some(if elem_type == DataType::Double as i32 { elem_type } else { DataType::Float as i32 }),
-        raw_data: Some(raw.into()),
-        ..Default::default()
-    }
-}
-
 /// d scores = coeff_i * (softmax(scores) - onehot(y)), where coeff_i is g times the
 /// example's weight (and divided by the total weight for the mean).
 pub fn softmax_cross_entropy(ctx: &mut GradCtx) -> Grads {
     if ctx.go(1).is_some() {
-        return Err(Error::invalid("gradient through the log_prob output is not supported".to_string()));
+        return Err(Error::invalid(
+            "gradient through the log_prob output is not supported".to_string(),
+        ));
     }
     let g = ctx.g()?;
     let (scores, labels, weights) = (ctx.i(0), ctx.i(1), ctx.i(2));
     if ctx.shapes.rank(scores).is_some_and(|r| r != 2) {
-        return Err(Error::invalid("SoftmaxCrossEntropyLoss gradient supports scores of rank 2 [N, C]".to_string()));
+        return Err(Error::invalid(
+            "SoftmaxCrossEntropyLoss gradient supports scores of rank 2 [N, C]".to_string(),
+        ));
     }
     if ctx.needs(2) {
-        return Err(Error::invalid("gradient with respect to the class weights is not supported".to_string()));
+        return Err(Error::invalid(
+            "gradient with respect to the class weights is not supported".to_string(),
+        ));
     }
-    let reduction = ctx.attr_string("reduction").unwrap_or_else(|| "mean".into());
+    let reduction = ctx
+        .attr_string("reduction")
+        .unwrap_or_else(|| "mean".into());
     let ignore_index = crate::onnx::attribute(ctx.node, "ignore_index").and_then(|a| a.i);
 
     // softmax(scores) from the forward's own log-probabilities.
@@ -85,17 +77,45 @@ pub fn softmax_cross_entropy(ctx: &mut GradCtx) -> Grads {
     let p = ctx.op("Exp", &[&log_prob], vec![], Some(scores));
     let scores_shape = ctx.shape_of(scores);
     let class_axis = ctx.int_constant(&[1]);
-    let depth = ctx.op("Gather", &[&scores_shape, &class_axis], vec![attr_int("axis", 0)], None);
-    let elem = ctx.elem(scores);
-    let off_on = ctx.b.constant("grad/onehot_values", float_vector(elem, &[0.0, 1.0]));
-    let onehot = ctx.op("OneHot", &[labels, &depth, &off_on], vec![attr_int("axis", -1)], Some(scores));
+    let depth = ctx.op(
+        "Gather",
+        &[&scores_shape, &class_axis],
+        vec![attr_int("axis", 0)],
+        None,
+    );
+    // onehot(y) as (y[:, None] == range(C)): works for every float type, where
+    // runtimes implement OneHot for few value types.
+    let zero = ctx.b.constant(
+        "grad/zero_i64",
+        crate::onnx::tensor::i64_tensor("", &[], &[0]),
+    );
+    let step = ctx.b.constant(
+        "grad/one_i64",
+        crate::onnx::tensor::i64_tensor("", &[], &[1]),
+    );
+    let depth = ctx.op("Squeeze", &[&depth], vec![], None);
+    let classes = ctx.op("Range", &[&zero, &depth, &step], vec![], None);
+    let label_axis = ctx.int_constant(&[1]);
+    let labels_column = ctx.op("Unsqueeze", &[labels, &label_axis], vec![], None);
+    let labels_column = ctx.op("CastLike", &[&labels_column, &classes], vec![], None);
+    let is_label = ctx.op("Equal", &[&labels_column, &classes], vec![], None);
+    let onehot = ctx.op("CastLike", &[&is_label, scores], vec![], Some(scores));
     let residual = ctx.sub(&p, &onehot, scores);
 
     // Per-example weight w_{y_i} (times the ignore mask), or none.
-    let mut example_weight = (!weights.is_empty())
-        .then(|| ctx.op("Gather", &[weights, labels], vec![attr_int("axis", 0)], None));
+    let mut example_weight = (!weights.is_empty()).then(|| {
+        ctx.op(
+            "Gather",
+            &[weights, labels],
+            vec![attr_int("axis", 0)],
+            None,
+        )
+    });
     if let Some(ignored) = ignore_index {
-        let ii = ctx.b.constant("grad/ignore_index", crate::onnx::tensor::i64_tensor("", &[], &[ignored]));
+        let ii = ctx.b.constant(
+            "grad/ignore_index",
+            crate::onnx::tensor::i64_tensor("", &[], &[ignored]),
+        );
         let ii = ctx.op("CastLike", &[&ii, labels], vec![], None);
         let is_ignored = ctx.op("Equal", &[labels, &ii], vec![], None);
         let kept = ctx.op("Not", &[&is_ignored], vec![], None);

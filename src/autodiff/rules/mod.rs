@@ -73,7 +73,10 @@ const RULES: &[(&str, Rule)] = &[
 ];
 
 pub fn rule_for(op: &str) -> Option<Rule> {
-    RULES.iter().find(|(name, _)| *name == op).map(|(_, rule)| *rule)
+    RULES
+        .iter()
+        .find(|(name, _)| *name == op)
+        .map(|(_, rule)| *rule)
 }
 
 /// Every op with a gradient rule, sorted.

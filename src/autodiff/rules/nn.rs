@@ -41,34 +41,64 @@ impl Window {
     fn read(ctx: &GradCtx, kernel: Vec<i64>, input: &[i64]) -> Result<Window> {
         let rank = kernel.len();
         let ones = vec![1; rank];
-        let strides = ctx.attr_ints("strides").filter(|s| !s.is_empty()).unwrap_or_else(|| ones.clone());
-        let dilations = ctx.attr_ints("dilations").filter(|d| !d.is_empty()).unwrap_or(ones);
-        let mut window = Window { kernel, strides, dilations, pads: vec![0; 2 * rank] };
+        let strides = ctx
+            .attr_ints("strides")
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| ones.clone());
+        let dilations = ctx
+            .attr_ints("dilations")
+            .filter(|d| !d.is_empty())
+            .unwrap_or(ones);
+        let pads = ctx
+            .attr_ints("pads")
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| vec![0; 2 * rank]);
+        if strides.len() != rank
+            || dilations.len() != rank
+            || pads.len() != 2 * rank
+            || input.len() != rank
+        {
+            return Err(unsupported(
+                ctx,
+                format!(
+                    "kernel_shape {kernel:?}, strides {strides:?}, dilations {dilations:?} and pads {pads:?} \
+                     do not all match the {} spatial axes of the input",
+                    input.len()
+                ),
+            ));
+        }
+        let mut window = Window {
+            kernel,
+            strides,
+            dilations,
+            pads,
+        };
         match ctx.attr_string("auto_pad").as_deref().unwrap_or("NOTSET") {
-            "NOTSET" | "" => {
-                if let Some(pads) = ctx.attr_ints("pads").filter(|p| !p.is_empty()) {
-                    window.pads = pads;
-                }
-            }
-            "VALID" => {}
+            "NOTSET" | "" => {}
+            "VALID" => window.pads.fill(0),
             same @ ("SAME_UPPER" | "SAME_LOWER") => {
-                for axis in 0..rank {
-                    let out = (input[axis] + window.strides[axis] - 1) / window.strides[axis];
-                    let total = ((out - 1) * window.strides[axis] + window.extent(axis) - input[axis]).max(0);
+                // ONNX: output = ceil(input / stride), the total pad split evenly,
+                // the odd one at the end (UPPER) or the beginning (LOWER).
+                for (axis, &size) in input.iter().enumerate() {
+                    let stride = window.strides[axis];
+                    let out = (size + stride - 1) / stride;
+                    let total = ((out - 1) * stride + window.extent(axis) - size).max(0);
                     let small = total / 2;
-                    let (begin, end) = if same == "SAME_UPPER" { (small, total - small) } else { (total - small, small) };
+                    let (begin, end) = if same == "SAME_UPPER" {
+                        (small, total - small)
+                    } else {
+                        (total - small, small)
+                    };
                     window.pads[axis] = begin;
                     window.pads[axis + rank] = end;
                 }
             }
-            other => return Err(unsupported(ctx, format!("auto_pad '{other}' is not an ONNX value"))),
-        }
-        let lengths = [window.strides.len(), window.dilations.len(), window.pads.len() / 2];
-        if lengths.iter().any(|&l| l != rank) || window.pads.len() != 2 * rank {
-            return Err(unsupported(
-                ctx,
-                format!("strides/dilations/pads do not match the {rank} spatial axes of kernel_shape"),
-            ));
+            other => {
+                return Err(unsupported(
+                    ctx,
+                    format!("auto_pad '{other}' is not an ONNX value"),
+                ))
+            }
         }
         Ok(window)
     }
@@ -86,7 +116,10 @@ impl Window {
     fn output_size(&self, input: &[i64]) -> Vec<i64> {
         let rank = self.rank();
         (0..rank)
-            .map(|a| (input[a] + self.pads[a] + self.pads[a + rank] - self.extent(a)) / self.strides[a] + 1)
+            .map(|a| {
+                (input[a] + self.pads[a] + self.pads[a + rank] - self.extent(a)) / self.strides[a]
+                    + 1
+            })
             .collect()
     }
 
@@ -99,13 +132,19 @@ impl Window {
     /// onto exactly `input`: the transposed size is s (o - 1) + extent - pads, so
     /// the end pad absorbs any excess and `output_padding` supplies the rows the
     /// forward windows never reached (floor mode).
-    fn transposed(&self, input: &[i64], output: &[i64], group: i64) -> Vec<crate::onnx::AttributeProto> {
+    fn transposed(
+        &self,
+        input: &[i64],
+        output: &[i64],
+        group: i64,
+    ) -> Vec<crate::onnx::AttributeProto> {
         let rank = self.rank();
         let mut pads = self.pads[..rank].to_vec();
         let mut output_padding = Vec::with_capacity(rank);
         let mut end_pads = Vec::with_capacity(rank);
         for a in 0..rank {
-            let excess = self.strides[a] * (output[a] - 1) + self.extent(a) - self.pads[a] - input[a];
+            let excess =
+                self.strides[a] * (output[a] - 1) + self.extent(a) - self.pads[a] - input[a];
             end_pads.push(excess.max(0));
             output_padding.push((-excess).max(0));
         }
@@ -138,7 +177,11 @@ fn spatial_size(ctx: &GradCtx, name: &str) -> Result<Vec<i64>> {
             ctx,
             format!(
                 "needs the static spatial shape of '{name}' (known: [{}])",
-                shape.iter().map(Dim::to_string).collect::<Vec<_>>().join(", ")
+                shape
+                    .iter()
+                    .map(Dim::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         )),
     }
@@ -161,7 +204,13 @@ fn float_tensor(elem_type: i32, dims: &[i64], values: &[f64]) -> TensorProto {
         TensorProto {
             dims: dims.to_vec(),
             data_type: Some(DOUBLE),
-            raw_data: Some(values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into()),
+            raw_data: Some(
+                values
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect::<Vec<u8>>()
+                    .into(),
+            ),
             ..Default::default()
         }
     } else {
@@ -170,7 +219,13 @@ fn float_tensor(elem_type: i32, dims: &[i64], values: &[f64]) -> TensorProto {
     }
 }
 
-fn tensor_constant(ctx: &mut GradCtx, hint: &str, elem_type: i32, dims: &[i64], values: &[f64]) -> String {
+fn tensor_constant(
+    ctx: &mut GradCtx,
+    hint: &str,
+    elem_type: i32,
+    dims: &[i64],
+    values: &[f64],
+) -> String {
     ctx.b.constant(hint, float_tensor(elem_type, dims, values))
 }
 
@@ -189,7 +244,12 @@ fn reduce_mean(ctx: &mut GradCtx, x: &str, axes: &[i64], keepdims: bool) -> Stri
         let axes = ctx.int_constant(axes);
         ctx.op("ReduceMean", &[x, &axes], vec![keep], None)
     } else {
-        ctx.op("ReduceMean", &[x], vec![keep, attr_ints("axes", axes)], None)
+        ctx.op(
+            "ReduceMean",
+            &[x],
+            vec![keep, attr_ints("axes", axes)],
+            None,
+        )
     }
 }
 
@@ -228,7 +288,9 @@ pub fn conv(ctx: &mut GradCtx) -> Grads {
         }
     }
     if ctx.needs(2) {
-        let axes: Vec<i64> = std::iter::once(0).chain(2..2 + kernel.len() as i64).collect();
+        let axes: Vec<i64> = std::iter::once(0)
+            .chain(2..2 + kernel.len() as i64)
+            .collect();
         let db = ctx.reduce_sum(&g, &axes, false);
         grads[2] = Some(typed_like(ctx, db, ctx.i(2)));
     }
@@ -239,25 +301,50 @@ pub fn conv(ctx: &mut GradCtx) -> Grads {
 /// convolution with the roles swapped. The in-group channel c becomes the batch,
 /// the sample n the input channel, g the kernel; strides and dilations trade
 /// places. Groups stay groups: X goes to [C/G, G*N, H, W], g to [C_out, N, OH, OW].
-fn conv_weight_grad(ctx: &mut GradCtx, g: &str, window: &Window, input: &[i64], group: i64) -> Result<String> {
+fn conv_weight_grad(
+    ctx: &mut GradCtx,
+    g: &str,
+    window: &Window,
+    input: &[i64],
+    group: i64,
+) -> Result<String> {
     let (x, w) = (ctx.i(0), ctx.i(1));
     let rank = window.rank();
     let spatial: Vec<usize> = (2..2 + rank).collect();
-    let swap_01: Vec<i64> = [1, 0].into_iter().chain(spatial.iter().map(|&a| a as i64)).collect();
+    let swap_01: Vec<i64> = [1, 0]
+        .into_iter()
+        .chain(spatial.iter().map(|&a| a as i64))
+        .collect();
     let samples_as_channels = if group == 1 {
         ctx.op("Transpose", &[x], vec![attr_ints("perm", &swap_01)], None)
     } else {
         let per_group = match ctx.shape(w).as_deref().and_then(|s| s.get(1).cloned()) {
             Some(Dim::Fixed(c)) => c,
-            _ => return Err(unsupported(ctx, format!("grouped convolution needs the static shape of '{w}'"))),
+            _ => {
+                return Err(unsupported(
+                    ctx,
+                    format!("grouped convolution needs the static shape of '{w}'"),
+                ))
+            }
         };
         // [N, C, H, W] -> [N, G, C/G, H, W] -> [C/G, G, N, H, W] -> [C/G, G*N, H, W]
-        let split: Vec<i64> = [0, group, per_group].into_iter().chain(input.iter().copied()).collect();
+        let split: Vec<i64> = [0, group, per_group]
+            .into_iter()
+            .chain(input.iter().copied())
+            .collect();
         let split = ctx.int_constant(&split);
         let grouped = ctx.op("Reshape", &[x, &split], vec![], None);
         let perm: Vec<i64> = [2, 1, 0].into_iter().chain(3..3 + rank as i64).collect();
-        let moved = ctx.op("Transpose", &[&grouped], vec![attr_ints("perm", &perm)], None);
-        let merged: Vec<i64> = [per_group, -1].into_iter().chain(input.iter().copied()).collect();
+        let moved = ctx.op(
+            "Transpose",
+            &[&grouped],
+            vec![attr_ints("perm", &perm)],
+            None,
+        );
+        let merged: Vec<i64> = [per_group, -1]
+            .into_iter()
+            .chain(input.iter().copied())
+            .collect();
         let merged = ctx.int_constant(&merged);
         ctx.op("Reshape", &[&moved, &merged], vec![], None)
     };
@@ -281,11 +368,21 @@ fn conv_weight_grad(ctx: &mut GradCtx, g: &str, window: &Window, input: &[i64], 
         let ends = ctx.int_constant(&window.kernel);
         let axes: Vec<i64> = spatial.iter().map(|&a| a as i64).collect();
         let axes = ctx.int_constant(&axes);
-        ctx.op("Slice", &[&correlation, &starts, &ends, &axes], vec![], None)
+        ctx.op(
+            "Slice",
+            &[&correlation, &starts, &ends, &axes],
+            vec![],
+            None,
+        )
     } else {
         correlation
     };
-    Ok(ctx.op("Transpose", &[&correlation], vec![attr_ints("perm", &swap_01)], Some(w)))
+    Ok(ctx.op(
+        "Transpose",
+        &[&correlation],
+        vec![attr_ints("perm", &swap_01)],
+        Some(w),
+    ))
 }
 
 /// Spatial size of the swapped convolution's output: (H + pads - ((OH - 1) s + 1)) / d + 1,
@@ -310,7 +407,10 @@ fn swapped_output_size(window: &Window, input: &[i64]) -> Vec<i64> {
 /// of g into zeros; the window geometry (pads, dilations, ceil_mode) never matters.
 pub fn max_pool(ctx: &mut GradCtx) -> Grads {
     if ctx.attr_int("storage_order", 0) != 0 {
-        return Err(unsupported(ctx, "storage_order=1 (column-major Indices) is not supported".to_string()));
+        return Err(unsupported(
+            ctx,
+            "storage_order=1 (column-major Indices) is not supported".to_string(),
+        ));
     }
     let g = ctx.g()?;
     let x = ctx.i(0);
@@ -338,13 +438,28 @@ pub fn max_pool(ctx: &mut GradCtx) -> Grads {
     let indices = ctx.forward_output(1);
     let shape = ctx.shape_of(x);
     let zero = float_tensor(ctx.elem(x), &[1], &[0.0]);
-    let zeros = ctx.op("ConstantOfShape", &[&shape], vec![tensor_attr("value", zero)], None);
+    let zeros = ctx.op(
+        "ConstantOfShape",
+        &[&shape],
+        vec![tensor_attr("value", zero)],
+        None,
+    );
     let flat = ctx.int_constant(&[-1]);
     let zeros = ctx.op("Reshape", &[&zeros, &flat], vec![], None);
     let indices = ctx.op("Reshape", &[&indices, &flat], vec![], None);
     let g_flat = ctx.op("Reshape", &[&g, &flat], vec![], None);
-    let scattered = ctx.op("ScatterElements", &[&zeros, &indices, &g_flat], scatter_attrs, None);
-    Ok(vec![Some(ctx.op("Reshape", &[&scattered, &shape], vec![], Some(x)))])
+    let scattered = ctx.op(
+        "ScatterElements",
+        &[&zeros, &indices, &g_flat],
+        scatter_attrs,
+        None,
+    );
+    Ok(vec![Some(ctx.op(
+        "Reshape",
+        &[&scattered, &shape],
+        vec![],
+        Some(x),
+    ))])
 }
 
 /// Y = mean over each window: every element of a window receives g / divisor,
@@ -356,11 +471,23 @@ pub fn average_pool(ctx: &mut GradCtx) -> Grads {
     if ctx.attr_int("ceil_mode", 0) != 0 {
         return Err(unsupported(ctx, "ceil_mode=1 is not supported".to_string()));
     }
-    if let Some(d) = ctx.attr_ints("dilations").filter(|d| d.iter().any(|&v| v != 1)) {
-        return Err(unsupported(ctx, format!("dilations {d:?} are not supported (PyTorch has no dilated average pooling)")));
+    if let Some(d) = ctx
+        .attr_ints("dilations")
+        .filter(|d| d.iter().any(|&v| v != 1))
+    {
+        return Err(unsupported(
+            ctx,
+            format!("dilations {d:?} are not supported (PyTorch has no dilated average pooling)"),
+        ));
     }
-    if let Some(mode) = ctx.attr_string("auto_pad").filter(|m| !matches!(m.as_str(), "NOTSET" | "VALID" | "")) {
-        return Err(unsupported(ctx, format!("auto_pad '{mode}' is not supported (use explicit pads)")));
+    if let Some(mode) = ctx
+        .attr_string("auto_pad")
+        .filter(|m| !matches!(m.as_str(), "NOTSET" | "VALID" | ""))
+    {
+        return Err(unsupported(
+            ctx,
+            format!("auto_pad '{mode}' is not supported (use explicit pads)"),
+        ));
     }
     let g = ctx.g()?;
     let x = ctx.i(0);
@@ -381,14 +508,36 @@ pub fn average_pool(ctx: &mut GradCtx) -> Grads {
         tensor_constant(ctx, "grad/avgpool_inverse_counts", elem, &output, &values)
     };
     let shares = ctx.mul(&g, &inverse_divisor, &g);
-    let plane_shape: Vec<i64> = [-1, 1].into_iter().chain(std::iter::repeat_n(0, window.rank())).collect();
+    let plane_shape: Vec<i64> = [-1, 1]
+        .into_iter()
+        .chain(std::iter::repeat_n(0, window.rank()))
+        .collect();
     let plane_shape = ctx.int_constant(&plane_shape);
     let planes = ctx.op("Reshape", &[&shares, &plane_shape], vec![], None);
-    let kernel_dims: Vec<i64> = [1, 1].into_iter().chain(window.kernel.iter().copied()).collect();
-    let ones = tensor_constant(ctx, "grad/avgpool_ones", elem, &kernel_dims, &vec![1.0; window_size as usize]);
-    let spread = ctx.op("ConvTranspose", &[&planes, &ones], window.transposed(&input, &output, 1), None);
+    let kernel_dims: Vec<i64> = [1, 1]
+        .into_iter()
+        .chain(window.kernel.iter().copied())
+        .collect();
+    let ones = tensor_constant(
+        ctx,
+        "grad/avgpool_ones",
+        elem,
+        &kernel_dims,
+        &vec![1.0; window_size as usize],
+    );
+    let spread = ctx.op(
+        "ConvTranspose",
+        &[&planes, &ones],
+        window.transposed(&input, &output, 1),
+        None,
+    );
     let shape = ctx.shape_of(x);
-    Ok(vec![Some(ctx.op("Reshape", &[&spread, &shape], vec![], Some(x)))])
+    Ok(vec![Some(ctx.op(
+        "Reshape",
+        &[&spread, &shape],
+        vec![],
+        Some(x),
+    ))])
 }
 
 /// 1 / (elements of each window inside X), over the output grid, row-major:
@@ -399,7 +548,9 @@ fn inverse_valid_counts(window: &Window, input: &[i64], output: &[i64]) -> Vec<f
             (0..output[a])
                 .map(|o| {
                     let start = o * window.strides[a] - window.pads[a];
-                    (0..window.kernel[a]).filter(|t| (0..input[a]).contains(&(start + t))).count() as i64
+                    (0..window.kernel[a])
+                        .filter(|t| (0..input[a]).contains(&(start + t)))
+                        .count() as i64
                 })
                 .collect()
         })
@@ -524,7 +675,12 @@ pub fn layer_normalization(ctx: &mut GradCtx) -> Grads {
     let axes: Vec<i64> = match (axis, rank) {
         (a, _) if a < 0 => (a..0).collect(),
         (a, Some(r)) => (a..r as i64).collect(),
-        (_, None) => return Err(unsupported(ctx, format!("axis={axis} needs the rank of '{x}'"))),
+        (_, None) => {
+            return Err(unsupported(
+                ctx,
+                format!("axis={axis} needs the rank of '{x}'"),
+            ))
+        }
     };
     let mean = ctx.forward_output(1);
     let inv_std = ctx.forward_output(2);
@@ -597,5 +753,7 @@ fn known_flag(ctx: &GradCtx, name: &str) -> Option<bool> {
     if name.is_empty() {
         return None;
     }
-    ctx.shapes.const_ints(name).and_then(|v| v.first().map(|&b| b != 0))
+    ctx.shapes
+        .const_ints(name)
+        .and_then(|v| v.first().map(|&b| b != 0))
 }

@@ -14,9 +14,16 @@ fn reduce_axes(ctx: &GradCtx, axes_input_since: i64) -> Result<Option<Vec<i64>>>
             return Ok(None);
         }
         let axes = ctx.shapes.const_ints(ctx.i(1)).ok_or_else(|| {
-            Error::invalid(format!("reduction axes '{}' are not a compile-time constant", ctx.i(1)))
+            Error::invalid(format!(
+                "reduction axes '{}' are not a compile-time constant",
+                ctx.i(1)
+            ))
         })?;
-        Ok(if axes.is_empty() { None } else { Some(axes.to_vec()) })
+        Ok(if axes.is_empty() {
+            None
+        } else {
+            Some(axes.to_vec())
+        })
     } else {
         Ok(ctx.attr_ints("axes").filter(|a| !a.is_empty()))
     }
@@ -49,7 +56,10 @@ pub fn reduce_sum(ctx: &mut GradCtx) -> Grads {
     }
     let kept = kept_dims(ctx, &g, &axes);
     let shape = ctx.shape_of(x);
-    Ok(vec![Some(ctx.op("Expand", &[&kept, &shape], vec![], Some(x))), None])
+    Ok(vec![
+        Some(ctx.op("Expand", &[&kept, &shape], vec![], Some(x))),
+        None,
+    ])
 }
 
 pub fn reduce_mean(ctx: &mut GradCtx) -> Grads {
@@ -68,7 +78,10 @@ pub fn reduce_mean(ctx: &mut GradCtx) -> Grads {
     let scaled = ctx.div(&g, &count, y);
     let kept = kept_dims(ctx, &scaled, &axes);
     let shape = ctx.shape_of(x);
-    Ok(vec![Some(ctx.op("Expand", &[&kept, &shape], vec![], Some(x))), None])
+    Ok(vec![
+        Some(ctx.op("Expand", &[&kept, &shape], vec![], Some(x))),
+        None,
+    ])
 }
 
 /// y = ||x||: dx = x * g / y, zero where y = 0 (as PyTorch's norm backward).
@@ -94,7 +107,9 @@ pub fn reduce_l2(ctx: &mut GradCtx) -> Grads {
 /// y = x / ||x||_axis (p = 2): dx = (g - y * sum(g y, axis)) / ||x||.
 pub fn lp_normalization(ctx: &mut GradCtx) -> Grads {
     if ctx.attr_int("p", 2) != 2 {
-        return Err(Error::invalid("LpNormalization gradient supports p = 2 only".to_string()));
+        return Err(Error::invalid(
+            "LpNormalization gradient supports p = 2 only".to_string(),
+        ));
     }
     let g = ctx.g()?;
     let (x, y) = (ctx.i(0), ctx.o(0));
@@ -104,7 +119,15 @@ pub fn lp_normalization(ctx: &mut GradCtx) -> Grads {
     let projection = if ctx.opset() >= 13 {
         ctx.reduce_sum(&gy, &[axis], true)
     } else {
-        ctx.op("ReduceSum", &[&gy], vec![attr_int("keepdims", 1), crate::onnx::builder::attr_ints("axes", &[axis])], None)
+        ctx.op(
+            "ReduceSum",
+            &[&gy],
+            vec![
+                attr_int("keepdims", 1),
+                crate::onnx::builder::attr_ints("axes", &[axis]),
+            ],
+            None,
+        )
     };
     let along = ctx.mul(y, &projection, y);
     let tangent = ctx.sub(&g, &along, y);

@@ -6,7 +6,10 @@ use crate::error::{Error, Result};
 type Grads = Result<Vec<Option<String>>>;
 
 fn pending(ctx: &GradCtx) -> Grads {
-    Err(Error::invalid(format!("{} gradient is not implemented yet", ctx.node.op_type())))
+    Err(Error::invalid(format!(
+        "{} gradient is not implemented yet",
+        ctx.node.op_type()
+    )))
 }
 
 pub fn reshape_like(ctx: &mut GradCtx) -> Grads {
