@@ -83,3 +83,24 @@ fn appended_subgraph_for_every_loss_reweight_and_head() {
         }
     }
 }
+
+#[test]
+fn compiled_training_step_of_the_mlp() {
+    let mlp = load(&common::repo_dir().join("models/mlp.onnx"))
+        .unwrap()
+        .model;
+    let options = PatchOptions {
+        config: LossConfig::reference(COUNTS.to_vec()),
+        head: HeadMode::Auto,
+        logits: None,
+        names: ContractNames::default(),
+    };
+    let (patched, _) = patch(&mlp, &options).unwrap();
+    let step =
+        ldam_onnx::compile::compile(&patched, &ldam_onnx::compile::CompileOptions::default())
+            .unwrap();
+    snapshot!(
+        "train_step__mlp",
+        ldam_onnx::inspect::render_train_step(&step.model)
+    );
+}

@@ -30,9 +30,19 @@ fn mlp(w1: &[f32], b1: &[f32], w2: &[f32], b2: &[f32]) -> ModelProto {
     let graph = GraphProto {
         name: Some("mlp".into()),
         node: vec![
-            node("Gemm", &["x", "fc1.weight", "fc1.bias"], &["h1"], vec![attr_int("transB", 1)]),
+            node(
+                "Gemm",
+                &["x", "fc1.weight", "fc1.bias"],
+                &["h1"],
+                vec![attr_int("transB", 1)],
+            ),
             node("Relu", &["h1"], &["a1"], vec![]),
-            node("Gemm", &["a1", "fc2.weight", "fc2.bias"], &["scores"], vec![attr_int("transB", 1)]),
+            node(
+                "Gemm",
+                &["a1", "fc2.weight", "fc2.bias"],
+                &["scores"],
+                vec![attr_int("transB", 1)],
+            ),
         ],
         initializer: vec![
             f32_tensor("fc1.weight", &[H as i64, D as i64], w1),
@@ -61,8 +71,15 @@ struct Step {
 }
 
 fn normalize_rows(v: &[f64], width: usize) -> (Vec<f64>, Vec<f64>) {
-    let norms: Vec<f64> = v.chunks(width).map(|r| r.iter().map(|a| a * a).sum::<f64>().sqrt().max(1e-12)).collect();
-    let unit = v.iter().enumerate().map(|(i, a)| a / norms[i / width]).collect();
+    let norms: Vec<f64> = v
+        .chunks(width)
+        .map(|r| r.iter().map(|a| a * a).sum::<f64>().sqrt().max(1e-12))
+        .collect();
+    let unit = v
+        .iter()
+        .enumerate()
+        .map(|(i, a)| a / norms[i / width])
+        .collect();
     (unit, norms)
 }
 
@@ -71,7 +88,11 @@ fn normalize_rows_backward(unit: &[f64], norms: &[f64], du: &[f64], width: usize
     let mut dv = vec![0.0; du.len()];
     for r in 0..norms.len() {
         let row = r * width..(r + 1) * width;
-        let dot: f64 = unit[row.clone()].iter().zip(&du[row.clone()]).map(|(a, b)| a * b).sum();
+        let dot: f64 = unit[row.clone()]
+            .iter()
+            .zip(&du[row.clone()])
+            .map(|(a, b)| a * b)
+            .sum();
         for i in row {
             dv[i] = (du[i] - unit[i] * dot) / norms[r];
         }
@@ -103,7 +124,9 @@ fn reference_step(p: &Params, x: &[f64], labels: &[usize], config: &LossConfig) 
     let mut dz = vec![0.0; N * C];
     for i in 0..N {
         let y = labels[i];
-        let s: Vec<f64> = (0..C).map(|c| config.scale * (z[i * C + c] - if c == y { m[c] } else { 0.0 })).collect();
+        let s: Vec<f64> = (0..C)
+            .map(|c| config.scale * (z[i * C + c] - if c == y { m[c] } else { 0.0 }))
+            .collect();
         let top = s.iter().cloned().fold(f64::MIN, f64::max);
         let sum_exp: f64 = s.iter().map(|v| (v - top).exp()).sum();
         loss += w[y] * (top + sum_exp.ln() - s[y]) / total_weight;
@@ -127,17 +150,27 @@ fn reference_step(p: &Params, x: &[f64], labels: &[usize], config: &LossConfig) 
         .collect();
     let da1 = normalize_rows_backward(&f, &f_norm, &df, H);
     let dw2 = normalize_rows_backward(&wn, &w_norm, &dwn, H);
-    let dh1: Vec<f64> = da1.iter().zip(&h1).map(|(g, h)| if *h > 0.0 { *g } else { 0.0 }).collect();
+    let dh1: Vec<f64> = da1
+        .iter()
+        .zip(&h1)
+        .map(|(g, h)| if *h > 0.0 { *g } else { 0.0 })
+        .collect();
     let dw1: Vec<f64> = (0..H * D)
         .map(|k| {
             let (j, d) = (k / D, k % D);
             (0..N).map(|i| dh1[i * H + j] * x[i * D + d]).sum::<f64>()
         })
         .collect();
-    let db1: Vec<f64> = (0..H).map(|j| (0..N).map(|i| dh1[i * H + j]).sum::<f64>()).collect();
+    let db1: Vec<f64> = (0..H)
+        .map(|j| (0..N).map(|i| dh1[i * H + j]).sum::<f64>())
+        .collect();
     Step {
         loss,
-        grads: Params { w1: dw1, b1: db1, w2: dw2 },
+        grads: Params {
+            w1: dw1,
+            b1: db1,
+            w2: dw2,
+        },
     }
 }
 
@@ -149,9 +182,18 @@ fn widen(v: &[f32]) -> Vec<f64> {
 /// arithmetic in the graph against float64 here.
 fn assert_all_close(actual: &[f32], expected: &[f64], rel: f64, what: &str) {
     assert_eq!(actual.len(), expected.len(), "{what}: length");
-    let diff: f64 = actual.iter().zip(expected).map(|(a, e)| (*a as f64 - e).powi(2)).sum::<f64>().sqrt();
+    let diff: f64 = actual
+        .iter()
+        .zip(expected)
+        .map(|(a, e)| (*a as f64 - e).powi(2))
+        .sum::<f64>()
+        .sqrt();
     let norm: f64 = expected.iter().map(|e| e * e).sum::<f64>().sqrt();
-    assert!(diff <= rel * norm, "{what}: relative error {:e} > {rel:e}\n got {actual:?}\n expected {expected:?}", diff / norm);
+    assert!(
+        diff <= rel * norm,
+        "{what}: relative error {:e} > {rel:e}\n got {actual:?}\n expected {expected:?}",
+        diff / norm
+    );
 }
 
 #[test]
@@ -187,35 +229,77 @@ fn two_compiled_sgd_steps_match_a_hand_computed_ldam_drw_step() {
     if let Ok(path) = std::env::var("DUMP_STEP") {
         std::fs::write(path, ldam_onnx::onnx::io::to_bytes(&step.model)).unwrap();
     }
-    let parameters: Vec<&str> = step.state.iter().filter(|s| s.kind == StateKind::Parameter).map(|s| s.name.as_str()).collect();
-    assert_eq!(parameters, ["fc1.weight", "fc1.bias", "fc2.weight"], "the cosine head drops fc2.bias");
+    let parameters: Vec<&str> = step
+        .state
+        .iter()
+        .filter(|s| s.kind == StateKind::Parameter)
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(
+        parameters,
+        ["fc1.weight", "fc1.bias", "fc2.weight"],
+        "the cosine head drops fc2.bias"
+    );
 
     // State values as the graph holds them, fed back step by step.
     let graph = step.model.graph.as_ref().unwrap();
     let mut state: HashMap<String, Vec<f32>> = step
         .state
         .iter()
-        .map(|s| (s.name.clone(), f32_values(graph.initializer.iter().find(|t| t.name() == s.name).unwrap()).unwrap()))
+        .map(|s| {
+            (
+                s.name.clone(),
+                f32_values(
+                    graph
+                        .initializer
+                        .iter()
+                        .find(|t| t.name() == s.name)
+                        .unwrap(),
+                )
+                .unwrap(),
+            )
+        })
         .collect();
-    let mut reference = Params { w1: widen(&w1), b1: widen(&b1), w2: widen(&w2) };
-    let mut velocity = Params { w1: vec![0.0; H * D], b1: vec![0.0; H], w2: vec![0.0; C * H] };
+    let mut reference = Params {
+        w1: widen(&w1),
+        b1: widen(&b1),
+        w2: widen(&w2),
+    };
+    let mut velocity = Params {
+        w1: vec![0.0; H * D],
+        b1: vec![0.0; H],
+        w2: vec![0.0; C * H],
+    };
 
     for round in 0..2 {
         let mut inputs = vec![
             ("x", Data::F32(vec![N as i64, D as i64], x.clone())),
-            ("labels", Data::I64(vec![N as i64], labels.iter().map(|&y| y as i64).collect())),
+            (
+                "labels",
+                Data::I64(vec![N as i64], labels.iter().map(|&y| y as i64).collect()),
+            ),
             ("epoch", Data::I64(vec![], vec![EPOCH])),
             ("lr", Data::F32(vec![], vec![LR as f32])),
         ];
         for s in &step.state {
-            let dims: Vec<i64> = graph.initializer.iter().find(|t| t.name() == s.name).unwrap().dims.clone();
+            let dims: Vec<i64> = graph
+                .initializer
+                .iter()
+                .find(|t| t.name() == s.name)
+                .unwrap()
+                .dims
+                .clone();
             inputs.push((s.name.as_str(), Data::F32(dims, state[&s.name].clone())));
         }
         let outputs = run(&step.model, &inputs);
 
         let expected = reference_step(&reference, &widen(&x), &labels, &config);
         let loss = outputs["loss"].f32()[0] as f64;
-        assert!((loss - expected.loss).abs() <= 1e-5 * expected.loss, "round {round}: loss {loss} vs {}", expected.loss);
+        assert!(
+            (loss - expected.loss).abs() <= 1e-5 * expected.loss,
+            "round {round}: loss {loss} vs {}",
+            expected.loss
+        );
 
         // torch.optim.SGD: v = mu v + (g + wd p); p -= lr v.
         let update = |p: &mut Vec<f64>, v: &mut Vec<f64>, g: &[f64]| {
@@ -236,7 +320,12 @@ fn two_compiled_sgd_steps_match_a_hand_computed_ldam_drw_step() {
         for (name, value, buffer) in pairs {
             let next = outputs[&format!("{name}.next")].f32().to_vec();
             let momentum_next = outputs[&format!("{name}.momentum.next")].f32().to_vec();
-            assert_all_close(&momentum_next, buffer, 1e-5, &format!("round {round} {name}.momentum"));
+            assert_all_close(
+                &momentum_next,
+                buffer,
+                1e-5,
+                &format!("round {round} {name}.momentum"),
+            );
             assert_all_close(&next, value, 1e-5, &format!("round {round} {name}"));
             state.insert(name.to_string(), next);
             state.insert(format!("{name}.momentum"), momentum_next);

@@ -99,6 +99,69 @@ impl GradCheck {
         );
     }
 
+    /// Checks directional derivatives along `directions` random unit directions per
+    /// input: `(L(x + hD) - L(x - hD)) / 2h` against `<grad, D>`. Robust for whole
+    /// networks, where a single element's difference can cross a ReLU or max-pool
+    /// switch; relative tolerance `rel_tol` on the directional derivative.
+    pub fn run_directional(&self, directions: usize) {
+        let loss_model = with_projection_loss(&self.model, &self.inputs);
+        let (grad_model, grads) =
+            ldam_onnx::autodiff::gradient_model(&loss_model, "loss", &self.wrt)
+                .unwrap_or_else(|e| panic!("gradient graph: {e}"));
+        let borrowed: Vec<(&str, Data)> = self
+            .inputs
+            .iter()
+            .map(|(n, d)| (n.as_str(), d.clone()))
+            .collect();
+        let analytic = run(&grad_model, &borrowed);
+        let mut failures = Vec::new();
+        for name in &self.wrt {
+            let grad = analytic[&grads[name]].values_f64();
+            for k in 0..directions {
+                let mut rng = Rng::new(1000 + k as u64);
+                let raw: Vec<f64> = (0..grad.len())
+                    .map(|_| rng.uniform(-1.0, 1.0) as f64)
+                    .collect();
+                let norm = raw.iter().map(|v| v * v).sum::<f64>().sqrt();
+                let direction: Vec<f64> = raw.iter().map(|v| v / norm).collect();
+                let expected: f64 = grad.iter().zip(&direction).map(|(g, d)| g * d).sum();
+                let loss_at = |scale: f64| {
+                    let (mut model, mut inputs) = (loss_model.clone(), self.inputs.clone());
+                    for (index, d) in direction.iter().enumerate() {
+                        match inputs.iter_mut().find(|(n, _)| n == name) {
+                            Some((_, data)) => nudge_data(data, index, scale * d),
+                            None => {
+                                let graph = model.graph.as_mut().unwrap();
+                                let tensor = graph
+                                    .initializer
+                                    .iter_mut()
+                                    .find(|t| t.name() == name)
+                                    .unwrap();
+                                nudge_tensor(tensor, index, scale * d);
+                            }
+                        }
+                    }
+                    let borrowed: Vec<(&str, Data)> = inputs
+                        .iter()
+                        .map(|(n, d)| (n.as_str(), d.clone()))
+                        .collect();
+                    run(&model, &borrowed)["loss"].values_f64()[0]
+                };
+                let numeric = (loss_at(self.step) - loss_at(-self.step)) / (2.0 * self.step);
+                let err = (expected - numeric).abs();
+                if err > self.abs_tol + self.rel_tol * numeric.abs() {
+                    failures.push(format!("d loss / d {name} along direction {k}: analytic {expected} vs numeric {numeric} (error {err:e})"));
+                }
+            }
+        }
+        assert!(
+            failures.is_empty(),
+            "{} directional mismatches:\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
+    }
+
     fn central_difference(&self, loss_model: &ModelProto, name: &str, index: usize) -> f64 {
         let loss_at = |delta: f64| {
             let (mut model, mut inputs) = (loss_model.clone(), self.inputs.clone());

@@ -1,38 +1,483 @@
 //! Data-movement ops: reshapes, transposes, concatenation, slicing, padding, gathering.
+//!
+//! Every op here moves elements without changing them, so each gradient moves
+//! `g` back: reshape to the input's shape, transpose by the inverse permutation,
+//! slice a concatenation apart, concatenate a split, scatter a slice or a gather
+//! into zeros, crop a padding. Shapes come from `Shape` at run time wherever a
+//! dimension may be symbolic (the batch), so one graph serves every batch size.
 
-use crate::autodiff::GradCtx;
+use crate::autodiff::{tensor_attr, GradCtx};
 use crate::error::{Error, Result};
+use crate::onnx::builder::{attr_int, attr_ints, attr_string};
+use crate::onnx::tensor::{elem_size, i64_tensor};
+use crate::onnx::types::Dim;
+use crate::onnx::TensorProto;
 
 type Grads = Result<Vec<Option<String>>>;
 
-fn pending(ctx: &GradCtx) -> Grads {
-    Err(Error::invalid(format!(
-        "{} gradient is not implemented yet",
-        ctx.node.op_type()
-    )))
+fn unsupported(ctx: &GradCtx, what: String) -> Error {
+    Error::invalid(format!("{} gradient: {what}", ctx.node.op_type()))
 }
 
+/// `[Some(dx), None, ...]`: only the data input (input 0) is differentiable.
+fn data_only(ctx: &GradCtx, dx: Option<String>) -> Vec<Option<String>> {
+    let mut grads = vec![None; ctx.node.input.len().max(1)];
+    grads[0] = dx;
+    grads
+}
+
+/// An axis in `0..rank`, from ONNX's `-rank..rank`.
+fn normalize_axis(ctx: &GradCtx, axis: i64, rank: usize, attribute: &str) -> Result<usize> {
+    let r = rank as i64;
+    let a = if axis < 0 { axis + r } else { axis };
+    if (0..r).contains(&a) {
+        Ok(a as usize)
+    } else {
+        Err(unsupported(
+            ctx,
+            format!("{attribute} = {axis} is out of range for rank {rank}"),
+        ))
+    }
+}
+
+/// `ConstantOfShape(shape)` filled with zeros of element type `elem`.
+fn zeros_of_shape(ctx: &mut GradCtx, shape: &str, elem: i32) -> String {
+    let width = elem_size(elem).unwrap_or(4);
+    let zero = TensorProto {
+        dims: vec![1],
+        data_type: Some(elem),
+        raw_data: Some(vec![0u8; width].into()),
+        ..Default::default()
+    };
+    ctx.op(
+        "ConstantOfShape",
+        &[shape],
+        vec![tensor_attr("value", zero)],
+        None,
+    )
+}
+
+fn scalar_i64(ctx: &mut GradCtx, value: i64) -> String {
+    ctx.b
+        .constant("grad/scalar_i64", i64_tensor("", &[], &[value]))
+}
+
+// ---------------------------------------------------------------------------
+// Reshapes and transposes.
+
+/// Flatten, Reshape, Squeeze, Unsqueeze keep the elements in order:
+/// dX = Reshape(g, Shape(X)). The target shape or axes input gets no gradient.
 pub fn reshape_like(ctx: &mut GradCtx) -> Grads {
-    pending(ctx)
+    let g = ctx.g()?;
+    let x = ctx.i(0);
+    let dx = ctx.needs(0).then(|| {
+        let shape = ctx.shape_of(x);
+        // allowzero=1 (opset 14): a zero-sized dimension of X stays zero instead
+        // of copying g's dimension at that position.
+        let attrs = if ctx.opset() >= 14 {
+            vec![attr_int("allowzero", 1)]
+        } else {
+            vec![]
+        };
+        ctx.op("Reshape", &[&g, &shape], attrs, Some(x))
+    });
+    Ok(data_only(ctx, dx))
 }
+
+/// Y = Transpose(X, perm): dX = Transpose(g, perm⁻¹). Without `perm` the axes are
+/// reversed, which is its own inverse.
 pub fn transpose(ctx: &mut GradCtx) -> Grads {
-    pending(ctx)
+    let g = ctx.g()?;
+    let x = ctx.i(0);
+    let attrs = match ctx.attr_ints("perm").filter(|p| !p.is_empty()) {
+        None => vec![],
+        Some(perm) => vec![attr_ints("perm", &inverse_permutation(ctx, &perm)?)],
+    };
+    let dx = ctx
+        .needs(0)
+        .then(|| ctx.op("Transpose", &[&g], attrs, Some(x)));
+    Ok(data_only(ctx, dx))
 }
-pub fn concat(ctx: &mut GradCtx) -> Grads {
-    pending(ctx)
+
+/// inverse[perm[i]] = i: output axis i came from input axis perm[i].
+fn inverse_permutation(ctx: &GradCtx, perm: &[i64]) -> Result<Vec<i64>> {
+    let mut inverse = vec![-1; perm.len()];
+    for (i, &p) in perm.iter().enumerate() {
+        match inverse.get_mut(p as usize) {
+            Some(slot) if p >= 0 && *slot < 0 => *slot = i as i64,
+            _ => {
+                return Err(unsupported(
+                    ctx,
+                    format!("perm {perm:?} is not a permutation"),
+                ))
+            }
+        }
+    }
+    Ok(inverse)
 }
-pub fn split(ctx: &mut GradCtx) -> Grads {
-    pending(ctx)
-}
-pub fn slice(ctx: &mut GradCtx) -> Grads {
-    pending(ctx)
-}
-pub fn pad(ctx: &mut GradCtx) -> Grads {
-    pending(ctx)
-}
-pub fn gather(ctx: &mut GradCtx) -> Grads {
-    pending(ctx)
-}
+
+/// Y = Expand(X, shape) broadcasts X: dX sums g over the broadcast axes.
 pub fn expand(ctx: &mut GradCtx) -> Grads {
-    pending(ctx)
+    let g = ctx.g()?;
+    let x = ctx.i(0);
+    let dx = ctx.needs(0).then(|| ctx.unbroadcast(&g, x));
+    Ok(data_only(ctx, dx))
+}
+
+// ---------------------------------------------------------------------------
+// Concat and Split, each the other's gradient.
+
+/// A length along one axis: known when compiling, or a run-time 1-D int64 of one element.
+enum Extent {
+    Known(i64),
+    Runtime(String),
+}
+
+impl Extent {
+    /// The size of `x` along `axis`: static when the shape says so, else
+    /// `Gather(Shape(x), [axis])` (Gather accepts a negative axis).
+    fn along(ctx: &mut GradCtx, x: &str, axis: i64) -> Extent {
+        let known = ctx.shape(x).and_then(|dims| {
+            let a = if axis < 0 {
+                axis + dims.len() as i64
+            } else {
+                axis
+            };
+            match dims.get(usize::try_from(a).ok()?)? {
+                Dim::Fixed(d) => Some(*d),
+                _ => None,
+            }
+        });
+        match known {
+            Some(d) => Extent::Known(d),
+            None => {
+                let shape = ctx.shape_of(x);
+                let index = ctx.int_constant(&[axis]);
+                Extent::Runtime(ctx.op(
+                    "Gather",
+                    &[&shape, &index],
+                    vec![attr_int("axis", 0)],
+                    None,
+                ))
+            }
+        }
+    }
+
+    fn plus(&self, ctx: &mut GradCtx, other: &Extent) -> Extent {
+        match (self, other) {
+            (Extent::Known(a), Extent::Known(b)) => Extent::Known(a + b),
+            _ => {
+                let (a, b) = (self.value(ctx), other.value(ctx));
+                Extent::Runtime(ctx.op("Add", &[&a, &b], vec![], None))
+            }
+        }
+    }
+
+    fn value(&self, ctx: &mut GradCtx) -> String {
+        match self {
+            Extent::Known(v) => ctx.int_constant(&[*v]),
+            Extent::Runtime(name) => name.clone(),
+        }
+    }
+}
+
+/// Y = Concat(X_0, ..., X_n; axis): dX_k is g's slice [offset_k, offset_k + len_k)
+/// along the axis, where offset_k sums the lengths of the inputs before it.
+pub fn concat(ctx: &mut GradCtx) -> Grads {
+    let g = ctx.g()?;
+    let axis = crate::onnx::attribute(ctx.node, "axis")
+        .and_then(|a| a.i)
+        .ok_or_else(|| unsupported(ctx, "the required attribute 'axis' is missing".to_string()))?;
+    let inputs = ctx.node.input.len();
+    let mut grads = vec![None; inputs];
+    // Offsets are only needed up to the last input that wants a gradient.
+    let last = (0..inputs)
+        .rev()
+        .find(|&k| ctx.needs(k))
+        .map_or(0, |k| k + 1);
+    let mut start = Extent::Known(0);
+    for (k, grad) in grads.iter_mut().enumerate().take(last) {
+        let x = ctx.i(k);
+        let length = Extent::along(ctx, x, axis);
+        let end = start.plus(ctx, &length);
+        if ctx.needs(k) {
+            let (starts, ends, axes) =
+                (start.value(ctx), end.value(ctx), ctx.int_constant(&[axis]));
+            *grad = Some(ctx.op("Slice", &[&g, &starts, &ends, &axes], vec![], Some(x)));
+        }
+        start = end;
+    }
+    Ok(grads)
+}
+
+/// (Y_0, ..., Y_n) = Split(X; axis): dX = Concat(dY_0, ..., dY_n). An output the
+/// loss does not use contributes zeros shaped like it.
+pub fn split(ctx: &mut GradCtx) -> Grads {
+    let x = ctx.i(0);
+    if !ctx.needs(0) {
+        return Ok(data_only(ctx, None));
+    }
+    let axis = ctx.attr_int("axis", 0);
+    let elem = ctx.elem(x);
+    let mut pieces = Vec::with_capacity(ctx.node.output.len());
+    for k in 0..ctx.node.output.len() {
+        let piece = match ctx.go(k) {
+            Some(g) => g,
+            None => {
+                let y = ctx.forward_output(k);
+                let shape = ctx.shape_of(&y);
+                zeros_of_shape(ctx, &shape, elem)
+            }
+        };
+        pieces.push(piece);
+    }
+    let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
+    let dx = ctx.op("Concat", &refs, vec![attr_int("axis", axis)], Some(x));
+    Ok(data_only(ctx, Some(dx)))
+}
+
+// ---------------------------------------------------------------------------
+// Slice and Pad.
+
+/// Y = Slice(X, starts, ends, axes, steps) copies the selected elements of X, so
+/// dX holds g at those positions and zero elsewhere. Unit steps with constant
+/// arguments and static sliced dimensions pad g back with zeros; everything else
+/// (strides, negative steps, run-time arguments, symbolic sliced dimensions)
+/// scatters g to the positions the same Slice selects from a tensor of indices.
+pub fn slice(ctx: &mut GradCtx) -> Grads {
+    let g = ctx.g()?;
+    let x = ctx.i(0);
+    if !ctx.needs(0) {
+        return Ok(data_only(ctx, None));
+    }
+    let dx = match unit_step_pads(ctx)? {
+        Some(pads) => {
+            let pads = ctx.int_constant(&pads);
+            ctx.op("Pad", &[&g, &pads], vec![], Some(x))
+        }
+        None => scatter_to_sliced_positions(ctx, &g, x),
+    };
+    Ok(data_only(ctx, Some(dx)))
+}
+
+/// Pads (all begins, then all ends) that undo a unit-step slice, when its
+/// arguments are constants and every sliced dimension of X is static or taken
+/// whole. ONNX clamps starts and ends to [0, dim] after adding dim to negative ones.
+fn unit_step_pads(ctx: &GradCtx) -> Result<Option<Vec<i64>>> {
+    let constant = |k: usize| -> Option<Option<Vec<i64>>> {
+        if ctx.has_input(k) {
+            ctx.shapes.const_ints(ctx.i(k)).map(|v| Some(v.to_vec()))
+        } else {
+            Some(None)
+        }
+    };
+    let (Some(Some(starts)), Some(Some(ends)), Some(axes), Some(steps), Some(dims)) = (
+        constant(1),
+        constant(2),
+        constant(3),
+        constant(4),
+        ctx.shape(ctx.i(0)),
+    ) else {
+        return Ok(None);
+    };
+    let rank = dims.len();
+    let axes = axes.unwrap_or_else(|| (0..starts.len() as i64).collect());
+    let steps = steps.unwrap_or_else(|| vec![1; starts.len()]);
+    if [ends.len(), axes.len(), steps.len()]
+        .iter()
+        .any(|&n| n != starts.len())
+    {
+        return Err(unsupported(
+            ctx,
+            "starts, ends, axes and steps differ in length".to_string(),
+        ));
+    }
+    if steps.iter().any(|&s| s != 1) {
+        return Ok(None);
+    }
+    let mut pads = vec![0; 2 * rank];
+    for ((&start, &end), &axis) in starts.iter().zip(&ends).zip(&axes) {
+        let axis = normalize_axis(ctx, axis, rank, "axes")?;
+        let Dim::Fixed(dim) = dims[axis] else {
+            // x[0:] keeps a symbolic axis whole; exporters write the open end as
+            // i64::MAX, and no real dimension comes near half of it.
+            if start == 0 && end >= i64::MAX / 2 {
+                continue;
+            }
+            return Ok(None);
+        };
+        let resolve = |v: i64| if v < 0 { v.saturating_add(dim) } else { v }.clamp(0, dim);
+        let (begin, end) = (resolve(start), resolve(end));
+        pads[axis] = begin;
+        // An empty selection (end <= begin) still pads to dim.
+        pads[axis + rank] = dim - end.max(begin);
+    }
+    Ok(Some(pads))
+}
+
+/// dX = Reshape(ScatterElements(zeros[|X|], P, g), Shape(X)) with P = the flat
+/// positions of X that the forward Slice selects, found by running that Slice
+/// on Range(|X|) reshaped like X. Slice never selects a position twice, so a
+/// plain scatter is exact.
+fn scatter_to_sliced_positions(ctx: &mut GradCtx, g: &str, x: &str) -> String {
+    let shape = ctx.shape_of(x);
+    let count = ctx.op("Size", &[x], vec![], None);
+    let (zero, one) = (scalar_i64(ctx, 0), scalar_i64(ctx, 1));
+    let flat_positions = ctx.op("Range", &[&zero, &count, &one], vec![], None);
+    let positions = ctx.op("Reshape", &[&flat_positions, &shape], vec![], None);
+    let node = ctx.node;
+    let mut slice_inputs: Vec<&str> = node.input.iter().map(String::as_str).collect();
+    slice_inputs[0] = &positions;
+    let selected = ctx.op("Slice", &slice_inputs, vec![], None);
+    let flat = ctx.int_constant(&[-1]);
+    let selected = ctx.op("Reshape", &[&selected, &flat], vec![], None);
+    let g_flat = ctx.op("Reshape", &[g, &flat], vec![], None);
+    let flat_shape = ctx.shape_of(&flat_positions);
+    let elem = ctx.elem(x);
+    let zeros = zeros_of_shape(ctx, &flat_shape, elem);
+    let scattered = ctx.op(
+        "ScatterElements",
+        &[&zeros, &selected, &g_flat],
+        vec![attr_int("axis", 0)],
+        None,
+    );
+    ctx.op("Reshape", &[&scattered, &shape], vec![], Some(x))
+}
+
+/// Y = Pad(X, pads, value, axes) in constant mode: X sits in Y at offset
+/// pads_begin (negative pads crop), so dX = Pad(g, -pads) — padding by the
+/// negated amounts crops what was added and restores zeros where X was cropped.
+/// The pads may be computed at run time, hence `Neg` in the graph. The fill
+/// value receives every gradient element not routed to X: sum(g) - sum(dX).
+pub fn pad(ctx: &mut GradCtx) -> Grads {
+    let mode = ctx
+        .attr_string("mode")
+        .unwrap_or_else(|| "constant".to_string());
+    if mode != "constant" {
+        return Err(unsupported(
+            ctx,
+            format!("mode '{mode}' is not supported, only mode 'constant'"),
+        ));
+    }
+    if !ctx.has_input(1) {
+        return Err(unsupported(ctx, "the 'pads' input is missing".to_string()));
+    }
+    let g = ctx.g()?;
+    let (x, pads) = (ctx.i(0), ctx.i(1));
+    let negated = ctx.op("Neg", &[pads], vec![], None);
+    let mut inputs = vec![g.as_str(), negated.as_str()];
+    if ctx.has_input(3) {
+        // Opset 18 `axes`: the pads apply to these axes only, so does the crop.
+        inputs.extend(["", ctx.i(3)]);
+    }
+    let dx = ctx.op("Pad", &inputs, vec![], Some(x));
+    let mut grads = data_only(ctx, None);
+    if ctx.needs(2) {
+        let value = ctx.i(2);
+        let all = ctx.op("ReduceSum", &[&g], vec![attr_int("keepdims", 0)], None);
+        let kept = ctx.op("ReduceSum", &[&dx], vec![attr_int("keepdims", 0)], None);
+        let filled = ctx.sub(&all, &kept, value);
+        let value_shape = ctx.shape_of(value);
+        grads[2] = Some(ctx.op("Reshape", &[&filled, &value_shape], vec![], Some(value)));
+    }
+    if ctx.needs(0) {
+        grads[0] = Some(dx);
+    }
+    Ok(grads)
+}
+
+// ---------------------------------------------------------------------------
+// Gather.
+
+/// Y = Gather(data, indices; axis) reads the slices data[..., indices[j], ...]:
+/// dData adds each g slice back at its index. With q = indices' rank, g's
+/// indexed axes are flattened to one axis of length |indices| so that g and the
+/// (broadcast) indices both have data's rank, as ScatterElements needs; repeated
+/// indices accumulate through reduction="add" (opset 16).
+pub fn gather(ctx: &mut GradCtx) -> Grads {
+    if !ctx.needs(0) {
+        return Ok(data_only(ctx, None));
+    }
+    let g = ctx.g()?;
+    let (data, indices) = (ctx.i(0), ctx.i(1));
+    let rank = ctx.shapes.rank(data).ok_or_else(|| {
+        unsupported(
+            ctx,
+            format!("the rank of data '{data}' is not known statically"),
+        )
+    })?;
+    let axis = normalize_axis(ctx, ctx.attr_int("axis", 0), rank, "axis")?;
+    let scatter_attrs = scatter_add_attrs(ctx, axis)?;
+
+    // updates: g reshaped to data.shape[:axis] + [|indices|] + data.shape[axis+1:].
+    let data_shape = ctx.shape_of(data);
+    let (head_start, head_end) = (ctx.int_constant(&[0]), ctx.int_constant(&[axis as i64]));
+    let head = ctx.op(
+        "Slice",
+        &[&data_shape, &head_start, &head_end],
+        vec![],
+        None,
+    );
+    let (tail_start, tail_end) = (
+        ctx.int_constant(&[axis as i64 + 1]),
+        ctx.int_constant(&[i64::MAX]),
+    );
+    let tail = ctx.op(
+        "Slice",
+        &[&data_shape, &tail_start, &tail_end],
+        vec![],
+        None,
+    );
+    let index_count = ctx.op("Size", &[indices], vec![], None);
+    let first = ctx.int_constant(&[0]);
+    let index_count = ctx.op("Unsqueeze", &[&index_count, &first], vec![], None);
+    let updates_shape = ctx.op(
+        "Concat",
+        &[&head, &index_count, &tail],
+        vec![attr_int("axis", 0)],
+        None,
+    );
+    let updates = ctx.op("Reshape", &[&g, &updates_shape], vec![], None);
+
+    // The index of every update: indices along `axis`, broadcast over the rest.
+    let mut along_axis = vec![1; rank];
+    along_axis[axis] = -1;
+    let along_axis = ctx.int_constant(&along_axis);
+    let column = ctx.op("Reshape", &[indices, &along_axis], vec![], None);
+    let update_indices = ctx.op("Expand", &[&column, &updates_shape], vec![], None);
+
+    let elem = ctx.elem(data);
+    let zeros = zeros_of_shape(ctx, &data_shape, elem);
+    let d_data = ctx.op(
+        "ScatterElements",
+        &[&zeros, &update_indices, &updates],
+        scatter_attrs,
+        Some(data),
+    );
+    Ok(data_only(ctx, Some(d_data)))
+}
+
+/// ScatterElements attributes that add colliding updates. Before opset 16 there
+/// is no reduction, which is still exact when the indices are distinct constants.
+fn scatter_add_attrs(ctx: &GradCtx, axis: usize) -> Result<Vec<crate::onnx::AttributeProto>> {
+    let axis_attr = attr_int("axis", axis as i64);
+    if ctx.opset() >= 16 {
+        return Ok(vec![axis_attr, attr_string("reduction", "add")]);
+    }
+    let distinct = ctx.shapes.const_ints(ctx.i(1)).is_some_and(|v| {
+        let mut sorted = v.to_vec();
+        sorted.sort_unstable();
+        sorted.windows(2).all(|w| w[0] != w[1]) && v.iter().all(|&i| i >= 0)
+    });
+    if distinct {
+        Ok(vec![axis_attr])
+    } else {
+        Err(unsupported(
+            ctx,
+            format!(
+                "indices that may repeat need ScatterElements with reduction 'add', available from opset 16; the model imports opset {}",
+                ctx.opset()
+            ),
+        ))
+    }
 }
