@@ -106,3 +106,227 @@ fn every_model_compiles_and_two_steps_lower_the_loss() {
         );
     }
 }
+
+fn patched(path: &str) -> ldam_onnx::onnx::ModelProto {
+    let original = load(&common::repo_dir().join(path)).unwrap().model;
+    let options = PatchOptions {
+        config: LossConfig::reference(COUNTS.to_vec()),
+        head: HeadMode::Auto,
+        logits: None,
+        names: ContractNames::default(),
+    };
+    patch(&original, &options).unwrap().0
+}
+
+/// Feeds the step with `x`, the current state, labels and epoch 0.
+fn run_step(
+    step: &ldam_onnx::compile::TrainStep,
+    x: &Data,
+    state: &HashMap<String, ldam_onnx::onnx::TensorProto>,
+) -> HashMap<String, Data> {
+    let mut inputs = vec![
+        ("input", x.clone()),
+        ("labels", Data::I64(vec![BATCH], vec![0, 3, 9, 5])),
+        ("epoch", Data::I64(vec![], vec![0])),
+        ("lr", Data::F32(vec![], vec![0.05])),
+    ];
+    for s in &step.state {
+        let t = &state[&s.name];
+        inputs.push((
+            s.name.as_str(),
+            Data::F32(t.dims.clone(), f32_values(t).unwrap()),
+        ));
+    }
+    run(&step.model, &inputs)
+}
+
+fn initial_state(
+    step: &ldam_onnx::compile::TrainStep,
+) -> HashMap<String, ldam_onnx::onnx::TensorProto> {
+    let graph = step.model.graph.as_ref().unwrap();
+    step.state
+        .iter()
+        .map(|s| {
+            (
+                s.name.clone(),
+                graph
+                    .initializer
+                    .iter()
+                    .find(|t| t.name() == s.name)
+                    .unwrap()
+                    .clone(),
+            )
+        })
+        .collect()
+}
+
+fn next_state(
+    step: &ldam_onnx::compile::TrainStep,
+    outputs: &HashMap<String, Data>,
+) -> HashMap<String, ldam_onnx::onnx::TensorProto> {
+    let graph = step.model.graph.as_ref().unwrap();
+    step.state
+        .iter()
+        .map(|s| {
+            let dims = graph
+                .initializer
+                .iter()
+                .find(|t| t.name() == s.name)
+                .unwrap()
+                .dims
+                .clone();
+            (
+                s.name.clone(),
+                ldam_onnx::onnx::tensor::f32_tensor(&s.name, &dims, outputs[&s.next].f32()),
+            )
+        })
+        .collect()
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn recovered_inference_model_of_the_mlp_computes_the_train_step_logits() {
+    let patched = patched("models/mlp.onnx");
+    let step = compile(&patched, &CompileOptions::default()).unwrap();
+    let x = Data::F32(
+        vec![BATCH, 1, 28, 28],
+        Rng::new(3).floats((BATCH * 784) as usize, -1.0, 1.0),
+    );
+    let state = initial_state(&step);
+
+    // Before training: the patched model's own logits.
+    let inference = ldam_onnx::compile::inference_model(&step.model, &HashMap::new()).unwrap();
+    let inputs: Vec<&str> = inference
+        .graph
+        .as_ref()
+        .unwrap()
+        .input
+        .iter()
+        .map(|i| i.name())
+        .collect();
+    assert_eq!(
+        inputs,
+        ["input"],
+        "the deployable model takes the data input only"
+    );
+    let deployed = run(&inference, &[("input", x.clone())]);
+    let reference = run(
+        &patched,
+        &[
+            ("input", x.clone()),
+            ("labels", Data::I64(vec![BATCH], vec![0, 3, 9, 5])),
+            ("epoch", Data::I64(vec![], vec![0])),
+        ],
+    );
+    assert!(max_abs_diff(deployed["logits"].f32(), reference["logits"].f32()) <= 1e-6);
+
+    // After one step: the logits the next step computes from the updated state.
+    let after = next_state(&step, &run_step(&step, &x, &state));
+    let deployed = run(
+        &ldam_onnx::compile::inference_model(&step.model, &after).unwrap(),
+        &[("input", x.clone())],
+    );
+    let next = run_step(&step, &x, &after);
+    let diff = max_abs_diff(deployed["logits"].f32(), next["logits"].f32());
+    assert!(diff <= 1e-6, "logits differ by {diff}");
+}
+
+/// PyTorch's BatchNorm: running = 0.9 running + 0.1 batch statistic, with the
+/// unbiased batch variance; the deployed model normalises with those values.
+#[test]
+fn batchnorm_running_statistics_follow_pytorch_and_the_deployed_model_uses_them() {
+    let patched = patched("models/cnn.onnx");
+    let step = compile(&patched, &CompileOptions::default()).unwrap();
+    let x = Data::F32(
+        vec![BATCH, 1, 28, 28],
+        Rng::new(4).floats((BATCH * 784) as usize, -1.0, 1.0),
+    );
+    let state = initial_state(&step);
+    let outputs = run_step(&step, &x, &state);
+
+    // The first BatchNorm's input, read from the patched (forward) graph.
+    let graph = patched.graph.as_ref().unwrap();
+    let bn = graph
+        .node
+        .iter()
+        .find(|n| n.op_type() == "BatchNormalization")
+        .unwrap();
+    let mut probe = patched.clone();
+    probe
+        .graph
+        .as_mut()
+        .unwrap()
+        .output
+        .push(ldam_onnx::onnx::types::value_info_any_shape(
+            &bn.input[0],
+            ldam_onnx::onnx::tensor::FLOAT,
+        ));
+    let features = run(
+        &probe,
+        &[
+            ("input", x.clone()),
+            ("labels", Data::I64(vec![BATCH], vec![0, 3, 9, 5])),
+            ("epoch", Data::I64(vec![], vec![0])),
+        ],
+    )[&bn.input[0]]
+        .clone();
+    let (n, c) = (features.shape()[0] as usize, features.shape()[1] as usize);
+    let spatial = features.f32().len() / (n * c);
+    let values = features.values_f64();
+    let count = (n * spatial) as f64;
+    for channel in 0..c {
+        let samples: Vec<f64> = (0..n)
+            .flat_map(|i| {
+                values[(i * c + channel) * spatial..(i * c + channel + 1) * spatial].to_vec()
+            })
+            .collect();
+        let mean = samples.iter().sum::<f64>() / count;
+        let unbiased = samples.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (count - 1.0);
+        let old_mean = f32_values(&state[&bn.input[3]]).unwrap()[channel] as f64;
+        let old_var = f32_values(&state[&bn.input[4]]).unwrap()[channel] as f64;
+        let got_mean = outputs[&format!("{}.next", bn.input[3])].f32()[channel] as f64;
+        let got_var = outputs[&format!("{}.next", bn.input[4])].f32()[channel] as f64;
+        common::assert_close(got_mean, 0.9 * old_mean + 0.1 * mean, 1e-4, "running mean");
+        common::assert_close(got_var, 0.9 * old_var + 0.1 * unbiased, 1e-4, "running var");
+    }
+
+    // Deployed model vs. the patched graph with BatchNorm switched to inference by
+    // hand and the trained values substituted.
+    let after = next_state(&step, &outputs);
+    let deployed = run(
+        &ldam_onnx::compile::inference_model(&step.model, &after).unwrap(),
+        &[("input", x.clone())],
+    );
+    let mut reference = patched.clone();
+    let g = reference.graph.as_mut().unwrap();
+    for node in g
+        .node
+        .iter_mut()
+        .filter(|n| n.op_type() == "BatchNormalization")
+    {
+        node.attribute.retain(|a| a.name() != "training_mode");
+        node.output.truncate(1);
+    }
+    for t in g.initializer.iter_mut() {
+        if let Some(value) = after.get(t.name()) {
+            *t = value.clone();
+        }
+    }
+    let expected = run(
+        &reference,
+        &[
+            ("input", x),
+            ("labels", Data::I64(vec![BATCH], vec![0, 3, 9, 5])),
+            ("epoch", Data::I64(vec![], vec![0])),
+        ],
+    );
+    let diff = max_abs_diff(deployed["logits"].f32(), expected["logits"].f32());
+    assert!(diff <= 1e-5, "deployed logits differ by {diff}");
+}

@@ -8,7 +8,10 @@
 //! outputs are `loss`, the logits, and `S.next` for every state tensor, in the
 //! order `metadata_props["ldam_onnx.train.state"]` lists them.
 
+pub mod inference;
 pub mod sgd;
+
+pub use inference::inference_model;
 
 use crate::autodiff::{self, batchnorm};
 use crate::error::{Error, Result};
@@ -25,6 +28,10 @@ pub const LR_INPUT: &str = "lr";
 /// Metadata keys written by `compile`.
 pub const STATE_KEY: &str = "ldam_onnx.train.state";
 pub const STATE_KINDS_KEY: &str = "ldam_onnx.train.state_kinds";
+/// JSON list of the exported outputs an inference model returns.
+pub const INFERENCE_OUTPUTS_KEY: &str = "ldam_onnx.train.inference_outputs";
+/// JSON list of `[batch_mean, running_mean, batch_var, running_var]` per BatchNorm.
+pub const BATCHNORM_KEY: &str = "ldam_onnx.train.batchnorm";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct CompileOptions {
@@ -104,6 +111,13 @@ pub fn compile(model: &ModelProto, options: &CompileOptions) -> Result<TrainStep
         .graph
         .take()
         .ok_or_else(|| Error::patch("the model has no graph"))?;
+    // What the deployed model returns: every output of the patched model but the loss.
+    let inference_outputs: Vec<crate::onnx::ValueInfoProto> = graph
+        .output
+        .iter()
+        .filter(|o| o.name() != record.loss_output)
+        .cloned()
+        .collect();
     let forward_nodes = graph.node.len();
     let mut shapes = ValueShapes::infer(&graph, opset);
     let mut b = Emitter::new(NameSet::of_graph(&graph), "train/", opset);
@@ -211,8 +225,30 @@ pub fn compile(model: &ModelProto, options: &CompileOptions) -> Result<TrainStep
             .output
             .push(value_info(&s.next, tensor.data_type(), &dims));
     }
+    graph.value_info.extend(inference_outputs.iter().cloned());
     model.graph = Some(graph);
     model.metadata_props.extend(train_metadata(&state, options));
+    let names: Vec<&str> = inference_outputs.iter().map(|o| o.name()).collect();
+    let batchnorm: Vec<[&str; 4]> = statistics
+        .iter()
+        .map(|s| {
+            [
+                s.batch_mean.as_str(),
+                s.running_mean.as_str(),
+                s.batch_var.as_str(),
+                s.running_var.as_str(),
+            ]
+        })
+        .collect();
+    for (key, value) in [
+        (INFERENCE_OUTPUTS_KEY, serde_json::to_string(&names)),
+        (BATCHNORM_KEY, serde_json::to_string(&batchnorm)),
+    ] {
+        model.metadata_props.push(StringStringEntryProto {
+            key: Some(key.to_string()),
+            value: Some(value.expect("lists of strings serialise")),
+        });
+    }
     crate::onnx::validate::check_model(&model).map_err(|e| {
         Error::invalid(format!(
             "the training step failed its structural check (a bug): {e}"

@@ -1,0 +1,167 @@
+//! Recovering the deployable inference model from a training step and the
+//! current state values: the forward graph with BatchNorm reading its running
+//! statistics, Dropout off, the loss, backward and update removed, and the
+//! trained values as initializers.
+
+use super::{BATCHNORM_KEY, INFERENCE_OUTPUTS_KEY, STATE_KEY};
+use crate::error::{Error, Result};
+use crate::onnx::{metadata, ModelProto, TensorProto};
+use std::collections::{HashMap, HashSet};
+
+/// The inference model of a compiled training step. `state` overrides the
+/// initializer of each named state tensor (typically the latest `S.next` values);
+/// tensors it does not name keep the values stored in the step.
+pub fn inference_model(
+    step: &ModelProto,
+    state: &HashMap<String, TensorProto>,
+) -> Result<ModelProto> {
+    let state_names: Vec<&str> = metadata(step, STATE_KEY)
+        .ok_or_else(|| {
+            Error::invalid("not a compiled training step (no ldam_onnx.train.state metadata)")
+        })?
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .collect();
+    let outputs: Vec<String> = parse_json(step, INFERENCE_OUTPUTS_KEY)?;
+    let batchnorm: Vec<[String; 4]> = parse_json(step, BATCHNORM_KEY)?;
+    let mut model = step.clone();
+    let graph = model
+        .graph
+        .as_mut()
+        .ok_or_else(|| Error::invalid("the training step has no graph"))?;
+
+    for (name, tensor) in state {
+        if !state_names.contains(&name.as_str()) {
+            return Err(Error::config(format!(
+                "'{name}' is not a state tensor of this training step"
+            )));
+        }
+        let slot = graph
+            .initializer
+            .iter_mut()
+            .find(|t| t.name() == name)
+            .ok_or_else(|| Error::invalid(format!("state tensor '{name}' has no initializer")))?;
+        if slot.dims != tensor.dims || slot.data_type != tensor.data_type {
+            return Err(Error::config(format!(
+                "state tensor '{name}': expected {:?} of type {}, got {:?} of type {}",
+                slot.dims,
+                slot.data_type(),
+                tensor.dims,
+                tensor.data_type()
+            )));
+        }
+        *slot = TensorProto {
+            name: Some(name.clone()),
+            ..tensor.clone()
+        };
+    }
+
+    // BatchNorm normalises with its running statistics again; Dropout is off.
+    let running: HashMap<&str, &str> = batchnorm
+        .iter()
+        .flat_map(|[batch_mean, running_mean, batch_var, running_var]| {
+            [
+                (batch_mean.as_str(), running_mean.as_str()),
+                (batch_var.as_str(), running_var.as_str()),
+            ]
+        })
+        .collect();
+    for node in &mut graph.node {
+        match node.op_type() {
+            "BatchNormalization" => {
+                for input in node.input.iter_mut().skip(3) {
+                    if let Some(stat) = running.get(input.as_str()) {
+                        *input = stat.to_string();
+                    }
+                }
+            }
+            "Dropout" => node.input.truncate(2),
+            _ => {}
+        }
+    }
+
+    // Outputs as exported; inputs: the data inputs only.
+    let declared: HashMap<String, crate::onnx::ValueInfoProto> = graph
+        .value_info
+        .iter()
+        .chain(&graph.output)
+        .map(|v| (v.name().to_string(), v.clone()))
+        .collect();
+    graph.output = outputs
+        .iter()
+        .map(|name| {
+            declared.get(name).cloned().unwrap_or_else(|| {
+                crate::onnx::types::value_info_any_shape(name, crate::onnx::tensor::FLOAT)
+            })
+        })
+        .collect();
+    prune_to_outputs(graph);
+    let read: HashSet<String> = graph
+        .node
+        .iter()
+        .flat_map(|n| n.input.iter().cloned())
+        .collect();
+    graph
+        .initializer
+        .retain(|t| read.contains(t.name()) || outputs.iter().any(|o| o == t.name()));
+    let initializers: HashSet<String> = graph
+        .initializer
+        .iter()
+        .map(|t| t.name().to_string())
+        .collect();
+    graph
+        .input
+        .retain(|i| !initializers.contains(i.name()) && read.contains(i.name()));
+    let defined: HashSet<String> = graph
+        .node
+        .iter()
+        .flat_map(|n| n.output.iter().cloned())
+        .collect();
+    graph.value_info.retain(|v| defined.contains(v.name()));
+    model
+        .metadata_props
+        .retain(|p| !p.key().starts_with(crate::patch::metadata::PREFIX));
+    crate::onnx::validate::check_model(&model).map_err(|e| {
+        Error::invalid(format!(
+            "the recovered inference model failed its structural check (a bug): {e}"
+        ))
+    })?;
+    Ok(model)
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(step: &ModelProto, key: &str) -> Result<T> {
+    let text = metadata(step, key)
+        .ok_or_else(|| Error::invalid(format!("the training step lacks metadata '{key}'")))?;
+    serde_json::from_str(text)
+        .map_err(|e| Error::invalid(format!("metadata '{key}' is not valid: {e}")))
+}
+
+/// Keeps only the nodes the graph's outputs depend on.
+fn prune_to_outputs(graph: &mut crate::onnx::GraphProto) {
+    let mut needed: HashSet<String> = graph.output.iter().map(|o| o.name().to_string()).collect();
+    let mut keep = vec![false; graph.node.len()];
+    for (i, node) in graph.node.iter().enumerate().rev() {
+        if node.output.iter().any(|o| needed.contains(o)) {
+            keep[i] = true;
+            needed.extend(node.input.iter().filter(|s| !s.is_empty()).cloned());
+            for attr in &node.attribute {
+                for sub in attr.g.iter().chain(&attr.graphs) {
+                    needed.extend(sub.node.iter().flat_map(|n| n.input.iter().cloned()));
+                }
+            }
+        }
+    }
+    let mut index = 0;
+    graph.node.retain(|_| {
+        let kept = keep[index];
+        index += 1;
+        kept
+    });
+    // BatchNormalization's unused training outputs are dropped.
+    for node in &mut graph.node {
+        if node.op_type() == "BatchNormalization" {
+            node.output.truncate(1);
+            node.attribute.retain(|a| a.name() != "training_mode");
+        }
+    }
+}
