@@ -330,3 +330,65 @@ fn batchnorm_running_statistics_follow_pytorch_and_the_deployed_model_uses_them(
     let diff = max_abs_diff(deployed["logits"].f32(), expected["logits"].f32());
     assert!(diff <= 1e-5, "deployed logits differ by {diff}");
 }
+
+#[test]
+fn compile_command_writes_a_training_step_and_refuses_an_unpatched_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let binary = env!("CARGO_BIN_EXE_ldam-onnx");
+    let model = dir.path().join("mlp.onnx");
+    std::fs::copy(common::repo_dir().join("models/mlp.onnx"), &model).unwrap();
+    let counts = COUNTS.map(|c| c.to_string()).join(",");
+    let status = std::process::Command::new(binary)
+        .args(["patch", model.to_str().unwrap(), "--class-counts", &counts])
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+
+    let output = std::process::Command::new(binary)
+        .args([
+            "compile",
+            dir.path().join("mlp.ldam.onnx").to_str().unwrap(),
+            "--weight-decay",
+            "5e-4",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("5 parameters, 5 momentum buffers"),
+        "{stdout}"
+    );
+    let step = load(&dir.path().join("mlp.train.onnx")).unwrap().model;
+    assert_eq!(
+        ldam_onnx::onnx::metadata(&step, "ldam_onnx.train.weight_decay"),
+        Some("0.0005")
+    );
+    check_model(&step).unwrap();
+
+    let refused = std::process::Command::new(binary)
+        .args([
+            "compile",
+            model.to_str().unwrap(),
+            "-o",
+            dir.path().join("x.onnx").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        stderr.contains("mlp.onnx") && stderr.contains("ldam-onnx patch"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(!dir.path().join("x.onnx").exists());
+}
