@@ -78,7 +78,7 @@ impl ValueShapes {
     /// Record a value's type (used when new nodes are appended by later passes).
     pub fn insert(&mut self, name: &str, ty: TensorType) {
         // Known contents stay only while they still fit the recorded shape.
-        if let Some(count) = static_count(&ty) {
+        if let Some(count) = ty.shape.as_deref().and_then(static_count) {
             if self.values.get(name).is_some_and(|v| v.len() != count) {
                 self.forget_values(name);
             }
@@ -153,7 +153,8 @@ impl ValueShapes {
     }
 
     fn record_contents(&mut self, name: &str, tensor: &TensorProto) {
-        if super::tensor::element_count(tensor) > MAX_TRACKED_ELEMENTS as u64 {
+        let dims: Vec<Dim> = tensor.dims.iter().map(|&d| Dim::Fixed(d)).collect();
+        if static_count(&dims).is_none_or(|c| c > MAX_TRACKED_ELEMENTS) {
             return;
         }
         if let Some(ints) = int_values(tensor) {
@@ -169,7 +170,7 @@ impl ValueShapes {
     /// Stores known contents when they match the value's static element count (a
     /// mismatch means an inconsistent model; then nothing is claimed).
     fn set_values(&mut self, name: &str, values: Vec<Dim>) {
-        let count = self.types.get(name).and_then(static_count);
+        let count = self.shape(name).and_then(static_count);
         if count != Some(values.len()) || values.len() > MAX_TRACKED_ELEMENTS {
             return;
         }
@@ -292,6 +293,17 @@ impl<'a> Ctx<'a> {
         match preferred {
             Operand::Absent => fallback,
             found => found,
+        }
+    }
+    /// A 1-D shape tensor's elements (Reshape, Expand, ConstantOfShape): known ones,
+    /// or, when computed at run time, as many unknowns as its length (the rank).
+    fn shape_operand(&self, i: usize) -> Option<Vec<Dim>> {
+        if let Some(values) = self.values(i) {
+            return Some(values.to_vec());
+        }
+        match self.static_dims(i)?.as_slice() {
+            [len] if *len <= MAX_TRACKED_ELEMENTS => Some(vec![Dim::Unknown; *len]),
+            _ => None,
         }
     }
     /// Input `i`'s shape with the given element type.
@@ -528,28 +540,32 @@ impl Window {
         }
     }
     fn at(&self, i: usize, spatial: usize) -> Option<WindowAxis> {
+        let at =
+            |v: &[i64], i: usize, default: i64| i128::from(v.get(i).copied().unwrap_or(default));
         Some(WindowAxis {
-            kernel: *self.kernel.as_ref()?.get(i)?,
-            stride: self.strides.get(i).copied().unwrap_or(1),
-            dilation: self.dilations.get(i).copied().unwrap_or(1),
-            pad_begin: self.pads.get(i).copied().unwrap_or(0),
-            pad_end: self.pads.get(i + spatial).copied().unwrap_or(0),
+            kernel: i128::from(*self.kernel.as_ref()?.get(i)?),
+            stride: at(&self.strides, i, 1),
+            dilation: at(&self.dilations, i, 1),
+            pad_begin: at(&self.pads, i, 0),
+            pad_end: at(&self.pads, i + spatial, 0),
         })
         .filter(|w| w.stride > 0 && w.dilation > 0 && w.kernel > 0)
     }
 }
 
+/// One spatial axis of a window, widened so that the size formulas cannot overflow
+/// whatever the attributes say.
 #[derive(Clone, Copy)]
 struct WindowAxis {
-    kernel: i64,
-    stride: i64,
-    dilation: i64,
-    pad_begin: i64,
-    pad_end: i64,
+    kernel: i128,
+    stride: i128,
+    dilation: i128,
+    pad_begin: i128,
+    pad_end: i128,
 }
 
 impl WindowAxis {
-    fn extent(&self) -> i64 {
+    fn extent(&self) -> i128 {
         (self.kernel - 1) * self.dilation + 1
     }
 }
@@ -581,12 +597,15 @@ fn conv(n: &Ctx) -> Option<TensorType> {
 /// Conv output length: `floor((in + pads - extent) / stride) + 1`; SAME keeps
 /// `ceil(in / stride)`; VALID pads nothing.
 fn conv_out_size(size: i64, w: &WindowAxis, auto_pad: &str) -> Option<i64> {
+    let size = i128::from(size);
     let numerator = match auto_pad {
-        "SAME_UPPER" | "SAME_LOWER" => return Some(ceil_div(size, w.stride)),
+        "SAME_UPPER" | "SAME_LOWER" => return narrow(ceil_div(size, w.stride)),
         "VALID" => size - w.extent(),
         _ => size + w.pad_begin + w.pad_end - w.extent(),
     };
-    (numerator >= 0).then(|| numerator / w.stride + 1)
+    (numerator >= 0)
+        .then(|| narrow(numerator / w.stride + 1))
+        .flatten()
 }
 
 fn conv_transpose(n: &Ctx) -> Option<TensorType> {
@@ -600,7 +619,9 @@ fn conv_transpose(n: &Ctx) -> Option<TensorType> {
     let window = Window::read(n, spatial, weight_kernel);
     // Weight is [C_in, C_out / group, k...].
     let out_channels = match weight.and_then(|w| w.get(1)) {
-        Some(Dim::Fixed(c)) => Dim::Fixed(c * n.int("group", 1)),
+        Some(Dim::Fixed(c)) => c
+            .checked_mul(n.int("group", 1))
+            .map_or(Dim::Unknown, Dim::Fixed),
         _ => Dim::Unknown,
     };
     let output_padding = n.ints_attr("output_padding").unwrap_or(&[]);
@@ -631,13 +652,13 @@ fn conv_transpose_size(
     output_padding: i64,
     auto_pad: &str,
 ) -> Option<i64> {
+    let size = i128::from(size);
     let pads = match auto_pad {
-        "SAME_UPPER" | "SAME_LOWER" => return Some(size * w.stride),
+        "SAME_UPPER" | "SAME_LOWER" => return narrow(size * w.stride),
         "VALID" => 0,
         _ => w.pad_begin + w.pad_end,
     };
-    let out = w.stride * (size - 1) + output_padding + w.extent() - pads;
-    (out >= 0).then_some(out)
+    narrow(w.stride * (size - 1) + i128::from(output_padding) + w.extent() - pads)
 }
 
 /// MaxPool (with its int64 `Indices`), AveragePool, LpPool.
@@ -664,6 +685,7 @@ fn pool(n: &Ctx) -> Vec<Option<TensorType>> {
 /// legacy target `ceil(in / stride)`, and in ceil mode a last window that would
 /// start in the end padding is dropped (onnx/onnx#5741).
 fn pool_out_size(size: i64, w: &WindowAxis, auto_pad: &str, ceil_mode: bool) -> Option<i64> {
+    let size = i128::from(size);
     let (begin, end) = match auto_pad {
         "VALID" => (0, 0),
         "SAME_UPPER" | "SAME_LOWER" => {
@@ -682,10 +704,10 @@ fn pool_out_size(size: i64, w: &WindowAxis, auto_pad: &str, ceil_mode: bool) -> 
         return None;
     }
     if !ceil_mode {
-        return Some(numerator / w.stride + 1);
+        return narrow(numerator / w.stride + 1);
     }
     let out = ceil_div(numerator, w.stride) + 1;
-    Some(if (out - 1) * w.stride >= size + begin {
+    narrow(if (out - 1) * w.stride >= size + begin {
         out - 1
     } else {
         out
@@ -745,11 +767,8 @@ fn flatten(n: &Ctx) -> Option<TensorType> {
 
 fn reshape(n: &Ctx) -> Option<TensorType> {
     let elem = n.elem(0);
-    let target: Vec<Dim> = match (n.values(1), n.static_dims(1)) {
-        (Some(values), _) => values.to_vec(),
-        // The target is computed at run time: only its length (the rank) is known.
-        (None, Some(dims)) if dims.len() == 1 => vec![Dim::Unknown; dims[0]],
-        _ => return typed(elem, None),
+    let Some(target) = n.shape_operand(1) else {
+        return typed(elem, None);
     };
     let allowzero = n.int("allowzero", 0) != 0;
     typed(elem, Some(reshape_dims(n.shape(0), &target, allowzero)))
@@ -902,11 +921,13 @@ fn split_sizes(n: &Ctx, dim: &Dim, count: usize) -> Vec<Dim> {
         Operand::Unknown => vec![Dim::Unknown; count],
         Operand::Absent => {
             let parts = n.int("num_outputs", count as i64).max(1);
-            (0..parts)
+            // Sizes past the node's outputs would name nothing.
+            (0..parts.min(count as i64))
                 .map(|i| match dim {
                     Dim::Fixed(d) => {
-                        let chunk = ceil_div(*d, parts);
-                        Dim::Fixed(chunk.min((d - i * chunk).max(0)))
+                        let (d, i, parts) = (i128::from(*d), i128::from(i), i128::from(parts));
+                        let chunk = ceil_div(d, parts);
+                        narrow(chunk.min((d - i * chunk).max(0))).map_or(Dim::Unknown, Dim::Fixed)
                     }
                     whole if parts == 1 => whole.clone(),
                     _ => Dim::Unknown,
@@ -1036,7 +1057,10 @@ fn pad_dims(n: &Ctx, x: &[Dim]) -> Option<Vec<Dim>> {
     }
     let mut out = x.to_vec();
     for (i, &axis) in axes.iter().enumerate() {
-        out[axis] = dim_offset(&x[axis], pads[i] + pads[i + axes.len()]);
+        out[axis] = match pads[i].checked_add(pads[i + axes.len()]) {
+            Some(amount) => dim_offset(&x[axis], amount),
+            None => Dim::Unknown,
+        };
     }
     Some(out)
 }
@@ -1055,11 +1079,7 @@ fn gather(n: &Ctx) -> Option<TensorType> {
 }
 
 fn expand(n: &Ctx) -> Option<TensorType> {
-    let target: Option<Vec<Dim>> = match (n.values(1), n.static_dims(1)) {
-        (Some(values), _) => Some(values.iter().map(as_size).collect()),
-        (None, Some(dims)) if dims.len() == 1 => Some(vec![Dim::Unknown; dims[0]]),
-        _ => None,
-    };
+    let target: Option<Vec<Dim>> = n.shape_operand(1).map(|t| t.iter().map(as_size).collect());
     let shape = n
         .shape(0)
         .zip(target)
@@ -1107,11 +1127,7 @@ fn constant_of_shape(n: &Ctx) -> Option<TensorType> {
     let elem = attribute(n.node, "value")
         .and_then(|a| a.t.as_ref())
         .map_or(FLOAT, |t| t.data_type());
-    let shape = match (n.values(0), n.static_dims(0)) {
-        (Some(values), _) => Some(values.iter().map(as_size).collect()),
-        (None, Some(dims)) if dims.len() == 1 => Some(vec![Dim::Unknown; dims[0]]),
-        _ => None,
-    };
+    let shape = n.shape_operand(0).map(|t| t.iter().map(as_size).collect());
     typed(elem, shape)
 }
 
@@ -1127,8 +1143,9 @@ fn range_len(n: &Ctx) -> Dim {
         }
     }
     if let (Some(s), Some(l), Some(d)) = (n.scalar(0), n.scalar(1), n.scalar(2)) {
-        if d != 0.0 {
-            return Dim::Fixed(((l - s) / d).ceil().max(0.0) as i64);
+        let count = ((l - s) / d).ceil().max(0.0);
+        if count.is_finite() && count < OPEN_BOUND as f64 {
+            return Dim::Fixed(count as i64);
         }
     }
     let scalar_dim = |i: usize| n.values(i).and_then(single).cloned();
@@ -1157,7 +1174,10 @@ fn one_hot(n: &Ctx) -> Option<TensorType> {
     let shape = n.shape(0).and_then(|indices| {
         let rank = indices.len() + 1;
         let axis = norm_axis(n.int("axis", -1), rank)?;
-        let depth = n.scalar(1).map_or(Dim::Unknown, |d| Dim::Fixed(d as i64));
+        let depth = match n.scalar(1) {
+            Some(d) if d.is_finite() && d >= 0.0 && d < OPEN_BOUND as f64 => Dim::Fixed(d as i64),
+            _ => Dim::Unknown,
+        };
         let mut out = indices.to_vec();
         out.insert(axis, depth);
         Some(out)
@@ -1335,6 +1355,9 @@ fn concat_values(n: &Ctx) -> Option<Vec<Dim>> {
         .map(|i| Some((n.values(i)?, n.static_dims(i)?)))
         .collect::<Option<_>>()?;
     let rank = parts.first()?.1.len();
+    if parts.iter().any(|(_, dims)| dims.len() != rank) {
+        return None;
+    }
     let axis = norm_axis(n.int("axis", 0), rank)?;
     let outer: usize = parts[0].1[..axis].iter().product();
     let mut out = Vec::new();
@@ -1420,7 +1443,10 @@ fn binary_values(n: &Ctx) -> Option<Vec<Dim>> {
 }
 
 fn fill_values(n: &Ctx) -> Option<Vec<Dim>> {
-    let count: i64 = n.ints(0)?.iter().product();
+    let count = n
+        .ints(0)?
+        .iter()
+        .try_fold(1i64, |acc, &d| acc.checked_mul(d))?;
     let fill = match attribute(n.node, "value").and_then(|a| a.t.as_ref()) {
         Some(t) => *single(&int_values(t)?)?,
         None => return None, // the default fill is float 0.0
@@ -1682,12 +1708,12 @@ fn missing_factor(total: &[Dim], factors: &[Dim]) -> Dim {
             None => return Dim::Unknown,
         }
     }
-    if part_fixed == 0 || total_fixed % part_fixed != 0 {
+    if total_fixed.checked_rem(part_fixed) != Some(0) {
         return Dim::Unknown;
     }
-    match (total_fixed / part_fixed, symbols.as_slice()) {
-        (q, []) => Dim::Fixed(q),
-        (1, [s]) => Dim::Symbolic(s.clone()),
+    match (total_fixed.checked_div(part_fixed), symbols.as_slice()) {
+        (Some(q), []) => Dim::Fixed(q),
+        (Some(1), [s]) => Dim::Symbolic(s.clone()),
         _ => Dim::Unknown,
     }
 }
@@ -1736,7 +1762,12 @@ fn norm_axis_inclusive(axis: i64, rank: usize) -> Option<usize> {
     (0..=rank).contains(&axis).then_some(axis as usize)
 }
 
-fn ceil_div(a: i64, b: i64) -> i64 {
+/// A size computed in wide arithmetic, if it is a valid (non-negative) `i64`.
+fn narrow(v: i128) -> Option<i64> {
+    i64::try_from(v).ok().filter(|&v| v >= 0)
+}
+
+fn ceil_div(a: i128, b: i128) -> i128 {
     let q = a.div_euclid(b);
     if a.rem_euclid(b) != 0 {
         q + 1
@@ -1762,8 +1793,10 @@ fn static_dims(dims: &[Dim]) -> Option<Vec<usize>> {
 }
 
 /// Element count of a fully static type.
-fn static_count(ty: &TensorType) -> Option<usize> {
-    static_dims(ty.shape.as_deref()?).map(|d| d.iter().product())
+fn static_count(dims: &[Dim]) -> Option<usize> {
+    static_dims(dims)?
+        .into_iter()
+        .try_fold(1usize, |acc, d| acc.checked_mul(d))
 }
 
 #[cfg(test)]
