@@ -10,5 +10,6 @@ pub mod ldam;
 pub mod onnx;
 pub mod patch;
 pub mod runtime;
+pub mod train;
 
 pub use error::{Error, Result};
