@@ -2,6 +2,7 @@
 //! portable ONNX training step, and train it.
 
 pub mod autodiff;
+pub mod backend;
 pub mod compile;
 pub mod counts;
 pub mod error;

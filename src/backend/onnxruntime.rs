@@ -1,0 +1,280 @@
+//! Training with ONNX Runtime: the compiled training-step graph runs in one
+//! session; every state tensor's `S.next` output becomes the `S` input of the next
+//! step as the same runtime value, without a copy through host arrays.
+
+use super::{Batch, Device, StepOutput, Trainer};
+use crate::compile::{inference_model, TrainStep, LR_INPUT};
+use crate::error::{Error, Result};
+use crate::onnx::tensor::{f32_values, FLOAT};
+use crate::onnx::{ModelProto, TensorProto};
+use ort::session::{Session, SessionInputValue};
+use ort::value::{DynValue, Tensor};
+use std::collections::HashMap;
+
+fn runtime_error(context: &str) -> impl Fn(ort::Error) -> Error + '_ {
+    move |e| Error::Runtime {
+        reason: format!("{context}: {e}"),
+    }
+}
+
+/// Builds a session for `model` on `device`.
+pub fn session(model: &ModelProto, device: Device) -> Result<Session> {
+    let environment = crate::runtime::init()?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let builder = Session::builder(environment)
+        .map_err(runtime_error("session"))?
+        .with_intra_threads(threads)
+        .map_err(|e| Error::Runtime {
+            reason: e.to_string(),
+        })?;
+    let mut builder = match device {
+        Device::Cpu => builder,
+        Device::Cuda(index) => cuda(builder, index)?,
+    };
+    builder
+        .commit_from_memory(&crate::onnx::io::to_bytes(model))
+        .map_err(runtime_error("loading the model into ONNX Runtime"))
+}
+
+#[cfg(feature = "cuda")]
+fn cuda(
+    builder: ort::session::builder::SessionBuilder,
+    index: usize,
+) -> Result<ort::session::builder::SessionBuilder> {
+    let provider = ort::ep::CUDA::default()
+        .with_device_id(index as i32)
+        .build()
+        .error_on_failure();
+    builder
+        .with_execution_providers([provider])
+        .map_err(|e| Error::Runtime {
+            reason: format!("CUDA execution provider on cuda:{index}: {e}"),
+        })
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda(
+    _builder: ort::session::builder::SessionBuilder,
+    index: usize,
+) -> Result<ort::session::builder::SessionBuilder> {
+    Err(Error::config(format!(
+        "--device cuda:{index} needs a build with `--features cuda` and the onnxruntime-gpu library (see the README)"
+    )))
+}
+
+pub struct OrtTrainer {
+    step_model: ModelProto,
+    session: Session,
+    device: Device,
+    data_input: String,
+    labels_input: String,
+    epoch_input: String,
+    loss_output: String,
+    logits_output: String,
+    /// (S, S.next, current value), in the step's state order.
+    state: Vec<(String, String, DynValue)>,
+    /// Dims of each state tensor, for reading values back.
+    dims: HashMap<String, Vec<i64>>,
+    predictor: Option<Session>,
+}
+
+impl OrtTrainer {
+    pub fn new(step: &TrainStep, device: Device) -> Result<Self> {
+        let graph = step
+            .model
+            .graph
+            .as_ref()
+            .ok_or_else(|| Error::invalid("the training step has no graph"))?;
+        let record = &step.record;
+        let non_data = [
+            record.labels_input.as_str(),
+            record.epoch_input.as_str(),
+            LR_INPUT,
+        ];
+        let state_names: Vec<&str> = step.state.iter().map(|s| s.name.as_str()).collect();
+        let data_inputs: Vec<&str> = graph
+            .input
+            .iter()
+            .map(|i| i.name())
+            .filter(|n| !non_data.contains(n) && !state_names.contains(n))
+            .collect();
+        let data_input = match data_inputs.as_slice() {
+            [one] => one.to_string(),
+            other => {
+                return Err(Error::config(format!(
+                    "training needs a model with exactly one data input, this one has {}: {}",
+                    other.len(),
+                    other.join(", ")
+                )))
+            }
+        };
+        let mut state = Vec::new();
+        let mut dims = HashMap::new();
+        for s in &step.state {
+            let tensor = graph
+                .initializer
+                .iter()
+                .find(|t| t.name() == s.name)
+                .ok_or_else(|| {
+                    Error::invalid(format!("state tensor '{}' has no initializer", s.name))
+                })?;
+            dims.insert(s.name.clone(), tensor.dims.clone());
+            state.push((s.name.clone(), s.next.clone(), to_value(tensor)?));
+        }
+        Ok(OrtTrainer {
+            session: session(&step.model, device)?,
+            step_model: step.model.clone(),
+            device,
+            data_input,
+            labels_input: record.labels_input.clone(),
+            epoch_input: record.epoch_input.clone(),
+            loss_output: record.loss_output.clone(),
+            logits_output: record.logits_output.clone(),
+            state,
+            dims,
+            predictor: None,
+        })
+    }
+}
+
+fn to_value(tensor: &TensorProto) -> Result<DynValue> {
+    if tensor.data_type() != FLOAT {
+        return Err(Error::invalid(format!(
+            "state tensor '{}' is not float32",
+            tensor.name()
+        )));
+    }
+    let values = f32_values(tensor).ok_or_else(|| {
+        Error::invalid(format!(
+            "state tensor '{}' has no inline data",
+            tensor.name()
+        ))
+    })?;
+    Ok(Tensor::from_array((tensor.dims.clone(), values))
+        .map_err(runtime_error(tensor.name()))?
+        .into_dyn())
+}
+
+fn batch_inputs<'v>(name: &str, batch: &Batch) -> Result<(String, SessionInputValue<'v>)> {
+    let x = Tensor::from_array((batch.shape.clone(), batch.data.clone()))
+        .map_err(runtime_error("input batch"))?;
+    Ok((name.to_string(), x.into()))
+}
+
+impl Trainer for OrtTrainer {
+    fn step(&mut self, batch: &Batch, epoch: i64, lr: f32) -> Result<StepOutput> {
+        let n = batch.labels.len() as i64;
+        let mut inputs: Vec<(String, SessionInputValue<'_>)> = vec![
+            batch_inputs(&self.data_input, batch)?,
+            (
+                self.labels_input.clone(),
+                Tensor::from_array((vec![n], batch.labels.clone()))
+                    .map_err(runtime_error("labels"))?
+                    .into(),
+            ),
+            (
+                self.epoch_input.clone(),
+                Tensor::from_array((Vec::<i64>::new(), vec![epoch]))
+                    .map_err(runtime_error("epoch"))?
+                    .into(),
+            ),
+            (
+                LR_INPUT.to_string(),
+                Tensor::from_array((Vec::<i64>::new(), vec![lr]))
+                    .map_err(runtime_error("lr"))?
+                    .into(),
+            ),
+        ];
+        for (name, _, value) in &self.state {
+            inputs.push((name.clone(), SessionInputValue::from(value.view())));
+        }
+        let mut outputs = self
+            .session
+            .run(inputs)
+            .map_err(runtime_error("training step"))?;
+        let loss = outputs[self.loss_output.as_str()]
+            .try_extract_tensor::<f32>()
+            .map_err(runtime_error("loss"))?
+            .1[0];
+        let logits = outputs[self.logits_output.as_str()]
+            .try_extract_tensor::<f32>()
+            .map_err(runtime_error("logits"))?
+            .1
+            .to_vec();
+        let mut next_values = Vec::with_capacity(self.state.len());
+        for (_, next, _) in &self.state {
+            next_values.push(
+                outputs
+                    .remove(next.as_str())
+                    .ok_or_else(|| Error::invalid(format!("the step did not return '{next}'")))?,
+            );
+        }
+        drop(outputs);
+        for ((_, _, value), next) in self.state.iter_mut().zip(next_values) {
+            *value = next;
+        }
+        self.predictor = None;
+        Ok(StepOutput { loss, logits })
+    }
+
+    fn predict(&mut self, batch: &Batch) -> Result<Vec<f32>> {
+        if self.predictor.is_none() {
+            let model = self.inference_model()?;
+            self.predictor = Some(session(&model, self.device)?);
+        }
+        let predictor = self.predictor.as_mut().expect("set above");
+        let outputs = predictor
+            .run(vec![batch_inputs(&self.data_input, batch)?])
+            .map_err(runtime_error("evaluation"))?;
+        Ok(outputs[self.logits_output.as_str()]
+            .try_extract_tensor::<f32>()
+            .map_err(runtime_error("logits"))?
+            .1
+            .to_vec())
+    }
+
+    fn state(&self) -> Result<HashMap<String, TensorProto>> {
+        self.state
+            .iter()
+            .map(|(name, _, value)| {
+                let (_, values) = value
+                    .try_extract_tensor::<f32>()
+                    .map_err(runtime_error(name))?;
+                Ok((
+                    name.clone(),
+                    crate::onnx::tensor::f32_tensor(name, &self.dims[name], values),
+                ))
+            })
+            .collect()
+    }
+
+    fn set_state(&mut self, state: &HashMap<String, TensorProto>) -> Result<()> {
+        for (name, _, value) in &mut self.state {
+            let tensor = state.get(name).ok_or_else(|| {
+                Error::config(format!("the checkpoint lacks state tensor '{name}'"))
+            })?;
+            if tensor.dims != self.dims[name.as_str()] {
+                return Err(Error::config(format!(
+                    "checkpoint tensor '{name}' has shape {:?}, the model expects {:?}",
+                    tensor.dims,
+                    self.dims[name.as_str()]
+                )));
+            }
+            *value = to_value(tensor)?;
+        }
+        self.predictor = None;
+        Ok(())
+    }
+
+    fn inference_model(&self) -> Result<ModelProto> {
+        inference_model(&self.step_model, &self.state()?)
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "onnxruntime {} on {}",
+            crate::runtime::ORT_VERSION,
+            self.device
+        )
+    }
+}
