@@ -216,6 +216,83 @@ fn conv2d_same_upper_auto_pad_matches_finite_differences() {
 }
 
 #[test]
+fn conv2d_grouped_stride_2_with_two_outputs_per_group_matches_finite_differences() {
+    conv_check(
+        &[2, 4, 7, 7],
+        &[6, 2, 3, 3],
+        vec![
+            attr_int("group", 2),
+            attr_ints("strides", &[2, 2]),
+            attr_ints("pads", &[1, 1, 1, 1]),
+        ],
+        7,
+    );
+}
+
+#[test]
+fn conv2d_depthwise_with_channel_multiplier_and_dilation_2_matches_finite_differences() {
+    conv_check(
+        &[2, 3, 9, 8],
+        &[6, 1, 3, 3],
+        vec![
+            attr_int("group", 3),
+            attr_ints("dilations", &[2, 2]),
+            attr_ints("pads", &[2, 2, 2, 2]),
+        ],
+        8,
+    );
+}
+
+#[test]
+fn conv2d_1x1_matches_finite_differences() {
+    // Stride 1 needs no unfolding; stride 2 picks every other position, no padding.
+    conv_check(&[2, 4, 5, 5], &[3, 4, 1, 1], vec![], 9);
+    conv_check(
+        &[2, 4, 6, 5],
+        &[3, 4, 1, 1],
+        vec![attr_ints("strides", &[2, 2])],
+        10,
+    );
+}
+
+#[test]
+fn conv2d_whose_windows_miss_the_last_rows_matches_finite_differences() {
+    // 8 rows, kernel 3, stride 2: three windows, row 7 unused (floor mode).
+    conv_check(
+        &[2, 3, 8, 9],
+        &[4, 3, 3, 3],
+        vec![attr_ints("strides", &[2, 2])],
+        11,
+    );
+}
+
+#[test]
+fn conv3d_strided_with_pads_matches_finite_differences() {
+    conv_check(
+        &[2, 2, 5, 4, 6],
+        &[3, 2, 3, 2, 3],
+        vec![
+            attr_ints("strides", &[2, 1, 2]),
+            attr_ints("pads", &[1, 0, 1, 1, 0, 0]),
+        ],
+        12,
+    );
+}
+
+#[test]
+fn conv2d_same_lower_auto_pad_with_even_kernel_matches_finite_differences() {
+    conv_check(
+        &[2, 3, 7, 6],
+        &[4, 3, 2, 2],
+        vec![
+            attr_string("auto_pad", "SAME_LOWER"),
+            attr_ints("strides", &[2, 1]),
+        ],
+        13,
+    );
+}
+
+#[test]
 fn conv_without_static_spatial_shape_is_refused_with_the_reason() {
     let mut rng = Rng::new(6);
     let declared = [
