@@ -2,6 +2,8 @@
 # Installs what the tests and the demo need, when missing, into project-local,
 # git-ignored folders:
 #   .deps/onnxruntime/libonnxruntime.so.1.31.1  (from the onnxruntime==1.31.1 wheel on PyPI)
+# and, system-wide, Fashion-MNIST (Debian package dataset-fashion-mnist,
+# /usr/share/datasets/fashion-mnist) for the training tests and the demo.
 # Idempotent: a second run does nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,4 +27,14 @@ with zipfile.ZipFile(wheel) as z:
             with z.open(name) as src, open(os.path.join(dest, base), "wb") as out:
                 out.write(src.read())
 PY
+fi
+
+fmnist=/usr/share/datasets/fashion-mnist
+if [ ! -f "$fmnist/train-images-idx3-ubyte.gz" ]; then
+    echo "installing Fashion-MNIST (dataset-fashion-mnist) into $fmnist" >&2
+    sudo_cmd=()
+    [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+    export DEBIAN_FRONTEND=noninteractive
+    "${sudo_cmd[@]}" apt-get update -qq || true
+    "${sudo_cmd[@]}" apt-get install -y -qq dataset-fashion-mnist >/dev/null
 fi
