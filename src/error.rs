@@ -41,6 +41,11 @@ pub enum Error {
 
     #[error("ONNX Runtime: {reason}")]
     Runtime { reason: String },
+
+    /// Training cannot go on (a non-finite loss); `reason` says where and what
+    /// was kept.
+    #[error("{reason}")]
+    Training { reason: String },
 }
 
 impl Error {

@@ -216,7 +216,7 @@ fn epoch_records(epochs: usize) -> Vec<EpochRecord> {
                 lr: schedule.lr_at(epoch),
                 train_loss: 2.3 * (-3.0 * t).exp() + 0.1,
                 train_acc: 95.0 - 85.0 * (-4.0 * t).exp(),
-                test_acc: 75.0 - 65.0 * (-3.5 * t).exp(),
+                test_acc: Some(75.0 - 65.0 * (-3.5 * t).exp()),
                 many: Some(90.0 - 60.0 * (-4.0 * t).exp()),
                 medium: Some(70.0 - 65.0 * (-3.0 * t).exp()),
                 few: (epoch > 0).then(|| 45.0 * (1.0 - (-2.0 * t).exp())),
@@ -256,7 +256,10 @@ fn run_folder_gets_csv_json_and_two_pngs_and_nothing_else() {
     assert_eq!(first[7], "", "epoch 0 has no few-shot accuracy");
     let last: Vec<&str> = lines[40].split(',').collect();
     assert_eq!(last[0], "39");
-    assert_eq!(last[4].parse::<f64>().unwrap(), records[39].test_acc);
+    assert_eq!(
+        last[4].parse::<f64>().unwrap(),
+        records[39].test_acc.unwrap()
+    );
 
     // report.json
     let json: serde_json::Value =

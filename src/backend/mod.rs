@@ -2,9 +2,15 @@
 //! The training loop only sees this trait.
 
 pub mod onnxruntime;
+#[cfg(feature = "torch")]
+pub mod torch;
+#[cfg(feature = "torch")]
+pub mod torch;
 
-use crate::error::Result;
+use crate::compile::CompileOptions;
+use crate::error::{Error, Result};
 use crate::onnx::{ModelProto, TensorProto};
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
 /// A batch of examples in NCHW float32, row-major.
@@ -73,4 +79,77 @@ pub trait Trainer {
     fn inference_model(&self) -> Result<ModelProto>;
     /// A short description for reports: runtime, version, device.
     fn describe(&self) -> String;
+}
+
+/// Which runtime trains (`--backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// The compiled training-step graph in ONNX Runtime.
+    #[serde(rename = "ort")]
+    OnnxRuntime,
+    /// The patched graph interpreted with libtorch and its autograd.
+    Torch,
+}
+
+impl std::str::FromStr for Backend {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "ort" | "onnxruntime" => Ok(Backend::OnnxRuntime),
+            "torch" | "libtorch" => Ok(Backend::Torch),
+            other => Err(Error::config(format!(
+                "--backend '{other}' is not one of: ort, torch"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Backend::OnnxRuntime => "ort",
+            Backend::Torch => "torch",
+        })
+    }
+}
+
+/// A trainer for the patched model `patched` on `backend` and `device`.
+pub fn create_trainer(
+    backend: Backend,
+    patched: &ModelProto,
+    options: &CompileOptions,
+    device: Device,
+) -> Result<Box<dyn Trainer>> {
+    match backend {
+        Backend::OnnxRuntime => {
+            // Loads the library before any runtime value is made.
+            crate::runtime::init()?;
+            let step = crate::compile::compile(patched, options)?;
+            Ok(Box::new(onnxruntime::OrtTrainer::new(&step, device)?))
+        }
+        Backend::Torch => torch_trainer(patched, options, device),
+    }
+}
+
+#[cfg(feature = "torch")]
+fn torch_trainer(
+    patched: &ModelProto,
+    options: &CompileOptions,
+    device: Device,
+) -> Result<Box<dyn Trainer>> {
+    Ok(Box::new(torch::TorchTrainer::new(
+        patched, options, device,
+    )?))
+}
+
+#[cfg(not(feature = "torch"))]
+fn torch_trainer(
+    _patched: &ModelProto,
+    _options: &CompileOptions,
+    _device: Device,
+) -> Result<Box<dyn Trainer>> {
+    Err(Error::config(
+        "--backend torch needs a build with `--features torch` (libtorch; see the README)",
+    ))
 }

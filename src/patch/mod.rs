@@ -319,3 +319,51 @@ fn replace_linear_layer(
         .value_info
         .retain(|v| !stale.iter().any(|s| s == v.name()));
 }
+
+/// The same patched model with deferred re-weighting starting at `drw_epoch`:
+/// the graph's switch-point initializer and the recorded setting both change, so
+/// the model stays self-describing. Only a `--reweight drw` model has a switch.
+pub fn with_drw_epoch(model: &ModelProto, drw_epoch: i64) -> Result<ModelProto> {
+    let record = metadata::read(model)?
+        .ok_or_else(|| Error::config("the model is not patched, so it has no DRW epoch"))?;
+    if record.config.reweight != crate::ldam::Reweight::Drw {
+        return Err(Error::config(format!(
+            "--drw-epoch applies to models patched with --reweight drw; this one uses --reweight {}",
+            record.config.reweight
+        )));
+    }
+    if drw_epoch < 0 {
+        return Err(Error::config(format!(
+            "--drw-epoch must be >= 0, got {drw_epoch}"
+        )));
+    }
+    let mut model = model.clone();
+    let graph = model
+        .graph
+        .as_mut()
+        .ok_or_else(|| Error::invalid("the model has no graph"))?;
+    let slot = graph
+        .initializer
+        .iter_mut()
+        .find(|t| t.name() == loss::DRW_EPOCH)
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "the patched graph lacks its '{}' initializer",
+                loss::DRW_EPOCH
+            ))
+        })?;
+    *slot = crate::onnx::tensor::i64_tensor(loss::DRW_EPOCH, &[], &[drw_epoch]);
+    let mut config = record.config.clone();
+    config.drw_epoch = drw_epoch;
+    let updated = metadata::entries(&metadata::PatchRecord { config, ..record });
+    for entry in updated {
+        if let Some(existing) = model
+            .metadata_props
+            .iter_mut()
+            .find(|e| e.key() == entry.key())
+        {
+            *existing = entry;
+        }
+    }
+    Ok(model)
+}

@@ -19,7 +19,8 @@ use std::fmt;
 use std::str::FromStr;
 
 /// How counts fall from the head class to the tail class.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Profile {
     /// `n_i = floor(n_max * ratio^(-i / (C - 1)))`: geometric decay.
     Exp,

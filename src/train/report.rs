@@ -33,7 +33,9 @@ pub struct EpochRecord {
     pub lr: f64,
     pub train_loss: f64,
     pub train_acc: f64,
-    pub test_acc: f64,
+    /// `None` (an empty CSV field) for an epoch that was not evaluated
+    /// (`--eval-every`).
+    pub test_acc: Option<f64>,
     /// Shot-group test accuracies; `None` (an empty CSV field) for an empty group.
     pub many: Option<f64>,
     pub medium: Option<f64>,
@@ -54,7 +56,7 @@ impl EpochRecord {
             self.lr,
             self.train_loss,
             self.train_acc,
-            self.test_acc,
+            group(self.test_acc),
             group(self.many),
             group(self.medium),
             group(self.few),
@@ -179,7 +181,7 @@ pub fn write_report_json(dir: &Path, report: &Report) -> Result<PathBuf> {
 
 /// Writes through a temporary file in the destination folder, then renames it
 /// over `path`: readers see the old file or the new one, never a partial one.
-fn write_atomically(
+pub(crate) fn write_atomically(
     path: &Path,
     write: impl FnOnce(&mut std::fs::File) -> io::Result<()>,
 ) -> Result<()> {
@@ -373,7 +375,7 @@ pub fn plot_curves(dir: &Path, epochs: &[EpochRecord]) -> Result<PathBuf> {
             .map_err(|e| e.to_string())?;
         let solid: [(&str, RGBColor, Column); 2] = [
             ("train", TRAIN_COLOR, |r| Some(r.train_acc)),
-            ("test", TEST_COLOR, |r| Some(r.test_acc)),
+            ("test", TEST_COLOR, |r| r.test_acc),
         ];
         for (label, color, value) in solid {
             accuracy
@@ -584,7 +586,7 @@ mod tests {
             lr: 0.1 * 0.01,
             train_loss: 1.0 / 3.0,
             train_acc: 50.0,
-            test_acc: 40.5,
+            test_acc: Some(40.5),
             many: Some(60.0),
             medium: None,
             few: Some(0.0),

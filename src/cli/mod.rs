@@ -1,5 +1,7 @@
 //! Argument structs (clap derive) and the glue from arguments to library calls.
 
+mod train;
+
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ldam_onnx::counts::CountsSource;
@@ -8,6 +10,7 @@ use ldam_onnx::ldam::{LossConfig, LossKind, Reweight};
 use ldam_onnx::onnx::io::{self, SaveOptions};
 use ldam_onnx::patch::{self, ContractNames, HeadMode, PatchOptions};
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -17,7 +20,9 @@ use std::path::PathBuf;
     long_about = "Make an ONNX classifier trainable with the LDAM-DRW long-tail loss \
 (Cao et al., NeurIPS 2019).\n\n\
   ldam-onnx inspect model.onnx\n\
-  ldam-onnx patch model.onnx --class-counts 5000,2997,1796,1077,645,387,232,139,83,50\n\n\
+  ldam-onnx patch model.onnx --class-counts 5000,2997,1796,1077,645,387,232,139,83,50\n\
+  ldam-onnx train model.ldam.onnx --train cifar-10-batches-bin --imbalance-ratio 100 --out runs/ldam-drw\n\
+  ldam-onnx eval runs/ldam-drw/model.onnx --test cifar-10-batches-bin\n\n\
 `patch` appends the label-distribution-aware margin loss and deferred re-weighting to the \
 graph, with inputs `labels` and `epoch` and output `loss`, and records its settings in the \
 model's metadata."
@@ -35,6 +40,10 @@ enum Command {
     Patch(PatchArgs),
     /// Compile a patched model into one SGD training step as a plain ONNX graph
     Compile(CompileArgs),
+    /// Train a patched model on real data; writes checkpoints, report, plots and model.onnx
+    Train(train::TrainArgs),
+    /// Test-set accuracy of any ONNX classifier, per class and by shot group
+    Eval(train::EvalArgs),
 }
 
 #[derive(Args, Debug)]
@@ -174,11 +183,14 @@ struct PatchArgs {
     logits_output_name: String,
 }
 
-pub fn run(cli: Cli) -> Result<()> {
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    let done = |()| ExitCode::SUCCESS;
     match cli.command {
-        Command::Inspect(args) => run_inspect(args),
-        Command::Patch(args) => run_patch(args),
-        Command::Compile(args) => run_compile(args),
+        Command::Inspect(args) => run_inspect(args).map(done),
+        Command::Patch(args) => run_patch(args).map(done),
+        Command::Compile(args) => run_compile(args).map(done),
+        Command::Train(args) => train::run_train(args),
+        Command::Eval(args) => train::run_eval(args),
     }
 }
 

@@ -1,0 +1,408 @@
+//! `train` and `eval`: arguments and printing around `ldam_onnx::train`.
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use ldam_onnx::backend::{Backend, Device};
+use ldam_onnx::train::batches::{Augment, NormalizeChoice, Preprocess};
+use ldam_onnx::train::data::{self, Split};
+use ldam_onnx::train::evaluate::{
+    evaluate, fit_to_input, limit, recorded_normalization, recorded_train_counts, Classifier,
+};
+use ldam_onnx::train::longtail::Profile;
+use ldam_onnx::train::metrics::GroupAccuracy;
+use ldam_onnx::train::report::{self, Report};
+use ldam_onnx::train::run::{self, Outcome, RunOptions};
+use ldam_onnx::train::settings::{SamplerChoice, TrainSettings};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Settings flags; none of them may accompany --resume (the run keeps its own).
+const SETTING_FLAGS: [&str; 27] = [
+    "model",
+    "train",
+    "test",
+    "train_limit",
+    "test_limit",
+    "imbalance_ratio",
+    "imbalance_profile",
+    "grey_to_rgb",
+    "augment",
+    "normalize",
+    "epochs",
+    "batch_size",
+    "lr",
+    "warmup_epochs",
+    "lr_steps",
+    "lr_factor",
+    "drw_epoch",
+    "sampler",
+    "seed",
+    "no_shuffle",
+    "momentum",
+    "weight_decay",
+    "freeze",
+    "eval_every",
+    "eval_batch_size",
+    "allow_count_mismatch",
+    "backend",
+];
+
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  \
+ldam-onnx patch models/cnn.onnx --class-counts 6000,3597,2156,1292,774,464,278,166,99,60 --drw-epoch 16\n  \
+ldam-onnx train models/cnn.ldam.onnx --train /usr/share/datasets/fashion-mnist \\\n      \
+--imbalance-ratio 100 --epochs 20 --out runs/fmnist-ldam-drw\n  \
+ldam-onnx train --resume runs/fmnist-ldam-drw\n  \
+ldam-onnx eval runs/fmnist-ldam-drw/model.onnx --test /usr/share/datasets/fashion-mnist\n\n\
+The run folder receives checkpoint.onnx (every epoch, and on Ctrl-C), metrics.csv, report.json, \
+curves.png, per_class.png and model.onnx: the trained network without the loss, ready to deploy. \
+Defaults follow the paper's CIFAR recipe: SGD momentum 0.9, weight decay 2e-4, batch 128, lr 0.1 \
+with 5 warm-up epochs, x0.01 at 80% and 90% of the epochs, random crop + flip.")]
+pub struct TrainArgs {
+    /// The patched model (`ldam-onnx patch`)
+    #[arg(required_unless_present = "resume")]
+    model: Option<PathBuf>,
+    /// Training data: an IDX/CIFAR folder or file, or an NPZ with x and y
+    #[arg(long, value_name = "PATH", required_unless_present = "resume")]
+    train: Option<PathBuf>,
+    /// Test data [default: the --train path, whose test split is read]
+    #[arg(long, value_name = "PATH")]
+    test: Option<PathBuf>,
+    /// The run folder (checkpoints, metrics, report, plots, model.onnx)
+    #[arg(long, value_name = "DIR", required_unless_present = "resume")]
+    out: Option<PathBuf>,
+    /// Continue the run in DIR from its last checkpoint, with its own settings
+    #[arg(long, value_name = "DIR", conflicts_with_all = SETTING_FLAGS, conflicts_with = "out")]
+    resume: Option<PathBuf>,
+    /// Start over in an --out folder that already holds a run
+    #[arg(long)]
+    force: bool,
+
+    /// Long-tailed training set: n_max / n_min (e.g. 100); the test set stays balanced
+    #[arg(long, value_name = "R")]
+    imbalance_ratio: Option<f64>,
+    /// How counts fall from head to tail: exp (geometric) or step (half the classes rare)
+    #[arg(long, default_value = "exp", value_parser = parse::<Profile>)]
+    imbalance_profile: Profile,
+    /// Use a seeded random subset of N training examples (before long-tailing)
+    #[arg(long, value_name = "N")]
+    train_limit: Option<usize>,
+    /// Use a seeded random subset of N test examples
+    #[arg(long, value_name = "N")]
+    test_limit: Option<usize>,
+    /// Repeat one-channel images into the model's channels
+    #[arg(long)]
+    grey_to_rgb: bool,
+    /// Training augmentation: crop-flip (4-pixel padded random crop + horizontal flip) or none
+    #[arg(long, default_value = "crop-flip", value_parser = parse::<Augment>)]
+    augment: Augment,
+    /// Per-channel input normalisation: none, dataset (training-set mean/std), or MEANS/STDS
+    /// [default: dataset for u8 images, none for float data]
+    #[arg(long, value_name = "SPEC", value_parser = NormalizeChoice::parse)]
+    normalize: Option<NormalizeChoice>,
+
+    #[arg(long, default_value_t = 200)]
+    epochs: usize,
+    #[arg(long, default_value_t = 128)]
+    batch_size: usize,
+    /// Base learning rate
+    #[arg(long, default_value_t = 0.1)]
+    lr: f64,
+    /// Linear warm-up epochs [default: 5, or the first LR step if earlier]
+    #[arg(long, value_name = "N")]
+    warmup_epochs: Option<usize>,
+    /// Epochs after which lr is multiplied by --lr-factor [default: 80% and 90% of --epochs]
+    #[arg(long, value_name = "E,E", value_delimiter = ',')]
+    lr_steps: Option<Vec<usize>>,
+    #[arg(long, default_value_t = 0.01)]
+    lr_factor: f64,
+    /// First epoch (0-based) of deferred re-weighting [default: the one patched into the model]
+    #[arg(long, value_name = "E")]
+    drw_epoch: Option<i64>,
+    /// instance, class-balanced (RS) or deferred (DRS: class-balanced from the DRW epoch)
+    #[arg(long, default_value = "instance", value_parser = parse::<SamplerChoice>)]
+    sampler: SamplerChoice,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Visit training examples in file order (shuffled by default)
+    #[arg(long)]
+    no_shuffle: bool,
+    /// SGD momentum
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f64,
+    /// L2 weight decay on every trainable parameter
+    #[arg(long, default_value_t = 2e-4)]
+    weight_decay: f64,
+    /// Initializers to keep fixed
+    #[arg(long, value_name = "NAME", value_delimiter = ',')]
+    freeze: Vec<String>,
+    /// Evaluate on the test set every N epochs (the last epoch always)
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    eval_every: usize,
+    #[arg(long, default_value_t = 512)]
+    eval_batch_size: usize,
+    /// Train even when the data's class counts differ from the model's
+    #[arg(long)]
+    allow_count_mismatch: bool,
+    /// ort (compiled training step in ONNX Runtime) or torch (libtorch autograd)
+    #[arg(long, default_value = "ort", value_parser = parse::<Backend>)]
+    backend: Backend,
+    /// cpu, cuda or cuda:N
+    #[arg(long, default_value = "cpu", value_parser = parse::<Device>)]
+    device: Device,
+    /// Print nothing but errors
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn parse<T: std::str::FromStr<Err = ldam_onnx::Error>>(text: &str) -> Result<T, String> {
+    text.parse().map_err(|e: ldam_onnx::Error| e.to_string())
+}
+
+impl TrainArgs {
+    fn settings(&self) -> Option<TrainSettings> {
+        let (model, train) = (self.model.clone()?, self.train.clone()?);
+        let test = self.test.clone().unwrap_or_else(|| train.clone());
+        let mut s = TrainSettings::new(model, train, test);
+        s.train_limit = self.train_limit;
+        s.test_limit = self.test_limit;
+        s.imbalance_ratio = self.imbalance_ratio;
+        s.imbalance_profile = self.imbalance_profile;
+        s.grey_to_rgb = self.grey_to_rgb;
+        s.augment = self.augment;
+        s.normalize = self.normalize.clone();
+        s.epochs = self.epochs;
+        s.batch_size = self.batch_size;
+        s.lr = self.lr;
+        s.warmup_epochs = self.warmup_epochs;
+        s.lr_steps = self.lr_steps.clone();
+        s.lr_factor = self.lr_factor;
+        s.drw_epoch = self.drw_epoch;
+        s.sampler = self.sampler;
+        s.seed = self.seed;
+        s.shuffle = !self.no_shuffle;
+        s.momentum = self.momentum;
+        s.weight_decay = self.weight_decay;
+        s.freeze = self.freeze.clone();
+        s.eval_every = self.eval_every;
+        s.eval_batch_size = self.eval_batch_size;
+        s.allow_count_mismatch = self.allow_count_mismatch;
+        s.backend = self.backend;
+        Some(s)
+    }
+}
+
+pub fn run_train(args: TrainArgs) -> Result<ExitCode> {
+    let interrupt = Arc::new(AtomicBool::new(false));
+    {
+        let flag = interrupt.clone();
+        // A second Ctrl-C while the checkpoint is written exits at once.
+        ctrlc::set_handler(move || {
+            if flag.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+            eprintln!(
+                "\ninterrupted: saving a checkpoint after this step (Ctrl-C again to quit now)"
+            );
+        })
+        .context("installing the Ctrl-C handler")?;
+    }
+    let options = RunOptions {
+        device: args.device,
+        quiet: args.quiet,
+        interrupt,
+        force: args.force,
+    };
+    let (run_dir, outcome) = match (&args.resume, args.settings(), &args.out) {
+        (Some(dir), _, _) => (dir.clone(), run::resume(dir, &options)?),
+        (None, Some(settings), Some(out)) => (out.clone(), run::start(settings, out, &options)?),
+        _ => bail!("give MODEL, --train and --out, or --resume DIR"),
+    };
+    match outcome {
+        Outcome::Interrupted { epoch, batch } => {
+            eprintln!(
+                "stopped at epoch {}, batch {batch}; checkpoint saved. Continue with:\n  ldam-onnx train --resume {}",
+                epoch + 1,
+                run_dir.display()
+            );
+            Ok(ExitCode::from(130))
+        }
+        Outcome::Finished(done) => {
+            if !args.quiet {
+                print_result(&done.report);
+                println!("model:   {}", done.model.display());
+                println!(
+                    "report:  {}\nmetrics: {}\nplots:   {}, {}",
+                    done.files.report_json.display(),
+                    done.files.metrics_csv.display(),
+                    done.files.curves_png.display(),
+                    done.files.per_class_png.display()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn print_result(report: &Report) {
+    let group = |g: Option<f64>| g.map_or("-".to_string(), |v| format!("{v:.2}"));
+    let GroupAccuracy { many, medium, few } = report.groups;
+    println!(
+        "top-1 accuracy {:.2}%  (error {:.2}%)  many {}  medium {}  few {}",
+        report.top1,
+        report.top1_error,
+        group(many),
+        group(medium),
+        group(few)
+    );
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  \
+ldam-onnx eval runs/fmnist-ldam-drw/model.onnx --test /usr/share/datasets/fashion-mnist\n  \
+ldam-onnx eval resnet32.onnx --test cifar-10-batches-bin --normalize 0.4914,0.4822,0.4465/0.2023,0.1994,0.2010 --out eval/\n\n\
+A model written by `train` carries its input normalisation and training class counts, so \
+neither needs a flag. Many/medium/few groups (>100, 20-100, <20 training examples) need the \
+training counts: from the model or --class-counts.")]
+pub struct EvalArgs {
+    /// Any ONNX classifier with one image input and [N, C] logits
+    model: PathBuf,
+    /// Test data: an IDX/CIFAR folder or file, or an NPZ with x and y
+    #[arg(long, value_name = "PATH")]
+    test: PathBuf,
+    /// Write report.json and per_class.png into DIR
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// none, dataset (the test set's mean/std) or MEANS/STDS [default: recorded in the model, else dataset]
+    #[arg(long, value_name = "SPEC", value_parser = NormalizeChoice::parse)]
+    normalize: Option<NormalizeChoice>,
+    /// Repeat one-channel images into the model's channels
+    #[arg(long)]
+    grey_to_rgb: bool,
+    /// Training examples per class, for the many/medium/few groups [default: recorded in the model]
+    #[arg(long, value_name = "N,N,...")]
+    class_counts: Option<String>,
+    /// The output holding the logits, when several qualify
+    #[arg(long, value_name = "NAME")]
+    logits: Option<String>,
+    #[arg(long, default_value_t = 512)]
+    batch_size: usize,
+    /// Evaluate a seeded random subset of N test examples
+    #[arg(long, value_name = "N")]
+    test_limit: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value = "cpu", value_parser = parse::<Device>)]
+    device: Device,
+}
+
+pub fn run_eval(args: EvalArgs) -> Result<ExitCode> {
+    if args.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    let model = ldam_onnx::onnx::io::load(&args.model)?.model;
+    let context = || args.model.display().to_string();
+    let mut classifier =
+        Classifier::new(&model, args.logits.as_deref(), args.device).with_context(context)?;
+    let dataset = data::load(&args.test, Split::Test)?;
+    let dataset = fit_to_input(
+        dataset,
+        &classifier.input,
+        &classifier.input_dims,
+        args.grey_to_rgb,
+    )
+    .with_context(context)?;
+    if dataset.classes > classifier.classes {
+        bail!(
+            "{} has labels up to {}, but {} has {} classes",
+            dataset.source,
+            dataset.classes - 1,
+            args.model.display(),
+            classifier.classes
+        );
+    }
+    let dataset = limit(dataset, args.test_limit, args.seed)?;
+    let normalization = match (&args.normalize, recorded_normalization(&model)?) {
+        (Some(choice), _) => choice.resolve(&dataset)?,
+        (None, Some(recorded)) => Some(recorded),
+        (None, None) => NormalizeChoice::default_for(&dataset).resolve(&dataset)?,
+    };
+    let preprocess = Preprocess {
+        augment: Augment::None,
+        normalization,
+        seed: args.seed,
+    };
+    preprocess.check(&dataset)?;
+    let classes = classifier.classes;
+    let evaluation = evaluate(&dataset, &preprocess, args.batch_size, classes, |batch| {
+        classifier.predict(batch)
+    })?;
+    let train_counts = match &args.class_counts {
+        Some(list) => ldam_onnx::counts::resolve(
+            &ldam_onnx::counts::CountsSource::List(list.clone()),
+            classes,
+        )?,
+        None => recorded_train_counts(&model)?.unwrap_or_default(),
+    };
+    let settings = serde_json::json!({
+        "model": std::path::absolute(&args.model).unwrap_or(args.model.clone()),
+        "test_data": std::path::absolute(&args.test).unwrap_or(args.test.clone()),
+        "test_examples": dataset.len(),
+        "normalization": preprocess.normalization,
+        "logits": classifier.output,
+        "device": args.device.to_string(),
+    });
+    // Without training counts there are no groups: report every class as one
+    // "many" group would be misleading, so the groups are left empty.
+    let group_counts = if train_counts.len() == classes {
+        train_counts.clone()
+    } else {
+        Vec::new()
+    };
+    let report = report_for(&evaluation, &group_counts, classes, settings)?;
+    print_result(&report);
+    println!("on {} test examples of {}", dataset.len(), dataset.source);
+    if let Some(dir) = &args.out {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let json = report::write_report_json(dir, &report)?;
+        println!("report:  {}", json.display());
+        if !group_counts.is_empty() {
+            let png = report::plot_per_class(dir, &report)?;
+            println!("plot:    {}", png.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn report_for(
+    evaluation: &ldam_onnx::train::metrics::Evaluation,
+    train_counts: &[u64],
+    classes: usize,
+    settings: serde_json::Value,
+) -> Result<Report> {
+    if train_counts.is_empty() {
+        // Groups need counts; an all-zero count vector puts every class in "few",
+        // so build the report with placeholder counts and clear the groups.
+        let mut report = Report::new(
+            evaluation,
+            &vec![0; classes],
+            settings,
+            ldam_onnx::runtime::ORT_VERSION,
+        )?;
+        report.groups = GroupAccuracy {
+            many: None,
+            medium: None,
+            few: None,
+        };
+        report.class_counts.train.clear();
+        return Ok(report);
+    }
+    Ok(Report::new(
+        evaluation,
+        train_counts,
+        settings,
+        ldam_onnx::runtime::ORT_VERSION,
+    )?)
+}

@@ -1,0 +1,247 @@
+//! Test-set evaluation, shared by the training loop (through its trainer) and
+//! `ldam-onnx eval` (any ONNX classifier in an ONNX Runtime session), plus the
+//! checks that a dataset fits a model's input.
+
+use crate::backend::{Batch, Device};
+use crate::error::{Error, Result};
+use crate::onnx::types::{tensor_type, Dim};
+use crate::onnx::{metadata, ModelProto};
+use crate::train::batches::{eval_batches, Normalization, Preprocess};
+use crate::train::data::Dataset;
+use crate::train::metrics::Evaluation;
+use ort::session::{Session, SessionInputValue};
+use ort::value::Tensor;
+
+/// Metadata of an exported model: the input normalisation it was trained with
+/// (`MEANS/STDS`), so `eval` feeds it the same input by default.
+pub const NORMALIZE_KEY: &str = "ldam_onnx.input_normalization";
+/// Metadata of an exported model: the training class counts (comma-separated),
+/// which decide the many/medium/few groups of its report.
+pub const TRAIN_COUNTS_KEY: &str = "ldam_onnx.train_class_counts";
+
+/// Evaluates `predict` on every example of `dataset` in order.
+pub fn evaluate(
+    dataset: &Dataset,
+    preprocess: &Preprocess,
+    batch_size: usize,
+    classes: usize,
+    mut predict: impl FnMut(&Batch) -> Result<Vec<f32>>,
+) -> Result<Evaluation> {
+    let mut evaluation = Evaluation::new(classes);
+    for batch in eval_batches(dataset, preprocess, batch_size) {
+        let logits = predict(&batch)?;
+        evaluation.add_logits(&logits, &batch.labels)?;
+    }
+    Ok(evaluation)
+}
+
+/// The model's one data input: its name and dims. Inputs with an initializer
+/// (old exporters list weights as inputs) and the names in `skip` (the patched
+/// contract's `labels` and `epoch`) are not data.
+pub fn data_input(model: &ModelProto, skip: &[&str]) -> Result<(String, Vec<Dim>)> {
+    let graph = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| Error::invalid("the model has no graph"))?;
+    let data: Vec<_> = graph
+        .input
+        .iter()
+        .filter(|i| !skip.contains(&i.name()))
+        .filter(|i| !graph.initializer.iter().any(|t| t.name() == i.name()))
+        .collect();
+    let [input] = data.as_slice() else {
+        let names: Vec<&str> = data.iter().map(|i| i.name()).collect();
+        return Err(Error::config(format!(
+            "the model needs exactly one data input, it has {}: {}",
+            names.len(),
+            names.join(", ")
+        )));
+    };
+    let dims = tensor_type(input).and_then(|t| t.shape).ok_or_else(|| {
+        Error::config(format!(
+            "the model's input '{}' has no stated shape, so data cannot be checked against it",
+            input.name()
+        ))
+    })?;
+    Ok((input.name().to_string(), dims))
+}
+
+/// `dataset` in the shape the model reads (`[N, ...dims]`): grey images are
+/// repeated into the model's channels when `grey_to_rgb`; any other difference
+/// is an error naming both shapes.
+pub fn fit_to_input(
+    dataset: Dataset,
+    input: &str,
+    dims: &[Dim],
+    grey_to_rgb: bool,
+) -> Result<Dataset> {
+    let expected = &dims[1.min(dims.len())..];
+    let fits = |shape: &[usize]| {
+        expected.len() == shape.len()
+            && expected
+                .iter()
+                .zip(shape)
+                .all(|(d, &s)| !matches!(d, Dim::Fixed(v) if *v != s as i64))
+    };
+    if fits(&dataset.shape) {
+        return Ok(dataset);
+    }
+    let describe: Vec<String> = dims.iter().map(ToString::to_string).collect();
+    if let ([Dim::Fixed(channels), ..], [1, ..]) = (expected, dataset.shape.as_slice()) {
+        if *channels > 1 {
+            if !grey_to_rgb {
+                return Err(Error::config(format!(
+                    "{} holds one-channel (grey) images of shape {:?}, but the model's input '{input}' \
+                     is [{}]; pass --grey-to-rgb to repeat them into {channels} channels",
+                    dataset.source,
+                    dataset.shape,
+                    describe.join(", ")
+                )));
+            }
+            let broadcast = dataset.broadcast_channels(*channels as usize)?;
+            if fits(&broadcast.shape) {
+                return Ok(broadcast);
+            }
+        }
+    }
+    Err(Error::config(format!(
+        "{} holds examples of shape {:?}, but the model's input '{input}' is [{}]",
+        dataset.source,
+        dataset.shape,
+        describe.join(", ")
+    )))
+}
+
+/// A seeded random subset of `limit` examples (all when `limit` is larger),
+/// kept in their original order.
+pub fn limit(dataset: Dataset, limit: Option<usize>, seed: u64) -> Result<Dataset> {
+    let Some(limit) = limit.filter(|&l| l < dataset.len()) else {
+        return Ok(dataset);
+    };
+    use rand::seq::SliceRandom;
+    let mut indices: Vec<usize> = (0..dataset.len()).collect();
+    indices.shuffle(&mut crate::train::batches::rng_for(&[seed, 3]));
+    indices.truncate(limit);
+    indices.sort_unstable();
+    let source = format!("{} (random {limit} of {})", dataset.source, dataset.len());
+    dataset.subset(&indices, source)
+}
+
+/// Any ONNX classifier in an ONNX Runtime session: data in, logits out. A model
+/// written by `patch` is fed the true labels and epoch 0 for its extra inputs.
+pub struct Classifier {
+    session: Session,
+    pub input: String,
+    pub input_dims: Vec<Dim>,
+    pub output: String,
+    pub classes: usize,
+    labels_input: Option<(String, String)>,
+}
+
+impl Classifier {
+    pub fn new(model: &ModelProto, logits: Option<&str>, device: Device) -> Result<Classifier> {
+        let graph = model
+            .graph
+            .as_ref()
+            .ok_or_else(|| Error::invalid("the model has no graph"))?;
+        let record = crate::patch::metadata::read(model)?;
+        let (output, classes, labels_input) = match &record {
+            Some(r) if logits.is_none() => (
+                r.logits_output.clone(),
+                r.config.class_counts.len(),
+                Some((r.labels_input.clone(), r.epoch_input.clone())),
+            ),
+            _ => {
+                let head = crate::patch::head::detect(graph, logits)?;
+                let output = if head.logits_is_output {
+                    head.logits.clone()
+                } else {
+                    // Softmax of the logits: the same arg max.
+                    head.output.clone()
+                };
+                let extra = record
+                    .as_ref()
+                    .map(|r| (r.labels_input.clone(), r.epoch_input.clone()));
+                (output, head.classes, extra)
+            }
+        };
+        let skip: Vec<&str> = labels_input
+            .iter()
+            .flat_map(|(l, e)| [l.as_str(), e.as_str()])
+            .collect();
+        let (input, input_dims) = data_input(model, &skip)?;
+        Ok(Classifier {
+            session: crate::backend::onnxruntime::session(model, device)?,
+            input,
+            input_dims,
+            output,
+            classes,
+            labels_input,
+        })
+    }
+
+    /// Logits (or probabilities) of `batch`, row-major `[N, C]`.
+    pub fn predict(&mut self, batch: &Batch) -> Result<Vec<f32>> {
+        let runtime = |what: &str| {
+            let what = what.to_string();
+            move |e: ort::Error| Error::Runtime {
+                reason: format!("{what}: {e}"),
+            }
+        };
+        let mut inputs: Vec<(String, SessionInputValue<'_>)> = vec![(
+            self.input.clone(),
+            Tensor::from_array((batch.shape.clone(), batch.data.clone()))
+                .map_err(runtime("input batch"))?
+                .into(),
+        )];
+        if let Some((labels, epoch)) = &self.labels_input {
+            let n = batch.labels.len() as i64;
+            inputs.push((
+                labels.clone(),
+                Tensor::from_array((vec![n], batch.labels.clone()))
+                    .map_err(runtime("labels"))?
+                    .into(),
+            ));
+            inputs.push((
+                epoch.clone(),
+                Tensor::from_array((Vec::<i64>::new(), vec![0i64]))
+                    .map_err(runtime("epoch"))?
+                    .into(),
+            ));
+        }
+        let outputs = self.session.run(inputs).map_err(runtime("evaluation"))?;
+        Ok(outputs[self.output.as_str()]
+            .try_extract_tensor::<f32>()
+            .map_err(runtime("logits"))?
+            .1
+            .to_vec())
+    }
+}
+
+/// The normalisation recorded in an exported model, if any.
+pub fn recorded_normalization(model: &ModelProto) -> Result<Option<Normalization>> {
+    metadata(model, NORMALIZE_KEY)
+        .map(|text| {
+            Normalization::parse(text).map_err(|e| {
+                Error::invalid(format!("metadata '{NORMALIZE_KEY}' is not valid: {e}"))
+            })
+        })
+        .transpose()
+}
+
+/// The training class counts recorded in an exported or patched model, if any.
+pub fn recorded_train_counts(model: &ModelProto) -> Result<Option<Vec<u64>>> {
+    if let Some(text) = metadata(model, TRAIN_COUNTS_KEY) {
+        return text
+            .split(',')
+            .map(|n| n.trim().parse::<u64>())
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map(Some)
+            .map_err(|_| {
+                Error::invalid(format!(
+                    "metadata '{TRAIN_COUNTS_KEY}' is not a list of counts"
+                ))
+            });
+    }
+    Ok(crate::patch::metadata::read(model)?.map(|r| r.config.class_counts))
+}

@@ -1,0 +1,246 @@
+//! Everything a training run depends on, as one serialisable value: the CLI
+//! fills it, checkpoints store it, `--resume` continues with it, and the report
+//! records it.
+
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::train::batches::{Augment, NormalizeChoice};
+use crate::train::longtail::Profile;
+use crate::train::schedule::{LrSchedule, Sampler};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+/// The reference recipe's length, against which default LR steps are scaled.
+pub const REFERENCE_EPOCHS: usize = 200;
+/// The reference recipe's LR steps (1-based epoch counts) for 200 epochs.
+pub const REFERENCE_LR_STEPS: [usize; 2] = [160, 180];
+pub const REFERENCE_WARMUP: usize = 5;
+
+/// How an epoch visits the training set (`--sampler`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SamplerChoice {
+    Instance,
+    /// RS: class-balanced re-sampling from the first epoch.
+    ClassBalanced,
+    /// DRS: instance sampling, class-balanced from the DRW epoch on.
+    Deferred,
+}
+
+impl FromStr for SamplerChoice {
+    type Err = Error;
+    fn from_str(text: &str) -> Result<Self> {
+        match text {
+            "instance" => Ok(SamplerChoice::Instance),
+            "class-balanced" => Ok(SamplerChoice::ClassBalanced),
+            "deferred" => Ok(SamplerChoice::Deferred),
+            other => Err(Error::config(format!(
+                "--sampler '{other}' is not one of: instance, class-balanced, deferred"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for SamplerChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SamplerChoice::Instance => "instance",
+            SamplerChoice::ClassBalanced => "class-balanced",
+            SamplerChoice::Deferred => "deferred",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainSettings {
+    /// The patched model (`ldam-onnx patch`).
+    pub model: PathBuf,
+    pub train_data: PathBuf,
+    pub test_data: PathBuf,
+    /// Keep only this many training examples (a seeded random subset), before
+    /// any long-tail subsampling.
+    pub train_limit: Option<usize>,
+    /// Keep only this many test examples (a seeded random subset).
+    pub test_limit: Option<usize>,
+    pub imbalance_ratio: Option<f64>,
+    pub imbalance_profile: Profile,
+    /// Repeat grey images into the model's channels.
+    pub grey_to_rgb: bool,
+    pub augment: Augment,
+    /// `None`: the default for the data (dataset statistics for u8 images).
+    pub normalize: Option<NormalizeChoice>,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    /// `None`: the reference's 5, or less when the first LR step comes earlier.
+    pub warmup_epochs: Option<usize>,
+    /// `None`: the reference's 160 and 180, scaled to `epochs`.
+    pub lr_steps: Option<Vec<usize>>,
+    pub lr_factor: f64,
+    /// `None`: the DRW epoch recorded in the patched model.
+    pub drw_epoch: Option<i64>,
+    pub sampler: SamplerChoice,
+    pub seed: u64,
+    pub shuffle: bool,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    pub freeze: Vec<String>,
+    /// Evaluate on the test set every this many epochs (and after the last).
+    pub eval_every: usize,
+    pub eval_batch_size: usize,
+    pub allow_count_mismatch: bool,
+    pub backend: Backend,
+}
+
+impl TrainSettings {
+    /// The reference recipe for `model` on the given data.
+    pub fn new(model: PathBuf, train_data: PathBuf, test_data: PathBuf) -> TrainSettings {
+        TrainSettings {
+            model,
+            train_data,
+            test_data,
+            train_limit: None,
+            test_limit: None,
+            imbalance_ratio: None,
+            imbalance_profile: Profile::Exp,
+            grey_to_rgb: false,
+            augment: Augment::CropFlip,
+            normalize: None,
+            epochs: REFERENCE_EPOCHS,
+            batch_size: 128,
+            lr: 0.1,
+            warmup_epochs: None,
+            lr_steps: None,
+            lr_factor: 0.01,
+            drw_epoch: None,
+            sampler: SamplerChoice::Instance,
+            seed: 0,
+            shuffle: true,
+            momentum: 0.9,
+            weight_decay: 2e-4,
+            freeze: Vec::new(),
+            eval_every: 1,
+            eval_batch_size: 512,
+            allow_count_mismatch: false,
+            backend: Backend::OnnxRuntime,
+        }
+    }
+
+    /// Rejects settings that cannot give a meaningful run, naming the flag.
+    pub fn validate(&self) -> Result<()> {
+        let positive = |flag: &str, v: usize| {
+            if v == 0 {
+                Err(Error::config(format!("{flag} must be at least 1")))
+            } else {
+                Ok(())
+            }
+        };
+        positive("--epochs", self.epochs)?;
+        positive("--batch-size", self.batch_size)?;
+        positive("--eval-every", self.eval_every)?;
+        positive("--eval-batch-size", self.eval_batch_size)?;
+        if let Some(0) = self.train_limit {
+            return Err(Error::config("--train-limit must be at least 1"));
+        }
+        if let Some(0) = self.test_limit {
+            return Err(Error::config("--test-limit must be at least 1"));
+        }
+        if let Some(r) = self.imbalance_ratio {
+            crate::train::longtail::check_ratio(r)?;
+        }
+        for (flag, v) in [
+            ("--momentum", self.momentum),
+            ("--weight-decay", self.weight_decay),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(Error::config(format!(
+                    "{flag} must be a number >= 0, got {v}"
+                )));
+            }
+        }
+        self.schedule().validate()
+    }
+
+    /// The LR schedule: explicit flags, or the reference's scaled to `epochs`.
+    pub fn schedule(&self) -> LrSchedule {
+        let steps = self.lr_steps.clone().unwrap_or_else(|| {
+            let mut steps: Vec<usize> = REFERENCE_LR_STEPS
+                .iter()
+                .map(|s| (s * self.epochs).div_ceil(REFERENCE_EPOCHS))
+                .filter(|&s| s > 0)
+                .collect();
+            steps.dedup();
+            steps
+        });
+        let warmup = self.warmup_epochs.unwrap_or_else(|| {
+            steps
+                .first()
+                .map_or(REFERENCE_WARMUP, |&s| REFERENCE_WARMUP.min(s))
+        });
+        LrSchedule {
+            base_lr: self.lr,
+            warmup_epochs: warmup,
+            steps,
+            factor: self.lr_factor,
+        }
+    }
+
+    /// The sampler, given the DRW epoch in force (DRS defers to it).
+    pub fn sampler(&self, drw_epoch: i64) -> Sampler {
+        match self.sampler {
+            SamplerChoice::Instance => Sampler::Instance,
+            SamplerChoice::ClassBalanced => Sampler::ClassBalanced,
+            SamplerChoice::Deferred => Sampler::Deferred {
+                from_epoch: drw_epoch.max(0) as usize,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(epochs: usize) -> TrainSettings {
+        let mut s = TrainSettings::new("m".into(), "d".into(), "d".into());
+        s.epochs = epochs;
+        s
+    }
+
+    #[test]
+    fn default_steps_are_the_reference_scaled_to_the_run() {
+        let reference = settings(200).schedule();
+        assert_eq!(reference, LrSchedule::reference(0.1));
+        let short = settings(20).schedule();
+        assert_eq!(
+            (short.steps.clone(), short.warmup_epochs),
+            (vec![16, 18], 5)
+        );
+        let tiny = settings(3).schedule();
+        assert_eq!((tiny.steps.clone(), tiny.warmup_epochs), (vec![3], 3));
+        tiny.validate()
+            .expect("a 3-epoch default schedule is valid");
+    }
+
+    #[test]
+    fn settings_round_trip_through_json() {
+        let mut s = settings(7);
+        s.imbalance_ratio = Some(100.0);
+        s.normalize = Some(NormalizeChoice::Dataset);
+        s.sampler = SamplerChoice::Deferred;
+        let json = serde_json::to_value(&s).expect("serialises");
+        assert_eq!(json["sampler"], "deferred");
+        let back: TrainSettings = serde_json::from_value(json).expect("reads back");
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn zero_batch_size_is_an_error_naming_the_flag() {
+        let mut s = settings(5);
+        s.batch_size = 0;
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains("--batch-size"), "{e}");
+    }
+}
