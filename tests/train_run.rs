@@ -1,0 +1,412 @@
+//! The training loop on real data (Fashion-MNIST, installed by the test command
+//! from the `dataset-fashion-mnist` Debian package): accuracy of a short seeded
+//! run, the exported model against the report, kill-and-resume and Ctrl-C-and-
+//! resume equality, and the failure paths.
+
+mod common;
+
+use ldam_onnx::backend::Device;
+use ldam_onnx::ldam::{LossConfig, Reweight};
+use ldam_onnx::onnx::io::{load, save, SaveOptions};
+use ldam_onnx::onnx::tensor::f32_values;
+use ldam_onnx::patch::{patch, ContractNames, HeadMode, PatchOptions};
+use ldam_onnx::train::batches::Preprocess;
+use ldam_onnx::train::checkpoint::Checkpoint;
+use ldam_onnx::train::data::{self, Split};
+use ldam_onnx::train::evaluate::{evaluate, limit, recorded_normalization, Classifier};
+use ldam_onnx::train::run::{self, Outcome, RunOptions};
+use ldam_onnx::train::settings::TrainSettings;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const FASHION_MNIST: &str = "/usr/share/datasets/fashion-mnist";
+
+fn fashion_mnist() -> PathBuf {
+    let dir = PathBuf::from(FASHION_MNIST);
+    assert!(
+        dir.join("train-images-idx3-ubyte.gz").is_file(),
+        "Fashion-MNIST is missing from {FASHION_MNIST}: run `bash .ci/deps.sh` (installs dataset-fashion-mnist)"
+    );
+    dir
+}
+
+/// The class counts of the first `limit`-subset, exactly as the loop builds it.
+fn subset_counts(limit_to: Option<usize>, seed: u64) -> Vec<u64> {
+    let train = data::load(&fashion_mnist(), Split::Train).unwrap();
+    limit(train, limit_to, seed).unwrap().class_counts()
+}
+
+/// `models/NAME.onnx` patched for `counts` into `dir/NAME.ldam.onnx`.
+fn patched(
+    name: &str,
+    counts: Vec<u64>,
+    reweight: Reweight,
+    drw_epoch: i64,
+    dir: &Path,
+) -> PathBuf {
+    let original = load(
+        &common::repo_dir()
+            .join("models")
+            .join(format!("{name}.onnx")),
+    )
+    .unwrap()
+    .model;
+    let mut config = LossConfig::reference(counts);
+    config.reweight = reweight;
+    config.drw_epoch = drw_epoch;
+    let options = PatchOptions {
+        config,
+        head: HeadMode::Auto,
+        logits: None,
+        names: ContractNames::default(),
+    };
+    let (model, _) = patch(&original, &options).unwrap();
+    let out = dir.join(format!("{name}.ldam.onnx"));
+    save(&model, None, &out, SaveOptions::default()).unwrap();
+    out
+}
+
+fn finished(outcome: Outcome) -> Box<run::Finished> {
+    match outcome {
+        Outcome::Finished(f) => f,
+        other => panic!("the run did not finish: {other:?}"),
+    }
+}
+
+#[test]
+fn short_seeded_run_learns_fashion_mnist_and_the_exported_model_reproduces_its_accuracy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (train_limit, seed) = (4000, 1);
+    let model = patched(
+        "cnn",
+        subset_counts(Some(train_limit), seed),
+        Reweight::Drw,
+        3,
+        tmp.path(),
+    );
+    let mut settings = TrainSettings::new(model, fashion_mnist(), fashion_mnist());
+    settings.train_limit = Some(train_limit);
+    settings.test_limit = Some(2000);
+    settings.epochs = 5;
+    settings.seed = seed;
+    let out = tmp.path().join("run");
+    let done = finished(run::start(settings, &out, &RunOptions::default()).unwrap());
+
+    // Five epochs on 4000 images (LDAM, cosine head): a CNN that learned
+    // nothing scores ~10%, this one about 75%.
+    assert!(
+        done.report.top1 > 70.0,
+        "top-1 after 5 epochs: {}%",
+        done.report.top1
+    );
+    assert_eq!(done.records.len(), 5);
+    let last = done.records.last().unwrap();
+    assert_eq!(last.test_acc, Some(done.report.top1));
+    assert!(last.train_loss.is_finite());
+    for file in [
+        "metrics.csv",
+        "report.json",
+        "curves.png",
+        "per_class.png",
+        "model.onnx",
+    ] {
+        assert!(out.join(file).is_file(), "{file} missing");
+    }
+    let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 6, "{csv}");
+
+    // The deployed model, evaluated independently in ONNX Runtime with the
+    // normalisation it records, scores exactly the reported accuracy.
+    let exported = load(&done.model).unwrap().model;
+    assert!(
+        exported
+            .graph
+            .as_ref()
+            .unwrap()
+            .node
+            .iter()
+            .all(|n| n.op_type() != "SoftmaxCrossEntropyLoss"),
+        "model.onnx still holds the loss"
+    );
+    let mut classifier = Classifier::new(&exported, None, Device::Cpu).unwrap();
+    let test = limit(
+        data::load(&fashion_mnist(), Split::Test).unwrap(),
+        Some(2000),
+        seed,
+    )
+    .unwrap();
+    let preprocess = Preprocess {
+        augment: ldam_onnx::train::batches::Augment::None,
+        normalization: recorded_normalization(&exported).unwrap(),
+        seed,
+    };
+    assert!(preprocess.normalization.is_some());
+    let evaluation = evaluate(&test, &preprocess, 500, 10, |b| classifier.predict(b)).unwrap();
+    assert_eq!(evaluation.top1(), done.report.top1);
+    assert_eq!(evaluation.confusion(), done.report.confusion.as_slice());
+
+    // The report says which counts it grouped by and how the run was set up.
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["settings"]["epochs"], 5);
+    assert_eq!(report["settings"]["resolved"]["drw_epoch"], 3);
+    let counts: Vec<u64> = serde_json::from_value(report["class_counts"]["train"].clone()).unwrap();
+    assert_eq!(counts, subset_counts(Some(train_limit), seed));
+}
+
+/// Settings for the resume tests: the MLP on all 60000 images, so an epoch lasts
+/// long enough to be interrupted.
+fn resume_settings(tmp: &Path, epochs: usize) -> TrainSettings {
+    let model = patched("mlp", subset_counts(None, 0), Reweight::Drw, 2, tmp);
+    let mut settings = TrainSettings::new(model, fashion_mnist(), fashion_mnist());
+    settings.epochs = epochs;
+    settings.test_limit = Some(1000);
+    settings.seed = 5;
+    settings.lr = 0.05;
+    settings
+}
+
+fn assert_same_state(a: &Checkpoint, b: &Checkpoint) {
+    assert_eq!(a.progress.epoch, b.progress.epoch);
+    let mut names: Vec<&String> = a.state.keys().collect();
+    names.sort();
+    assert_eq!(names.len(), b.state.len());
+    for name in names {
+        let (x, y) = (
+            f32_values(&a.state[name]).unwrap(),
+            f32_values(&b.state[name]),
+        );
+        let y = y.unwrap_or_else(|| panic!("{name} missing after resume"));
+        let same = x.iter().zip(&y).all(|(p, q)| p.to_bits() == q.to_bits());
+        assert!(same, "state tensor {name} differs after resuming");
+    }
+    let strip = |c: &Checkpoint| -> Vec<(f64, f64, Option<f64>)> {
+        c.progress
+            .records
+            .iter()
+            .map(|r| (r.train_loss, r.train_acc, r.test_acc))
+            .collect()
+    };
+    assert_eq!(strip(a), strip(b), "per-epoch records differ");
+}
+
+fn ldam_onnx() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ldam-onnx"))
+}
+
+fn cli_args(settings: &TrainSettings, out: &Path) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "train".into(),
+        settings.model.display().to_string(),
+        "--train".into(),
+        FASHION_MNIST.into(),
+        "--out".into(),
+        out.display().to_string(),
+        "--quiet".into(),
+    ];
+    for (flag, value) in [
+        ("--epochs", settings.epochs.to_string()),
+        ("--test-limit", "1000".to_string()),
+        ("--seed", settings.seed.to_string()),
+        ("--lr", settings.lr.to_string()),
+    ] {
+        args.push(flag.into());
+        args.push(value);
+    }
+    args
+}
+
+/// Waits until `run_dir` holds a checkpoint past `epoch` epochs or `batch`
+/// batches into the first, and the process is still running.
+fn wait_for_progress(child: &mut std::process::Child, run_dir: &Path, epochs_done: usize) {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be interrupted"
+        );
+        if let Ok(c) = Checkpoint::load(run_dir) {
+            if c.progress.epoch >= epochs_done {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "no progress within 300 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn killed_run_resumes_to_exactly_the_uninterrupted_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let epochs = 4;
+    let settings = resume_settings(tmp.path(), epochs);
+
+    let whole = tmp.path().join("whole");
+    finished(run::start(settings.clone(), &whole, &RunOptions::default()).unwrap());
+
+    let killed = tmp.path().join("killed");
+    let mut child = ldam_onnx()
+        .args(cli_args(&settings, &killed))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_progress(&mut child, &killed, 1);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let at_kill = Checkpoint::load(&killed).unwrap();
+    assert!(
+        at_kill.progress.epoch < epochs,
+        "killed after the run had finished"
+    );
+    assert!(!killed.join("model.onnx").exists());
+
+    let status = ldam_onnx()
+        .args(["train", "--quiet", "--resume"])
+        .arg(&killed)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_same_state(
+        &Checkpoint::load(&whole).unwrap(),
+        &Checkpoint::load(&killed).unwrap(),
+    );
+    let model_bytes = |dir: &Path| std::fs::read(dir.join("model.onnx")).unwrap();
+    assert_eq!(model_bytes(&whole), model_bytes(&killed));
+}
+
+#[test]
+fn ctrl_c_saves_a_mid_epoch_checkpoint_and_resume_matches_the_uninterrupted_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let epochs = 2;
+    let settings = resume_settings(tmp.path(), epochs);
+
+    let whole = tmp.path().join("whole");
+    finished(run::start(settings.clone(), &whole, &RunOptions::default()).unwrap());
+
+    // In-process interrupt: the flag a Ctrl-C handler sets, raised before the
+    // first step, stops after one step with a checkpoint at batch 1.
+    let stopped = tmp.path().join("stopped");
+    let options = RunOptions::default();
+    options
+        .interrupt
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    match run::start(settings.clone(), &stopped, &options).unwrap() {
+        Outcome::Interrupted { epoch, batch } => assert_eq!((epoch, batch), (0, 1)),
+        other => panic!("expected an interruption, got {other:?}"),
+    }
+    let at_stop = Checkpoint::load(&stopped).unwrap();
+    assert_eq!((at_stop.progress.epoch, at_stop.progress.batch), (0, 1));
+    assert_eq!(at_stop.progress.partial.seen, 128);
+
+    // A real SIGINT to the CLI: exit code 130 and a resumable checkpoint.
+    let resumed = tmp.path().join("sigint");
+    let mut child = ldam_onnx()
+        .args(cli_args(&settings, &resumed))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_progress(&mut child, &resumed, 0);
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("--resume"), "{stderr}");
+
+    for dir in [&stopped, &resumed] {
+        finished(run::resume(dir, &RunOptions::default()).unwrap());
+        assert_same_state(
+            &Checkpoint::load(&whole).unwrap(),
+            &Checkpoint::load(dir).unwrap(),
+        );
+    }
+}
+
+#[test]
+fn non_finite_loss_stops_naming_epoch_and_step_and_keeps_the_last_good_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut settings = resume_settings(tmp.path(), 2);
+    settings.train_limit = Some(2000);
+    settings.lr = 1e30;
+    settings.warmup_epochs = Some(0);
+    settings.allow_count_mismatch = true;
+    let out = tmp.path().join("nan");
+    let error = run::start(settings, &out, &RunOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("epoch 1, step "), "{error}");
+    assert!(error.contains("checkpoint"), "{error}");
+    let kept = Checkpoint::load(&out).unwrap();
+    assert_eq!((kept.progress.epoch, kept.progress.batch), (0, 0));
+    for tensor in kept.state.values() {
+        assert!(f32_values(tensor).unwrap().iter().all(|v| v.is_finite()));
+    }
+}
+
+#[test]
+fn unusable_output_folder_and_count_mismatch_fail_before_training() {
+    let tmp = tempfile::tempdir().unwrap();
+    let settings = resume_settings(tmp.path(), 1);
+
+    // --out below a regular file cannot be created.
+    let file = tmp.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let started = Instant::now();
+    let error = run::start(settings.clone(), &file.join("run"), &RunOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("--out"), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(60));
+
+    // Counts patched for another training set.
+    let mut other = settings.clone();
+    other.train_limit = Some(1000);
+    let error = run::start(other.clone(), &tmp.path().join("m"), &RunOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("--allow-count-mismatch"), "{error}");
+    assert!(error.contains("--class-counts"), "{error}");
+
+    // A folder holding a run is not silently reused.
+    let out = tmp.path().join("once");
+    let mut quick = other;
+    quick.allow_count_mismatch = true;
+    finished(run::start(quick.clone(), &out, &RunOptions::default()).unwrap());
+    let error = run::start(quick, &out, &RunOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("--resume"), "{error}");
+}
+
+#[test]
+fn long_tailed_fashion_mnist_has_the_reference_counts() {
+    // The CLI error for an unpatched-count model states the long-tail counts it
+    // built: ratio 100 over 6000 images per class, exp profile.
+    let tmp = tempfile::tempdir().unwrap();
+    let model = patched("mlp", vec![1; 10], Reweight::Drw, 160, tmp.path());
+    let output = ldam_onnx()
+        .args(["train"])
+        .arg(&model)
+        .args([
+            "--train",
+            FASHION_MNIST,
+            "--imbalance-ratio",
+            "100",
+            "--out",
+        ])
+        .arg(tmp.path().join("run"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("--class-counts 6000,3596,2156,1292,774,464,278,166,100,60"),
+        "{stderr}"
+    );
+}
