@@ -5,6 +5,7 @@
 #
 #   bash examples/demo.sh           # quick: 20 epochs each (~10 minutes on 2 cores)
 #   bash examples/demo.sh --full    # the reference length: 200 epochs, DRW from 160
+#   bash examples/demo.sh --epochs N
 #
 # Installs what it needs when missing (ONNX Runtime from PyPI, Fashion-MNIST from
 # Debian's dataset-fashion-mnist), builds the tool, and writes runs/demo-*/.
@@ -14,8 +15,9 @@ cd "$(dirname "$0")/.."
 epochs=20
 case "${1:-}" in
     --full) epochs=200 ;;
+    --epochs) epochs=${2:?--epochs needs a number} ;;
     "") ;;
-    *) echo "usage: bash examples/demo.sh [--full]" >&2; exit 2 ;;
+    *) echo "usage: bash examples/demo.sh [--full | --epochs N]" >&2; exit 2 ;;
 esac
 # DRW (and the LR steps) at 80% of the run, as the reference's 160 of 200.
 drw_epoch=$((epochs * 4 / 5))
