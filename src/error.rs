@@ -42,6 +42,9 @@ pub enum Error {
     #[error("ONNX Runtime: {reason}")]
     Runtime { reason: String },
 
+    #[error("libtorch: {reason}")]
+    Torch { reason: String },
+
     /// Training cannot go on (a non-finite loss); `reason` says where and what
     /// was kept.
     #[error("{reason}")]
@@ -64,6 +67,12 @@ impl Error {
 
     pub fn config(reason: impl Into<String>) -> Self {
         Error::Config {
+            reason: reason.into(),
+        }
+    }
+
+    pub fn torch(reason: impl Into<String>) -> Self {
+        Error::Torch {
             reason: reason.into(),
         }
     }

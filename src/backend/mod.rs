@@ -4,8 +4,6 @@
 pub mod onnxruntime;
 #[cfg(feature = "torch")]
 pub mod torch;
-#[cfg(feature = "torch")]
-pub mod torch;
 
 use crate::compile::CompileOptions;
 use crate::error::{Error, Result};

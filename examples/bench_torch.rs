@@ -1,0 +1,244 @@
+//! Training throughput of the torch backend against the ONNX Runtime backend, in
+//! one process on the same data, and the interpreter's overhead over calling the
+//! same libtorch ops directly (a hand-written forward, loss, backward and SGD step
+//! of `models/cnn.onnx` against interpreting its patched graph).
+//!
+//! `cargo run --release --features torch --example bench_torch -- [--batch 128] [--steps 5]`
+
+use anyhow::{bail, Context, Result};
+use ldam_onnx::backend::onnxruntime::OrtTrainer;
+use ldam_onnx::backend::torch::TorchTrainer;
+use ldam_onnx::backend::{Batch, Device, Trainer};
+use ldam_onnx::compile::{compile, CompileOptions};
+use ldam_onnx::ldam::{margins, LossConfig};
+use ldam_onnx::onnx::io::load;
+use ldam_onnx::onnx::tensor::f32_values;
+use ldam_onnx::onnx::ModelProto;
+use ldam_onnx::patch::{patch, ContractNames, HeadMode, PatchOptions};
+use std::path::Path;
+use std::time::Instant;
+use tch::{Kind, Reduction, Tensor};
+
+const COUNTS: [u64; 10] = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50];
+const LR: f32 = 0.1;
+
+fn patched(path: &str) -> Result<ModelProto> {
+    let original = load(Path::new(env!("CARGO_MANIFEST_DIR")).join(path).as_path())?.model;
+    let options = PatchOptions {
+        config: LossConfig::reference(COUNTS.to_vec()),
+        head: HeadMode::Auto,
+        logits: None,
+        names: ContractNames::default(),
+    };
+    Ok(patch(&original, &options)?.0)
+}
+
+/// A deterministic batch (a small linear congruential generator).
+fn batch(shape: &[i64], seed: u64) -> Batch {
+    let mut state = seed;
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        state >> 33
+    };
+    let count = shape.iter().product::<i64>() as usize;
+    Batch {
+        data: (0..count)
+            .map(|_| (next() % 2001) as f32 / 1000.0 - 1.0)
+            .collect(),
+        labels: (0..shape[0]).map(|_| (next() % 10) as i64).collect(),
+        shape: shape.to_vec(),
+    }
+}
+
+/// Images per second of `steps` steps after one warm-up step, and the last loss.
+fn images_per_second(trainer: &mut dyn Trainer, batch: &Batch, steps: usize) -> Result<(f64, f32)> {
+    trainer.step(batch, 0, LR)?;
+    let start = Instant::now();
+    let mut loss = 0.0;
+    for _ in 0..steps {
+        loss = trainer.step(batch, 0, LR)?.loss;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    Ok((batch.shape[0] as f64 * steps as f64 / seconds, loss))
+}
+
+/// `models/cnn.onnx` patched (cosine head, LDAM loss) written directly against
+/// tch: the ops the interpreter calls for its graph, without the interpreter.
+struct HandWrittenCnn {
+    parameters: Vec<Tensor>,
+    velocities: Vec<Tensor>,
+    statistics: Vec<Tensor>,
+    margins: Tensor,
+}
+
+impl HandWrittenCnn {
+    fn new(model: &ModelProto) -> Result<Self> {
+        let graph = model.graph.as_ref().context("no graph")?;
+        let tensor = |name: &str| -> Result<Tensor> {
+            let t = graph
+                .initializer
+                .iter()
+                .find(|t| t.name() == name)
+                .with_context(|| format!("no initializer '{name}'"))?;
+            let values = f32_values(t).context("float32 initializer")?;
+            Ok(Tensor::from_slice(&values).reshape(t.dims.as_slice()))
+        };
+        let parameter_names = [
+            "features.0.weight",
+            "features.0.bias",
+            "features.1.weight",
+            "features.1.bias",
+            "features.4.weight",
+            "features.4.bias",
+            "features.5.weight",
+            "features.5.bias",
+            "classifier.1.weight",
+        ];
+        let parameters = parameter_names
+            .iter()
+            .map(|n| Ok(tensor(n)?.set_requires_grad(true)))
+            .collect::<Result<Vec<_>>>()?;
+        let velocities = parameters.iter().map(Tensor::zeros_like).collect();
+        let statistics = [
+            "features.1.running_mean",
+            "features.1.running_var",
+            "features.5.running_mean",
+            "features.5.running_var",
+        ]
+        .iter()
+        .map(|n| tensor(n))
+        .collect::<Result<Vec<_>>>()?;
+        let margins: Vec<f32> = margins(&COUNTS, 0.5).iter().map(|&m| m as f32).collect();
+        Ok(HandWrittenCnn {
+            parameters,
+            velocities,
+            statistics,
+            margins: Tensor::from_slice(&margins),
+        })
+    }
+
+    fn step(&mut self, batch: &Batch) -> f32 {
+        let p = &self.parameters;
+        let s = &self.statistics;
+        let x = Tensor::from_slice(&batch.data).reshape(batch.shape.as_slice());
+        let labels = Tensor::from_slice(&batch.labels);
+        let block = |x: &Tensor, conv: usize, stats: usize| {
+            x.convolution(
+                &p[conv],
+                Some(&p[conv + 1]),
+                [1, 1],
+                [1, 1],
+                [1, 1],
+                false,
+                [0, 0],
+                1,
+            )
+            .batch_norm(
+                Some(&p[conv + 2]),
+                Some(&p[conv + 3]),
+                Some(&s[stats]),
+                Some(&s[stats + 1]),
+                true,
+                0.1,
+                1e-5,
+                true,
+            )
+            .relu()
+            .max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false)
+        };
+        let features = block(&block(&x, 0, 0), 4, 2).flatten(1, -1);
+        let eps = Tensor::from(1e-12f32);
+        let normalize = |t: &Tensor| t / t.norm_scalaropt_dim(2.0, [1], true).maximum(&eps);
+        let logits = normalize(&features).linear::<Tensor>(&normalize(&p[8]), None);
+        let onehot = labels.one_hot(10).to_kind(Kind::Float);
+        let scores = (&logits - onehot * &self.margins) * 30.0;
+        let loss =
+            scores
+                .log_softmax(1, None)
+                .nll_loss_nd::<Tensor>(&labels, None, Reduction::Mean, -100);
+        let gradients = Tensor::run_backward(&[&loss], &self.parameters, false, false);
+        tch::no_grad(|| {
+            for ((w, v), g) in self
+                .parameters
+                .iter_mut()
+                .zip(&mut self.velocities)
+                .zip(&gradients)
+            {
+                let direction = g + &*w * f64::from(2e-4f32);
+                *v *= f64::from(0.9f32);
+                *v += &direction;
+                *w -= &*v * f64::from(LR);
+            }
+        });
+        loss.double_value(&[]) as f32
+    }
+}
+
+fn main() -> Result<()> {
+    let mut batch_size = 128i64;
+    let mut steps = 5usize;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--batch" => batch_size = args.next().context("--batch needs a value")?.parse()?,
+            "--steps" => steps = args.next().context("--steps needs a value")?.parse()?,
+            other => bail!("unexpected argument '{other}'"),
+        }
+    }
+    ldam_onnx::runtime::init()?;
+    println!(
+        "threads: libtorch {}, ONNX Runtime {}",
+        tch::get_num_threads(),
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    let options = CompileOptions::default();
+
+    // ResNet-32, batch 3x32x32: both backends on the same batch.
+    let resnet = patched("models/resnet32.onnx")?;
+    let data = batch(&[batch_size, 3, 32, 32], 7);
+    let mut torch = TorchTrainer::new(&resnet, &options, Device::Cpu)?;
+    let (torch_rate, torch_loss) = images_per_second(&mut torch, &data, steps)?;
+    drop(torch);
+    let mut ort = OrtTrainer::new(&compile(&resnet, &options)?, Device::Cpu)?;
+    let (ort_rate, ort_loss) = images_per_second(&mut ort, &data, steps)?;
+    drop(ort);
+    println!("ResNet-32, batch {batch_size}, {steps} timed steps:");
+    println!("  torch backend      {torch_rate:8.1} images/s (last loss {torch_loss:.6})");
+    println!("  ONNX Runtime       {ort_rate:8.1} images/s (last loss {ort_loss:.6})");
+
+    // The interpreter against the same libtorch ops called directly.
+    let cnn = patched("models/cnn.onnx")?;
+    let data = batch(&[batch_size, 1, 28, 28], 8);
+    let mut interpreted = TorchTrainer::new(&cnn, &options, Device::Cpu)?;
+    let mut direct = HandWrittenCnn::new(&cnn)?;
+    let first = (interpreted.step(&data, 0, LR)?.loss, direct.step(&data));
+    let cnn_steps = steps * 4;
+    let start = Instant::now();
+    for _ in 0..cnn_steps {
+        interpreted.step(&data, 0, LR)?;
+    }
+    let interpreted_time = start.elapsed().as_secs_f64() / cnn_steps as f64;
+    let start = Instant::now();
+    for _ in 0..cnn_steps {
+        direct.step(&data);
+    }
+    let direct_time = start.elapsed().as_secs_f64() / cnn_steps as f64;
+    println!("cnn.onnx, batch {batch_size}, {cnn_steps} timed steps (first losses: interpreted {:.6}, direct {:.6}):", first.0, first.1);
+    println!(
+        "  interpreted        {:8.2} ms/step ({:.1} images/s)",
+        interpreted_time * 1e3,
+        batch_size as f64 / interpreted_time
+    );
+    println!(
+        "  direct tch calls   {:8.2} ms/step ({:.1} images/s)",
+        direct_time * 1e3,
+        batch_size as f64 / direct_time
+    );
+    println!(
+        "  interpreter overhead: {:+.1}%",
+        (interpreted_time / direct_time - 1.0) * 100.0
+    );
+    Ok(())
+}

@@ -1,0 +1,336 @@
+//! Training with libtorch (tch): the patched graph (forward and loss subgraph)
+//! runs in an ONNX interpreter over libtorch tensors, libtorch's autograd supplies
+//! the gradients, and the update is torch.optim.SGD's.
+//!
+//! The trainer compiles the ONNX training step once, without running it: the step
+//! names the state (parameters, `NAME.momentum`, BatchNorm running statistics)
+//! exactly as the ONNX Runtime trainer does, so checkpoints move between the two
+//! runtimes, and it yields the deployable model through
+//! [`crate::compile::inference_model`].
+
+mod convert;
+mod ops;
+mod program;
+mod sgd;
+
+pub use ops::supported_ops;
+
+use super::{Batch, Device, StepOutput, Trainer};
+use crate::compile::{compile, inference_model, CompileOptions, StateKind, TrainStep};
+use crate::error::{Error, Result};
+use crate::onnx::{default_opset, ModelProto, TensorProto};
+use program::{Plan, Program};
+use std::collections::{HashMap, HashSet};
+use tch::{Kind, Tensor};
+
+/// The libtorch release `tch` 0.26.0 binds (its build checks it).
+pub const LIBTORCH_VERSION: &str = "2.13.0";
+
+/// A trainable parameter, its slot in the graph and its momentum buffer.
+struct Parameter {
+    name: String,
+    slot: usize,
+    value: Tensor,
+    momentum_name: String,
+    momentum: Tensor,
+}
+
+pub struct TorchTrainer {
+    program: Program,
+    train_plan: Plan,
+    eval_plan: Plan,
+    step: TrainStep,
+    device: Device,
+    torch_device: tch::Device,
+    data_slot: usize,
+    labels_slot: usize,
+    epoch_slot: usize,
+    parameters: Vec<Parameter>,
+    /// BatchNorm running statistics (updated in place by libtorch): name, slot, value.
+    statistics: Vec<(String, usize, Tensor)>,
+    /// Every other initializer: fixed values the graph reads.
+    constants: Vec<(usize, Tensor)>,
+    sgd: sgd::Sgd,
+}
+
+/// The libtorch device for `device`, or an error saying why it is not usable.
+pub fn torch_device(device: Device) -> Result<tch::Device> {
+    match device {
+        Device::Cpu => Ok(tch::Device::Cpu),
+        Device::Cuda(index) => {
+            let count = if tch::Cuda::is_available() {
+                tch::Cuda::device_count()
+            } else {
+                0
+            };
+            if (index as i64) < count {
+                return Ok(tch::Device::Cuda(index));
+            }
+            let why = if cfg!(feature = "cuda") {
+                "no CUDA GPU is visible, or the CUDA driver or libtorch's CUDA libraries could not be loaded"
+            } else {
+                "this build links libtorch without its CUDA library; rebuild with `--features torch,cuda` \
+                 against the CUDA torch wheel with its dependencies (see .ci/deps-torch.sh)"
+            };
+            Err(Error::config(format!(
+                "--device cuda:{index}: libtorch sees {count} CUDA device(s): {why}"
+            )))
+        }
+    }
+}
+
+fn libtorch(context: &str) -> impl Fn(tch::TchError) -> Error + '_ {
+    move |e| Error::torch(format!("{context}: {e}"))
+}
+
+impl TorchTrainer {
+    /// Prepares training of a patched model. Fails before any computation when the
+    /// graph holds an op the interpreter does not run (naming op and node), when the
+    /// device is not available, or when the model cannot be compiled.
+    pub fn new(patched: &ModelProto, options: &CompileOptions, device: Device) -> Result<Self> {
+        let graph = patched
+            .graph
+            .as_ref()
+            .ok_or_else(|| Error::invalid("the model has no graph"))?;
+        let opset = default_opset(patched)
+            .ok_or_else(|| Error::patch("the model imports no default-domain opset"))?;
+        let program = Program::new(graph, opset)?;
+        let torch_device = torch_device(device)?;
+        let step = compile(patched, options)?;
+        let record = &step.record;
+
+        let initializers: HashMap<&str, &TensorProto> =
+            graph.initializer.iter().map(|t| (t.name(), t)).collect();
+        let data_inputs: Vec<&str> = graph
+            .input
+            .iter()
+            .map(|i| i.name())
+            .filter(|n| {
+                !initializers.contains_key(n)
+                    && *n != record.labels_input
+                    && *n != record.epoch_input
+            })
+            .collect();
+        let data_input = match data_inputs.as_slice() {
+            [one] => *one,
+            other => {
+                return Err(Error::config(format!(
+                    "training needs a model with exactly one data input, this one has {}: {}",
+                    other.len(),
+                    other.join(", ")
+                )))
+            }
+        };
+
+        // State values as the compiled step holds them (momentum buffers are zeros).
+        let step_graph = step
+            .model
+            .graph
+            .as_ref()
+            .ok_or_else(|| Error::invalid("the training step has no graph"))?;
+        let step_values: HashMap<&str, &TensorProto> = step_graph
+            .initializer
+            .iter()
+            .map(|t| (t.name(), t))
+            .collect();
+        let load = |name: &str| -> Result<Tensor> {
+            let proto = step_values.get(name).ok_or_else(|| {
+                Error::invalid(format!("state tensor '{name}' has no initializer"))
+            })?;
+            convert::from_proto(proto, torch_device)
+        };
+        let mut parameters = Vec::new();
+        let mut statistics = Vec::new();
+        for state in &step.state {
+            match state.kind {
+                StateKind::Parameter => {
+                    let momentum_name = format!("{}.momentum", state.name);
+                    parameters.push(Parameter {
+                        slot: program.slot(&state.name)?,
+                        value: load(&state.name)?.set_requires_grad(true),
+                        momentum: load(&momentum_name)?,
+                        momentum_name,
+                        name: state.name.clone(),
+                    });
+                }
+                StateKind::RunningMean | StateKind::RunningVar => statistics.push((
+                    state.name.clone(),
+                    program.slot(&state.name)?,
+                    load(&state.name)?,
+                )),
+                StateKind::Momentum => {}
+            }
+        }
+        let state_names: HashSet<&str> = step.state.iter().map(|s| s.name.as_str()).collect();
+        let constants = graph
+            .initializer
+            .iter()
+            .filter(|t| !state_names.contains(t.name()))
+            .map(|t| {
+                Ok((
+                    program.slot(t.name())?,
+                    convert::from_proto(t, torch_device)?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+
+        Ok(TorchTrainer {
+            train_plan: program.plan(&[&record.loss_output, &record.logits_output])?,
+            eval_plan: program.plan(&[&record.logits_output])?,
+            data_slot: program.slot(data_input)?,
+            labels_slot: program.slot(&record.labels_input)?,
+            epoch_slot: program.slot(&record.epoch_input)?,
+            program,
+            sgd: sgd::Sgd::new(options.momentum, options.weight_decay),
+            step,
+            device,
+            torch_device,
+            parameters,
+            statistics,
+            constants,
+        })
+    }
+
+    /// The values every run binds: parameters, running statistics, constants.
+    fn bound(&self) -> Vec<(usize, &Tensor)> {
+        self.parameters
+            .iter()
+            .map(|p| (p.slot, &p.value))
+            .chain(self.statistics.iter().map(|(_, slot, t)| (*slot, t)))
+            .chain(self.constants.iter().map(|(slot, t)| (*slot, t)))
+            .collect()
+    }
+
+    fn batch_tensor(&self, batch: &Batch) -> Result<Tensor> {
+        let expected: i64 = batch.shape.iter().product();
+        if batch.shape.iter().any(|&d| d < 0) || expected as usize != batch.data.len() {
+            return Err(Error::config(format!(
+                "batch of shape {:?} holds {} values",
+                batch.shape,
+                batch.data.len()
+            )));
+        }
+        Tensor::from_slice(&batch.data)
+            .f_reshape(batch.shape.as_slice())
+            .and_then(|x| x.f_to_device(self.torch_device))
+            .map_err(libtorch("input batch"))
+    }
+
+    /// Every state tensor, by name, as libtorch tensors.
+    fn state_tensors(&self) -> Vec<(&str, &Tensor)> {
+        self.parameters
+            .iter()
+            .flat_map(|p| {
+                [
+                    (p.name.as_str(), &p.value),
+                    (p.momentum_name.as_str(), &p.momentum),
+                ]
+            })
+            .chain(self.statistics.iter().map(|(n, _, t)| (n.as_str(), t)))
+            .collect()
+    }
+}
+
+impl Trainer for TorchTrainer {
+    fn step(&mut self, batch: &Batch, epoch: i64, lr: f32) -> Result<StepOutput> {
+        let x = self.batch_tensor(batch)?;
+        let labels = Tensor::from_slice(&batch.labels)
+            .f_to_device(self.torch_device)
+            .map_err(libtorch("labels"))?;
+        let epoch = Tensor::from_slice(&[epoch])
+            .f_reshape([0i64; 0])
+            .and_then(|e| e.f_to_device(self.torch_device))
+            .map_err(libtorch("epoch"))?;
+        let mut bound = self.bound();
+        bound.extend([
+            (self.data_slot, &x),
+            (self.labels_slot, &labels),
+            (self.epoch_slot, &epoch),
+        ]);
+        let outputs = self
+            .program
+            .run(&self.train_plan, &bound, true, self.torch_device)?;
+        let [loss, logits] = <[Tensor; 2]>::try_from(outputs)
+            .map_err(|_| Error::invalid("the training plan returns loss and logits"))?;
+        let loss_value = loss
+            .f_to_kind(Kind::Float)
+            .and_then(|l| l.f_double_value(&[]))
+            .map_err(libtorch("loss"))? as f32;
+        let logits = convert::f32_vec(&logits.detach()).map_err(libtorch("logits"))?;
+        drop(bound);
+
+        let values: Vec<&Tensor> = self.parameters.iter().map(|p| &p.value).collect();
+        let gradients = Tensor::f_run_backward(&[&loss], &values, false, false)
+            .map_err(libtorch("backward pass"))?;
+        for (parameter, gradient) in self.parameters.iter_mut().zip(&gradients) {
+            self.sgd
+                .update(&mut parameter.value, &mut parameter.momentum, gradient, lr)
+                .map_err(libtorch(&parameter.name))?;
+        }
+        Ok(StepOutput {
+            loss: loss_value,
+            logits,
+        })
+    }
+
+    fn predict(&mut self, batch: &Batch) -> Result<Vec<f32>> {
+        let x = self.batch_tensor(batch)?;
+        let mut bound = self.bound();
+        bound.push((self.data_slot, &x));
+        let outputs = tch::no_grad(|| {
+            self.program
+                .run(&self.eval_plan, &bound, false, self.torch_device)
+        })?;
+        let logits = outputs
+            .first()
+            .ok_or_else(|| Error::invalid("the evaluation plan returns the logits"))?;
+        convert::f32_vec(logits).map_err(libtorch("logits"))
+    }
+
+    fn state(&self) -> Result<HashMap<String, TensorProto>> {
+        self.state_tensors()
+            .into_iter()
+            .map(|(name, value)| Ok((name.to_string(), convert::to_proto(name, &value.detach())?)))
+            .collect()
+    }
+
+    fn set_state(&mut self, state: &HashMap<String, TensorProto>) -> Result<()> {
+        // Everything is checked and converted before anything is replaced.
+        let mut updates = Vec::new();
+        for (name, current) in self.state_tensors() {
+            let tensor = state.get(name).ok_or_else(|| {
+                Error::config(format!("the checkpoint lacks state tensor '{name}'"))
+            })?;
+            if tensor.dims != current.size() {
+                return Err(Error::config(format!(
+                    "checkpoint tensor '{name}' has shape {:?}, the model expects {:?}",
+                    tensor.dims,
+                    current.size()
+                )));
+            }
+            updates.push((
+                current.shallow_clone(),
+                convert::from_proto(tensor, self.torch_device)?,
+            ));
+        }
+        tch::no_grad(|| {
+            for (mut current, new) in updates {
+                current
+                    .f_copy_(&new)
+                    .map_err(libtorch("restoring the state"))?;
+            }
+            Ok(())
+        })
+    }
+
+    fn inference_model(&self) -> Result<ModelProto> {
+        inference_model(&self.step.model, &self.state()?)
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "libtorch {LIBTORCH_VERSION} (tch, ONNX interpreter) on {}",
+            self.device
+        )
+    }
+}

@@ -1,0 +1,230 @@
+//! The ONNX operators the interpreter executes, one small function per op,
+//! registered in one table. Each function reads its inputs and attributes through
+//! [`OpCtx`], with the ONNX default written at the point of use, and returns the
+//! node's outputs in order (an optional output nobody reads may be left out).
+
+mod elementwise;
+mod linalg;
+mod loss;
+mod nn;
+mod reduce;
+mod shape;
+
+use super::convert;
+use crate::onnx::{attribute, AttributeProto, NodeProto, TensorProto};
+use tch::{Kind, Tensor};
+
+/// Why an op failed; the interpreter adds the node's label.
+#[derive(Debug)]
+pub struct OpError(pub String);
+
+impl From<tch::TchError> for OpError {
+    fn from(e: tch::TchError) -> Self {
+        OpError(e.to_string())
+    }
+}
+
+impl From<crate::Error> for OpError {
+    fn from(e: crate::Error) -> Self {
+        OpError(e.to_string())
+    }
+}
+
+pub type OpResult = std::result::Result<Vec<Tensor>, OpError>;
+pub type Op = fn(&OpCtx) -> OpResult;
+
+/// The registry: op type -> implementation.
+const OPS: &[(&str, Op)] = &[
+    ("Identity", elementwise::identity),
+    ("Cast", elementwise::cast),
+    ("CastLike", elementwise::cast_like),
+    ("Neg", elementwise::neg),
+    ("Add", elementwise::add),
+    ("Sub", elementwise::sub),
+    ("Mul", elementwise::mul),
+    ("Div", elementwise::div),
+    ("Pow", elementwise::pow),
+    ("Sqrt", elementwise::sqrt),
+    ("Exp", elementwise::exp),
+    ("Log", elementwise::log),
+    ("Abs", elementwise::abs),
+    ("Reciprocal", elementwise::reciprocal),
+    ("Relu", elementwise::relu),
+    ("LeakyRelu", elementwise::leaky_relu),
+    ("Sigmoid", elementwise::sigmoid),
+    ("Tanh", elementwise::tanh),
+    ("HardSigmoid", elementwise::hard_sigmoid),
+    ("HardSwish", elementwise::hard_swish),
+    ("Clip", elementwise::clip),
+    ("Erf", elementwise::erf),
+    ("Gelu", elementwise::gelu),
+    ("Max", elementwise::max),
+    ("Min", elementwise::min),
+    ("Sum", elementwise::sum),
+    ("Where", elementwise::where_),
+    ("Equal", elementwise::equal),
+    ("Greater", elementwise::greater),
+    ("GreaterOrEqual", elementwise::greater_or_equal),
+    ("Less", elementwise::less),
+    ("LessOrEqual", elementwise::less_or_equal),
+    ("Not", elementwise::not),
+    ("And", elementwise::and),
+    ("Or", elementwise::or),
+    ("MatMul", linalg::matmul),
+    ("Gemm", linalg::gemm),
+    ("ReduceSum", reduce::reduce_sum),
+    ("ReduceMean", reduce::reduce_mean),
+    ("ReduceMax", reduce::reduce_max),
+    ("ReduceMin", reduce::reduce_min),
+    ("ReduceL2", reduce::reduce_l2),
+    ("LpNormalization", reduce::lp_normalization),
+    ("Softmax", loss::softmax),
+    ("LogSoftmax", loss::log_softmax),
+    ("SoftmaxCrossEntropyLoss", loss::softmax_cross_entropy),
+    ("OneHot", loss::one_hot),
+    ("Conv", nn::conv),
+    ("MaxPool", nn::max_pool),
+    ("AveragePool", nn::average_pool),
+    ("GlobalAveragePool", nn::global_average_pool),
+    ("BatchNormalization", nn::batch_normalization),
+    ("LayerNormalization", nn::layer_normalization),
+    ("Dropout", nn::dropout),
+    ("Constant", shape::constant),
+    ("ConstantOfShape", shape::constant_of_shape),
+    ("Shape", shape::shape),
+    ("Size", shape::size),
+    ("Flatten", shape::flatten),
+    ("Reshape", shape::reshape),
+    ("Squeeze", shape::squeeze),
+    ("Unsqueeze", shape::unsqueeze),
+    ("Transpose", shape::transpose),
+    ("Concat", shape::concat),
+    ("Split", shape::split),
+    ("Slice", shape::slice),
+    ("Pad", shape::pad),
+    ("Gather", shape::gather),
+    ("Expand", shape::expand),
+];
+
+/// The implementation of a default-domain op, if the interpreter has one.
+pub fn op_for(op_type: &str) -> Option<Op> {
+    OPS.iter()
+        .find(|(name, _)| *name == op_type)
+        .map(|(_, op)| *op)
+}
+
+/// Every op the interpreter executes, sorted.
+pub fn supported_ops() -> Vec<&'static str> {
+    let mut ops: Vec<&str> = OPS.iter().map(|(name, _)| *name).collect();
+    ops.sort_unstable();
+    ops
+}
+
+/// What an op sees of one node execution.
+pub struct OpCtx<'a> {
+    pub node: &'a NodeProto,
+    pub opset: i64,
+    /// Training step (BatchNorm in training mode uses batch statistics, Dropout
+    /// follows its `training_mode` input) rather than evaluation.
+    pub training: bool,
+    pub device: tch::Device,
+    /// One entry per node input; `None` for an omitted optional input.
+    pub inputs: Vec<Option<&'a Tensor>>,
+}
+
+impl<'a> OpCtx<'a> {
+    pub fn input(&self, index: usize) -> Result<&'a Tensor, OpError> {
+        self.opt_input(index)
+            .ok_or_else(|| OpError(format!("input {index} is missing")))
+    }
+
+    pub fn opt_input(&self, index: usize) -> Option<&'a Tensor> {
+        self.inputs.get(index).copied().flatten()
+    }
+
+    /// The present inputs, in order (variadic ops).
+    pub fn present_inputs(&self) -> Vec<&'a Tensor> {
+        self.inputs.iter().flatten().copied().collect()
+    }
+
+    /// Whether output `index` is read by anything (named in the node).
+    pub fn wants_output(&self, index: usize) -> bool {
+        self.node.output.get(index).is_some_and(|o| !o.is_empty())
+    }
+
+    pub fn attr(&self, name: &str) -> Option<&'a AttributeProto> {
+        attribute(self.node, name)
+    }
+
+    pub fn attr_int(&self, name: &str, default: i64) -> i64 {
+        self.attr(name).and_then(|a| a.i).unwrap_or(default)
+    }
+
+    pub fn attr_float(&self, name: &str, default: f32) -> f32 {
+        self.attr(name).and_then(|a| a.f).unwrap_or(default)
+    }
+
+    pub fn attr_ints(&self, name: &str) -> Option<Vec<i64>> {
+        self.attr(name).map(|a| a.ints.clone())
+    }
+
+    pub fn attr_string(&self, name: &str, default: &str) -> String {
+        self.attr(name)
+            .and_then(|a| a.s.as_ref())
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .unwrap_or_else(|| default.to_string())
+    }
+
+    pub fn attr_tensor(&self, name: &str) -> Option<&'a TensorProto> {
+        self.attr(name).and_then(|a| a.t.as_ref())
+    }
+
+    /// An integer input read to the host (shapes, axes, pads, slice bounds).
+    pub fn ints_input(&self, index: usize) -> Result<Vec<i64>, OpError> {
+        Ok(convert::i64_vec(self.input(index)?)?)
+    }
+
+    pub fn opt_ints_input(&self, index: usize) -> Result<Option<Vec<i64>>, OpError> {
+        self.opt_input(index)
+            .map(|t| convert::i64_vec(t).map_err(OpError::from))
+            .transpose()
+    }
+
+    /// A scalar input read to the host as f64.
+    pub fn scalar_input(&self, index: usize) -> Result<Option<f64>, OpError> {
+        match self.opt_input(index) {
+            None => Ok(None),
+            Some(t) => Ok(Some(t.f_to_kind(Kind::Double)?.f_double_value(&[])?)),
+        }
+    }
+
+    /// Axes the op lists: an attribute before `input_from_opset`, input `index` from it.
+    pub fn axes(&self, input_from_opset: i64, index: usize) -> Result<Option<Vec<i64>>, OpError> {
+        if self.opset >= input_from_opset {
+            self.opt_ints_input(index)
+        } else {
+            Ok(self.attr_ints("axes"))
+        }
+    }
+
+    pub fn error(&self, reason: impl Into<String>) -> OpError {
+        OpError(reason.into())
+    }
+}
+
+/// `axis` (possibly negative) as an index into `rank` dimensions.
+pub fn normalize_axis(axis: i64, rank: usize) -> Result<i64, OpError> {
+    let rank = rank as i64;
+    let resolved = if axis < 0 { axis + rank } else { axis };
+    if (0..rank.max(1)).contains(&resolved) {
+        Ok(resolved)
+    } else {
+        Err(OpError(format!(
+            "axis {axis} is out of range for rank {rank}"
+        )))
+    }
+}
+
+pub fn one(t: Tensor) -> OpResult {
+    Ok(vec![t])
+}
