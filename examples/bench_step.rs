@@ -114,11 +114,13 @@ fn main() -> Result<()> {
         Ok(())
     };
     run_inference(&mut inference)?;
-    let started = Instant::now();
+    let mut inference_times = Vec::with_capacity(args.steps);
     for _ in 0..args.steps {
+        let started = Instant::now();
         run_inference(&mut inference)?;
+        inference_times.push(started.elapsed().as_secs_f64());
     }
-    let inference_rate = (args.steps * args.batch) as f64 / started.elapsed().as_secs_f64();
+    let inference_rate = Rates::of(&inference_times, args.batch);
 
     let profile_prefix = std::env::temp_dir().join("ldam_onnx_step_profile");
     let mut train = session(
@@ -161,12 +163,14 @@ fn main() -> Result<()> {
             Ok(outputs["loss"].try_extract_tensor::<f32>()?.1[0])
         };
     let first = run_step(&mut train, &mut state)?;
-    let started = Instant::now();
     let mut last = first;
+    let mut step_times = Vec::with_capacity(args.steps);
     for _ in 0..args.steps {
+        let started = Instant::now();
         last = run_step(&mut train, &mut state)?;
+        step_times.push(started.elapsed().as_secs_f64());
     }
-    let train_rate = (args.steps * args.batch) as f64 / started.elapsed().as_secs_f64();
+    let train_rate = Rates::of(&step_times, args.batch);
 
     println!(
         "model: {}  batch {}  steps {}  threads {}",
@@ -176,14 +180,41 @@ fn main() -> Result<()> {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     println!("loss: first step {first:.4}, last step {last:.4}");
-    println!("inference (forward only): {inference_rate:9.1} images/s");
-    println!("training step:            {train_rate:9.1} images/s  ({:.2}x the inference time per image)", inference_rate / train_rate);
+    // The best run is the least disturbed by other load on a shared machine.
+    println!(
+        "inference (forward only): {:9.1} images/s  (best run {:.1})",
+        inference_rate.mean, inference_rate.best
+    );
+    println!(
+        "training step:            {:9.1} images/s  (best step {:.1}; {:.2}x the inference time per image, {:.2}x best to best)",
+        train_rate.mean,
+        train_rate.best,
+        inference_rate.mean / train_rate.mean,
+        inference_rate.best / train_rate.best
+    );
 
     if args.profile {
         let file = train.end_profiling()?;
         print_profile(&file)?;
     }
     Ok(())
+}
+
+/// Images per second over all timed runs, and in the fastest one.
+struct Rates {
+    mean: f64,
+    best: f64,
+}
+
+impl Rates {
+    fn of(seconds: &[f64], batch: usize) -> Rates {
+        let total: f64 = seconds.iter().sum();
+        let fastest = seconds.iter().copied().fold(f64::INFINITY, f64::min);
+        Rates {
+            mean: (seconds.len() * batch) as f64 / total,
+            best: batch as f64 / fastest,
+        }
+    }
 }
 
 /// Sums ONNX Runtime's per-node kernel times by op type.

@@ -292,6 +292,90 @@ fn conv2d_same_lower_auto_pad_with_even_kernel_matches_finite_differences() {
     );
 }
 
+/// The op types the backward of a float32 Conv with weight `w` emits.
+fn conv_backward_ops(x_dims: &[i64], w_dims: &[i64], attrs: Vec<AttributeProto>) -> Vec<String> {
+    let mut rng = Rng::new(0);
+    let m = model(
+        one_node("Conv", &["x", "w"], attrs),
+        x_dims,
+        FLOAT,
+        vec![param_f32(&mut rng, "w", w_dims)],
+        17,
+    );
+    let loss_model = with_sum_loss(&m, FLOAT);
+    let (grad_model, _) =
+        ldam_onnx::autodiff::gradient_model(&loss_model, "loss", &["x".to_string()]).unwrap();
+    grad_model.graph.unwrap().node[2..]
+        .iter()
+        .map(|n| n.op_type().to_string())
+        .collect()
+}
+
+#[test]
+fn conv_input_gradient_is_a_conv_for_unit_strides_and_a_conv_transpose_otherwise() {
+    let unit = vec![attr_ints("pads", &[1, 1, 1, 1])];
+    let ops = conv_backward_ops(&[2, 3, 6, 6], &[4, 3, 3, 3], unit);
+    assert!(ops.contains(&"Conv".to_string()), "{ops:?}");
+    assert!(!ops.contains(&"ConvTranspose".to_string()), "{ops:?}");
+    let strided = vec![attr_ints("strides", &[2, 2])];
+    let ops = conv_backward_ops(&[2, 3, 6, 6], &[4, 3, 3, 3], strided);
+    assert!(ops.contains(&"ConvTranspose".to_string()), "{ops:?}");
+}
+
+#[test]
+fn conv2d_stride_1_grouped_with_asymmetric_pads_matches_finite_differences() {
+    // Two groups of three outputs: the flipped kernel swaps channels within each group.
+    conv_check(
+        &[2, 4, 6, 7],
+        &[6, 2, 3, 2],
+        vec![attr_int("group", 2), attr_ints("pads", &[0, 1, 2, 0])],
+        14,
+    );
+}
+
+#[test]
+fn conv2d_stride_1_dilated_with_uneven_kernel_matches_finite_differences() {
+    conv_check(
+        &[2, 3, 9, 8],
+        &[4, 3, 2, 3],
+        vec![
+            attr_ints("dilations", &[3, 2]),
+            attr_ints("pads", &[2, 1, 1, 2]),
+        ],
+        15,
+    );
+}
+
+#[test]
+fn conv2d_stride_1_same_upper_even_kernel_matches_finite_differences() {
+    conv_check(
+        &[2, 3, 5, 6],
+        &[2, 3, 2, 2],
+        vec![attr_string("auto_pad", "SAME_UPPER")],
+        16,
+    );
+}
+
+#[test]
+fn conv_stride_1_with_pads_wider_than_the_kernel_matches_finite_differences() {
+    // A pad of 3 beside a 2-wide kernel would need a negative pad in the flipped
+    // convolution, so this one stays a ConvTranspose.
+    let attrs = || vec![attr_ints("pads", &[3, 0, 0, 1])];
+    let ops = conv_backward_ops(&[2, 3, 5, 5], &[4, 3, 2, 2], attrs());
+    assert!(ops.contains(&"ConvTranspose".to_string()), "{ops:?}");
+    conv_check(&[2, 3, 5, 5], &[4, 3, 2, 2], attrs(), 17);
+}
+
+#[test]
+fn conv3d_stride_1_grouped_matches_finite_differences() {
+    conv_check(
+        &[2, 4, 4, 5, 3],
+        &[4, 2, 2, 3, 2],
+        vec![attr_int("group", 2), attr_ints("pads", &[1, 1, 0, 0, 1, 1])],
+        18,
+    );
+}
+
 #[test]
 fn conv_without_static_spatial_shape_is_refused_with_the_reason() {
     let mut rng = Rng::new(6);
@@ -541,6 +625,62 @@ fn batch_norm_training_mode_4d_matches_finite_differences_of_batch_statistics() 
 fn batch_norm_training_mode_2d_with_reduce_axes_as_input_matches_finite_differences() {
     // BatchNorm1d on [N, C], opset 18 where ReduceMean takes its axes as an input.
     bn_training_check(&[6, 4], 18, 42);
+}
+
+#[test]
+fn batch_norm_training_mode_gradient_is_the_closed_form_without_statistics_chain() {
+    // The backward reuses the forward's centred input: no gradient flows through
+    // the ReduceMean statistics, whose rules would Expand their gradients back.
+    let mut rng = Rng::new(44);
+    let nodes = vec![node(
+        "BatchNormalization",
+        &BN_INPUTS,
+        &["y", "running_mean_out", "running_var_out"],
+        vec![attr_int("training_mode", 1)],
+    )];
+    let m = model(nodes, &[2, 3, 4, 4], DOUBLE, bn_params(&mut rng, 3), 17);
+    let loss_model = with_sum_loss(&m, DOUBLE);
+    let wrt: Vec<String> = ["x", "scale", "bias"].map(String::from).to_vec();
+    let (grad_model, _) = ldam_onnx::autodiff::gradient_model(&loss_model, "loss", &wrt).unwrap();
+    let ops: Vec<&str> = grad_model
+        .graph
+        .as_ref()
+        .unwrap()
+        .node
+        .iter()
+        .map(|n| n.op_type())
+        .collect();
+    // One Expand: the gradient of the ReduceSum loss itself.
+    assert_eq!(
+        ops.iter().filter(|&&op| op == "Expand").count(),
+        1,
+        "{ops:?}"
+    );
+    assert_eq!(
+        ops.iter().filter(|&&op| op == "ReduceMean").count(),
+        2,
+        "{ops:?}"
+    );
+    assert_eq!(
+        ops.iter().filter(|&&op| op == "ReduceSum").count(),
+        3,
+        "{ops:?}"
+    );
+}
+
+#[test]
+fn batch_norm_training_mode_with_epsilon_and_opset_14_matches_finite_differences() {
+    let mut rng = Rng::new(45);
+    let dims = [4, 2, 3, 2];
+    let x = data_f64(&mut rng, &dims);
+    let nodes = vec![node(
+        "BatchNormalization",
+        &BN_INPUTS,
+        &["y", "running_mean_out", "running_var_out"],
+        vec![attr_int("training_mode", 1), attr_float("epsilon", 0.1)],
+    )];
+    let m = model(nodes, &dims, DOUBLE, bn_params(&mut rng, 2), 14);
+    GradCheck::f64(m, vec![("x", x)], &["x", "scale", "bias"]).run();
 }
 
 #[test]

@@ -323,61 +323,102 @@ fn split_gradient_concatenates_with_zeros_for_an_unused_output() {
 // ---------------------------------------------------------------------------
 // Slice.
 
-#[test]
-fn strided_slice_gradient_scatters_into_zeros_on_two_axes() {
-    // x[:, :, ::2, ::2], odd and even spatial sizes.
+/// A Slice of `x` with constant starts, ends, axes and steps.
+fn slice_case(dims: &[i64], starts: &[i64], ends: &[i64], axes: &[i64], steps: &[i64]) -> Case {
     Case::new(one(
         "Slice",
         &["x", "starts", "ends", "axes", "steps"],
         vec![],
     ))
-    .input("x", &[-1, 2, 5, 4])
-    .ints("starts", &[0, 0])
-    .ints("ends", &[END, END])
-    .ints("axes", &[2, 3])
-    .ints("steps", &[2, 2])
-    .check(&["x"]);
-    // Stride 3 from an offset, on a negative axis.
-    Case::new(one(
-        "Slice",
-        &["x", "starts", "ends", "axes", "steps"],
-        vec![],
-    ))
-    .input("x", &[-1, 8])
-    .ints("starts", &[1])
-    .ints("ends", &[-1])
-    .ints("axes", &[-1])
-    .ints("steps", &[3])
-    .batch(2)
-    .check(&["x"]);
+    .input("x", dims)
+    .ints("starts", starts)
+    .ints("ends", ends)
+    .ints("axes", axes)
+    .ints("steps", steps)
+}
+
+fn assert_placed_without_scatter(case: &Case) {
+    let ops = case.backward_ops("x");
+    assert!(!ops.contains(&"ScatterElements".to_string()), "{ops:?}");
 }
 
 #[test]
-fn negative_step_slice_gradient_scatters_in_reverse() {
-    // x[:, ::-1]: start -1, end "before the beginning".
-    Case::new(one(
-        "Slice",
-        &["x", "starts", "ends", "axes", "steps"],
-        vec![],
-    ))
-    .input("x", &[-1, 5])
-    .ints("starts", &[-1])
-    .ints("ends", &[i64::MIN])
-    .ints("axes", &[1])
-    .ints("steps", &[-1])
-    .check(&["x"]);
+fn strided_slice_gradient_pads_into_blocks_on_two_axes() {
+    // x[:, :, ::2, ::2], odd and even spatial sizes (the odd one overruns and is cropped).
+    let case = slice_case(&[-1, 2, 5, 4], &[0, 0], &[END, END], &[2, 3], &[2, 2]);
+    assert_placed_without_scatter(&case);
+    case.check(&["x"]);
+    // Stride 3 from an offset, on a negative axis.
+    let case = slice_case(&[-1, 8], &[1], &[-1], &[-1], &[3]).batch(2);
+    assert_placed_without_scatter(&case);
+    case.check(&["x"]);
+}
+
+#[test]
+fn strided_slice_gradient_with_offsets_steps_2_and_3_and_a_unit_step_axis() {
+    // x[:, 1:, 2:7:3, 1:4]: offsets that are not multiples of the step.
+    let case = slice_case(
+        &[-1, 3, 8, 5],
+        &[1, 2, 1],
+        &[END, 7, 4],
+        &[1, 2, 3],
+        &[2, 3, 1],
+    )
+    .batch(2);
+    assert_placed_without_scatter(&case);
+    case.check(&["x"]);
+}
+
+#[test]
+fn strided_slice_gradient_before_a_symbolic_axis() {
+    // x[1::2] on [4, N]: the merged shape infers N with -1.
+    let case = slice_case(&[5, -1], &[1], &[END], &[0], &[2]);
+    assert_placed_without_scatter(&case);
+    case.check(&["x"]);
+    // Two symbolic axes after the strided one cannot both be inferred: scatter.
+    let case = slice_case(&[5, -1, -1], &[0], &[END], &[0], &[2]).batch(2);
+    assert!(case
+        .backward_ops("x")
+        .contains(&"ScatterElements".to_string()));
+    case.check(&["x"]);
+}
+
+#[test]
+fn negative_step_slice_gradient_reverses_then_pads() {
+    // x[:, ::-1]: start -1, end "before the beginning"; reversing g is all it takes.
+    let case = slice_case(&[-1, 5], &[-1], &[i64::MIN], &[1], &[-1]);
+    assert!(!case.backward_ops("x").contains(&"Pad".to_string()));
+    assert_placed_without_scatter(&case);
+    case.check(&["x"]);
     // x[:, 4:0:-2, 1:]: a clamped start past the end, mixed with a unit step.
-    Case::new(one(
-        "Slice",
-        &["x", "starts", "ends", "axes", "steps"],
-        vec![],
-    ))
-    .input("x", &[-1, 6, 3])
-    .ints("starts", &[40, 1])
-    .ints("ends", &[0, END])
-    .ints("axes", &[1, 2])
-    .ints("steps", &[-2, 1])
-    .check(&["x"]);
+    let case = slice_case(&[-1, 6, 3], &[40, 1], &[0, END], &[1, 2], &[-2, 1]);
+    assert_placed_without_scatter(&case);
+    case.check(&["x"]);
+    // x[:, ::-3, 5:1:-2] on odd sizes: reversed strided selections on two axes.
+    let case = slice_case(&[-1, 7, 6], &[-1, 5], &[i64::MIN, 1], &[1, 2], &[-3, -2]).batch(2);
+    assert_placed_without_scatter(&case);
+    case.check(&["x"]);
+}
+
+#[test]
+fn empty_strided_selection_gradient_is_all_zeros() {
+    // x[:, 5:2:2] selects nothing; concatenated with x so that the loss is not empty.
+    let nodes = vec![
+        node(
+            "Slice",
+            &["x", "starts", "ends", "axes", "steps"],
+            &["empty"],
+            vec![],
+        ),
+        node("Concat", &["empty", "x"], &["y"], vec![attr_int("axis", 1)]),
+    ];
+    Case::new(nodes)
+        .input("x", &[-1, 6])
+        .ints("starts", &[5])
+        .ints("ends", &[2])
+        .ints("axes", &[1])
+        .ints("steps", &[2])
+        .check(&["x"]);
 }
 
 #[test]

@@ -3,10 +3,11 @@
 //! A training-mode BatchNormalization normalises with the batch's own mean and
 //! (biased) variance. We compute those two per-channel statistics with plain
 //! ReduceMean nodes just before the node and feed them to the same op in its
-//! inference form. The gradient rule then only knows the inference form, and the
-//! chain rule through the ReduceMean nodes yields the exact training-mode
-//! gradient; the statistics are also exactly what the running-statistics update
-//! needs (PyTorch-style, in `compile::sgd`).
+//! inference form; they are exactly what the running-statistics update needs
+//! (PyTorch-style, in `compile::sgd`). The gradient rule recognises statistics
+//! written this way (`centered_input`) and emits the closed-form training-mode
+//! gradient, reusing the centred input; the chain rule through the ReduceMean
+//! nodes would give the same values with about three times the full-size ops.
 
 use crate::error::{Error, Result};
 use crate::onnx::builder::{attr_int, attr_ints, Emitter};
@@ -133,11 +134,17 @@ fn make_explicit(
         name => name.to_string(),
     };
     let hint = format!("bn/{}", node_name.trim_start_matches('/').replace('/', "_"));
-    // Every axis but the channel (axis 1).
-    let axes: Vec<i64> = std::iter::once(0).chain(2..rank as i64).collect();
+    let axes = statistic_axes(rank);
 
     let mean_kept = reduce_mean(b, &x, &axes, true, &format!("{hint}/mean_kept"));
-    let batch_mean = reduce_mean(b, &x, &axes, false, &format!("{hint}/batch_mean"));
+    // [1, C, 1, ...] -> [C]: the same values, no second pass over X.
+    let flat = b.constant(&format!("{hint}/flat"), i64_tensor("", &[1], &[-1]));
+    let batch_mean = b.op(
+        "Reshape",
+        &[&mean_kept, &flat],
+        vec![],
+        &format!("{hint}/batch_mean"),
+    );
     let centered = b.sub(&x, &mean_kept, &format!("{hint}/centered"));
     let squared = b.mul(&centered, &centered, &format!("{hint}/squared"));
     let batch_var = reduce_mean(b, &squared, &axes, false, &format!("{hint}/batch_var"));
@@ -145,14 +152,15 @@ fn make_explicit(
     let size = b.op("Size", &[&x], vec![], &format!("{hint}/size"));
     let channels = b.op("Size", &[&batch_mean], vec![], &format!("{hint}/channels"));
     let count = b.div(&size, &channels, &format!("{hint}/count_i64"));
+    let elem_type = shapes.elem_type(&x).unwrap_or(FLOAT);
+    // Cast rather than CastLike, which only exists from opset 15.
     let per_channel_count = b.op(
-        "CastLike",
-        &[&count, &x],
-        vec![],
+        "Cast",
+        &[&count],
+        vec![attr_int("to", i64::from(elem_type))],
         &format!("{hint}/per_channel_count"),
     );
 
-    let elem_type = shapes.elem_type(&x).unwrap_or(FLOAT);
     let x_shape = shapes.shape(&x).map(<[Dim]>::to_vec);
     let channel_dim = x_shape.as_ref().map_or(Dim::Unknown, |s| s[1].clone());
     let channel_only = |keep: bool| -> Vec<Dim> {
@@ -213,4 +221,69 @@ fn reduce_mean(b: &mut Emitter, x: &str, axes: &[i64], keepdims: bool, hint: &st
             hint,
         )
     }
+}
+
+/// The centred input C = X - mean(X) of an inference-form BatchNormalization whose
+/// mean and variance inputs are the batch statistics of its own input X, written
+/// as `explicit_statistics` writes them: mean = ReduceMean(X) (kept dims dropped
+/// by a Reshape to [-1], or by keepdims=0) and var = ReduceMean(C * C), both
+/// over every axis but the channel. For such a node the gradient rule emits the
+/// closed-form training-mode gradient, reusing C from the forward pass, instead
+/// of differentiating through the statistics.
+pub fn centered_input<'g>(
+    node: &NodeProto,
+    producer: impl Fn(&str) -> Option<&'g NodeProto>,
+    shapes: &ValueShapes,
+) -> Option<String> {
+    let x = node.input.first()?.as_str();
+    let rank = shapes.rank(x)?;
+    let reduces = |node: &NodeProto, input: &str, keepdims: bool| -> bool {
+        node.op_type() == "ReduceMean"
+            && node.input.first().map(String::as_str) == Some(input)
+            && crate::onnx::attr_int(node, "keepdims", 1) == i64::from(keepdims)
+            && reduce_axes(node, shapes, rank).as_deref() == Some(&statistic_axes(rank)[..])
+    };
+    let var = producer(node.input.get(4)?)?;
+    let squared = producer(var.input.first()?)?;
+    let centered = squared.input.first()?;
+    if squared.op_type() != "Mul" || squared.input.get(1) != Some(centered) {
+        return None;
+    }
+    if !reduces(var, &squared.output[0], false) {
+        return None;
+    }
+    let subtraction = producer(centered)?;
+    if subtraction.op_type() != "Sub" || subtraction.input.first().map(String::as_str) != Some(x) {
+        return None;
+    }
+    let mean_kept = subtraction.input.get(1)?;
+    if !reduces(producer(mean_kept)?, x, true) {
+        return None;
+    }
+    let mean = producer(node.input.get(3)?)?;
+    let same_mean = reduces(mean, x, false)
+        || (mean.op_type() == "Reshape"
+            && mean.input.first() == Some(mean_kept)
+            && mean.input.get(1).and_then(|shape| shapes.const_ints(shape)) == Some(&[-1][..]));
+    same_mean.then(|| centered.clone())
+}
+
+/// Every axis of a rank-`rank` tensor but the channel (axis 1).
+fn statistic_axes(rank: usize) -> Vec<i64> {
+    std::iter::once(0).chain(2..rank as i64).collect()
+}
+
+/// A ReduceMean's constant axes (an input from opset 18, an attribute before),
+/// non-negative and sorted.
+fn reduce_axes(node: &NodeProto, shapes: &ValueShapes, rank: usize) -> Option<Vec<i64>> {
+    let axes = match node.input.get(1).filter(|a| !a.is_empty()) {
+        Some(axes) => shapes.const_ints(axes)?.to_vec(),
+        None => attribute(node, "axes").map(|a| a.ints.clone())?,
+    };
+    let mut axes: Vec<i64> = axes
+        .into_iter()
+        .map(|a| if a < 0 { a + rank as i64 } else { a })
+        .collect();
+    axes.sort_unstable();
+    Some(axes)
 }

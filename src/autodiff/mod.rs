@@ -45,6 +45,16 @@ pub fn differentiate(
         )));
     }
     let relevant = nodes_on_path_to(&forward, &active, loss);
+    let producers: HashMap<&str, usize> = forward
+        .iter()
+        .enumerate()
+        .flat_map(|(index, node)| {
+            node.output
+                .iter()
+                .filter(|o| !o.is_empty())
+                .map(move |o| (o.as_str(), index))
+        })
+        .collect();
 
     let mut contributions: HashMap<String, Vec<String>> = HashMap::new();
     let loss_type = shapes.elem_type(loss).unwrap_or(FLOAT);
@@ -56,7 +66,7 @@ pub fn differentiate(
         if !relevant[index] {
             continue;
         }
-        let node = forward[index].clone();
+        let node = &forward[index];
         let output_grads: Vec<Option<String>> = node
             .output
             .iter()
@@ -81,13 +91,15 @@ pub fn differentiate(
             Error::invalid(format!(
                 "no gradient rule for op '{}' ({}), which lies between a trainable tensor and the loss; supported ops: {}",
                 node.op_type(),
-                node_label(&node),
+                node_label(node),
                 rules::supported_ops().join(", ")
             ))
         })?;
         let mut ctx = GradCtx {
-            node: &node,
+            node,
             node_index: index,
+            forward: &forward,
+            producers: &producers,
             b: &mut *b,
             shapes: &mut *shapes,
             output_grads,
@@ -96,7 +108,7 @@ pub fn differentiate(
         };
         let input_grads = rule(&mut ctx).map_err(|e| match e {
             Error::Invalid { reason } => {
-                Error::invalid(format!("gradient of {}: {reason}", node_label(&node)))
+                Error::invalid(format!("gradient of {}: {reason}", node_label(node)))
             }
             other => other,
         })?;
@@ -243,6 +255,8 @@ pub fn scalar(elem_type: i32, value: f64) -> TensorProto {
 pub struct GradCtx<'a> {
     pub node: &'a NodeProto,
     node_index: usize,
+    forward: &'a [NodeProto],
+    producers: &'a HashMap<&'a str, usize>,
     pub b: &'a mut Emitter,
     pub shapes: &'a mut ValueShapes,
     output_grads: Vec<Option<String>>,
@@ -261,6 +275,11 @@ impl<'a> GradCtx<'a> {
     /// Name of output `k`.
     pub fn o(&self, k: usize) -> &'a str {
         self.node.output.get(k).map_or("", String::as_str)
+    }
+    /// The forward node that computes `value` (none for graph inputs and
+    /// initializers), for rules that reuse what the forward pass already computed.
+    pub fn producer(&self, value: &str) -> Option<&'a NodeProto> {
+        self.producers.get(value).map(|&index| &self.forward[index])
     }
     /// Gradient of output `k`, if the loss depends on it.
     pub fn go(&self, k: usize) -> Option<String> {

@@ -1,14 +1,16 @@
 //! Training with ONNX Runtime: the compiled training-step graph runs in one
-//! session; every state tensor's `S.next` output becomes the `S` input of the next
-//! step as the same runtime value, without a copy through host arrays.
+//! session through an IoBinding; every state tensor's `S.next` output stays in the
+//! execution provider's memory and becomes the `S` input of the next step as the
+//! same runtime value, without a copy through host arrays.
 
 use super::{Batch, Device, StepOutput, Trainer};
 use crate::compile::{inference_model, TrainStep, LR_INPUT};
 use crate::error::{Error, Result};
 use crate::onnx::tensor::{f32_values, FLOAT};
 use crate::onnx::{ModelProto, TensorProto};
-use ort::session::{Session, SessionInputValue};
-use ort::value::{DynValue, Tensor};
+use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
+use ort::session::{IoBinding, Session, SessionInputValue};
+use ort::value::{Tensor, TensorValueType};
 use std::collections::HashMap;
 
 fn runtime_error(context: &str) -> impl Fn(ort::Error) -> Error + '_ {
@@ -65,6 +67,15 @@ fn cuda(
 pub struct OrtTrainer {
     step_model: ModelProto,
     session: Session,
+    /// Inputs and outputs of the step, bound once per step: the state tensors stay
+    /// where the execution provider computed them (device memory on CUDA) from
+    /// one step to the next; only the batch goes in and the loss and logits come
+    /// out through host memory.
+    binding: IoBinding,
+    /// Where state outputs are allocated: the execution provider's own memory.
+    device_memory: MemoryInfo<'static>,
+    /// Where the loss and logits are allocated: host memory, read every step.
+    host_memory: MemoryInfo<'static>,
     device: Device,
     data_input: String,
     labels_input: String,
@@ -72,10 +83,25 @@ pub struct OrtTrainer {
     loss_output: String,
     logits_output: String,
     /// (S, S.next, current value), in the step's state order.
-    state: Vec<(String, String, DynValue)>,
+    state: Vec<(String, String, Tensor<f32>)>,
     /// Dims of each state tensor, for reading values back.
     dims: HashMap<String, Vec<i64>>,
     predictor: Option<Session>,
+}
+
+/// Memory of `device`'s execution provider.
+fn memory_of(device: Device) -> Result<MemoryInfo<'static>> {
+    let (allocation_device, id) = match device {
+        Device::Cpu => (AllocationDevice::CPU, 0),
+        Device::Cuda(index) => (AllocationDevice::CUDA, index as i32),
+    };
+    MemoryInfo::new(
+        allocation_device,
+        id,
+        AllocatorType::Device,
+        MemoryType::Default,
+    )
+    .map_err(runtime_error("memory info"))
 }
 
 impl OrtTrainer {
@@ -108,6 +134,8 @@ impl OrtTrainer {
                 )))
             }
         };
+        // The session first: it loads ONNX Runtime, which creating values needs.
+        let session = session(&step.model, device)?;
         let mut state = Vec::new();
         let mut dims = HashMap::new();
         for s in &step.state {
@@ -121,8 +149,14 @@ impl OrtTrainer {
             dims.insert(s.name.clone(), tensor.dims.clone());
             state.push((s.name.clone(), s.next.clone(), to_value(tensor)?));
         }
+        let binding = session.create_binding().map_err(runtime_error(
+            "binding the training step's inputs and outputs",
+        ))?;
         Ok(OrtTrainer {
-            session: session(&step.model, device)?,
+            session,
+            binding,
+            device_memory: memory_of(device)?,
+            host_memory: memory_of(Device::Cpu)?,
             step_model: step.model.clone(),
             device,
             data_input,
@@ -137,7 +171,8 @@ impl OrtTrainer {
     }
 }
 
-fn to_value(tensor: &TensorProto) -> Result<DynValue> {
+/// A state tensor as a host value; binding it copies it to the device once.
+fn to_value(tensor: &TensorProto) -> Result<Tensor<f32>> {
     if tensor.data_type() != FLOAT {
         return Err(Error::invalid(format!(
             "state tensor '{}' is not float32",
@@ -150,47 +185,50 @@ fn to_value(tensor: &TensorProto) -> Result<DynValue> {
             tensor.name()
         ))
     })?;
-    Ok(Tensor::from_array((tensor.dims.clone(), values))
-        .map_err(runtime_error(tensor.name()))?
-        .into_dyn())
+    Tensor::from_array((tensor.dims.clone(), values)).map_err(runtime_error(tensor.name()))
 }
 
-fn batch_inputs<'v>(name: &str, batch: &Batch) -> Result<(String, SessionInputValue<'v>)> {
-    let x = Tensor::from_array((batch.shape.clone(), batch.data.clone()))
-        .map_err(runtime_error("input batch"))?;
-    Ok((name.to_string(), x.into()))
+fn batch_tensor(batch: &Batch) -> Result<Tensor<f32>> {
+    Tensor::from_array((batch.shape.clone(), batch.data.clone()))
+        .map_err(runtime_error("input batch"))
 }
 
 impl Trainer for OrtTrainer {
     fn step(&mut self, batch: &Batch, epoch: i64, lr: f32) -> Result<StepOutput> {
         let n = batch.labels.len() as i64;
-        let mut inputs: Vec<(String, SessionInputValue<'_>)> = vec![
-            batch_inputs(&self.data_input, batch)?,
-            (
-                self.labels_input.clone(),
-                Tensor::from_array((vec![n], batch.labels.clone()))
-                    .map_err(runtime_error("labels"))?
-                    .into(),
-            ),
-            (
-                self.epoch_input.clone(),
-                Tensor::from_array((Vec::<i64>::new(), vec![epoch]))
-                    .map_err(runtime_error("epoch"))?
-                    .into(),
-            ),
-            (
-                LR_INPUT.to_string(),
-                Tensor::from_array((Vec::<i64>::new(), vec![lr]))
-                    .map_err(runtime_error("lr"))?
-                    .into(),
-            ),
-        ];
-        for (name, _, value) in &self.state {
-            inputs.push((name.clone(), SessionInputValue::from(value.view())));
+        let labels =
+            Tensor::from_array((vec![n], batch.labels.clone())).map_err(runtime_error("labels"))?;
+        let epoch =
+            Tensor::from_array((Vec::<i64>::new(), vec![epoch])).map_err(runtime_error("epoch"))?;
+        let lr = Tensor::from_array((Vec::<i64>::new(), vec![lr])).map_err(runtime_error("lr"))?;
+        let bind = runtime_error("binding the step's inputs and outputs");
+        let binding = &mut self.binding;
+        binding
+            .bind_input(&self.data_input, &batch_tensor(batch)?)
+            .map_err(&bind)?;
+        binding
+            .bind_input(&self.labels_input, &labels)
+            .map_err(&bind)?;
+        binding
+            .bind_input(&self.epoch_input, &epoch)
+            .map_err(&bind)?;
+        binding.bind_input(LR_INPUT, &lr).map_err(&bind)?;
+        for name in [&self.loss_output, &self.logits_output] {
+            binding
+                .bind_output_to_device(name, &self.host_memory)
+                .map_err(&bind)?;
+        }
+        for (name, next, value) in &self.state {
+            binding.bind_input(name, value).map_err(&bind)?;
+            // Bound afresh every step so that ONNX Runtime allocates a new tensor
+            // instead of writing into last step's output, which is this step's input.
+            binding
+                .bind_output_to_device(next, &self.device_memory)
+                .map_err(&bind)?;
         }
         let mut outputs = self
             .session
-            .run(inputs)
+            .run_binding(&self.binding)
             .map_err(runtime_error("training step"))?;
         let loss = outputs[self.loss_output.as_str()]
             .try_extract_tensor::<f32>()
@@ -203,10 +241,13 @@ impl Trainer for OrtTrainer {
             .to_vec();
         let mut next_values = Vec::with_capacity(self.state.len());
         for (_, next, _) in &self.state {
+            let value = outputs
+                .remove(next.as_str())
+                .ok_or_else(|| Error::invalid(format!("the step did not return '{next}'")))?;
             next_values.push(
-                outputs
-                    .remove(next.as_str())
-                    .ok_or_else(|| Error::invalid(format!("the step did not return '{next}'")))?,
+                value
+                    .downcast::<TensorValueType<f32>>()
+                    .map_err(runtime_error(next))?,
             );
         }
         drop(outputs);
@@ -224,7 +265,10 @@ impl Trainer for OrtTrainer {
         }
         let predictor = self.predictor.as_mut().expect("set above");
         let outputs = predictor
-            .run(vec![batch_inputs(&self.data_input, batch)?])
+            .run(vec![(
+                self.data_input.clone(),
+                SessionInputValue::from(batch_tensor(batch)?),
+            )])
             .map_err(runtime_error("evaluation"))?;
         Ok(outputs[self.logits_output.as_str()]
             .try_extract_tensor::<f32>()
@@ -237,7 +281,16 @@ impl Trainer for OrtTrainer {
         self.state
             .iter()
             .map(|(name, _, value)| {
-                let (_, values) = value
+                let host;
+                let readable = if value.memory_info().is_cpu_accessible() {
+                    value
+                } else {
+                    host = value
+                        .to(AllocationDevice::CPU, 0)
+                        .map_err(runtime_error(name))?;
+                    &host
+                };
+                let (_, values) = readable
                     .try_extract_tensor::<f32>()
                     .map_err(runtime_error(name))?;
                 Ok((

@@ -1,14 +1,16 @@
 //! Neural-network ops: convolution, pooling, normalisation, dropout.
 //!
 //! Convolution and average pooling are linear in their input, so their input
-//! gradient is the transposed operation (`ConvTranspose`) with the same window;
-//! the window's geometry is read once into a `Window`. Conv's weight gradient is
-//! a GEMM of the output gradient with X unfolded (im2col) by one Gather whose
-//! indices the `Window` computes. Max pooling scatters the gradient to the
-//! arg-max the forward node reports. Training-mode
-//! BatchNormalization reaches this file already rewritten into its inference form
-//! fed by explicit batch statistics (`autodiff::batchnorm`), so its rule is the
-//! inference-form calculus with gradients for the mean and variance too.
+//! gradient is the transposed operation with the same window: for Conv with unit
+//! strides a Conv with the flipped kernel, otherwise `ConvTranspose`; the window's
+//! geometry is read once into a `Window`. Conv's weight gradient is a GEMM of the
+//! output gradient with X unfolded (im2col) by one Gather whose indices the
+//! `Window` computes. Max pooling scatters the gradient to the arg-max the forward
+//! node reports. Training-mode BatchNormalization reaches this file already
+//! rewritten into its inference form fed by explicit batch statistics
+//! (`autodiff::batchnorm`); its rule recognises those statistics and emits the
+//! closed-form training gradient, and otherwise applies the inference-form
+//! calculus with gradients for the mean and variance too.
 
 use crate::autodiff::{batchnorm, tensor_attr, GradCtx};
 use crate::error::{Error, Result};
@@ -328,8 +330,7 @@ pub fn conv(ctx: &mut GradCtx) -> Grads {
         let window = Window::read(ctx, kernel.clone(), &input)?;
         let output = window.output_size(&input);
         if ctx.needs(0) {
-            let attrs = window.transposed(&input, &output, group);
-            grads[0] = Some(ctx.op("ConvTranspose", &[&g, w], attrs, Some(x)));
+            grads[0] = Some(conv_input_grad(ctx, &g, &window, &input, &output, group)?);
         }
         if ctx.needs(1) {
             grads[1] = Some(conv_weight_grad(ctx, &g, &window, &input, group)?);
@@ -343,6 +344,85 @@ pub fn conv(ctx: &mut GradCtx) -> Grads {
         grads[2] = Some(typed_like(ctx, db, ctx.i(2)));
     }
     Ok(grads)
+}
+
+/// dX[n, c, i] = Σ_{o, k} g[n, o, (i + pad - k d) / s] W[o, c, k] over the k where
+/// the division is exact. With unit strides that is a plain convolution of g with
+/// W's channels swapped within each group and its window flipped, padded by
+/// extent - 1 - pad on each side; ONNX Runtime's CPU Conv runs it faster than the
+/// equivalent ConvTranspose (its col2im pass is gone). Strided windows (and pads
+/// wider than the kernel) use ConvTranspose, which skips the products with the
+/// zeros a strided gradient would need between its rows.
+fn conv_input_grad(
+    ctx: &mut GradCtx,
+    g: &str,
+    window: &Window,
+    input: &[i64],
+    output: &[i64],
+    group: i64,
+) -> Result<String> {
+    let (x, w) = (ctx.i(0), ctx.i(1));
+    let rank = window.rank();
+    let flipped_pads: Vec<i64> = (0..2 * rank)
+        .map(|i| window.extent(i % rank) - 1 - window.pads[i])
+        .collect();
+    if window.strides.iter().any(|&s| s != 1) || flipped_pads.iter().any(|&p| p < 0) {
+        let attrs = window.transposed(input, output, group);
+        return Ok(ctx.op("ConvTranspose", &[g, w], attrs, Some(x)));
+    }
+    let kernel = flipped_transposed_kernel(ctx, window, group)?;
+    let attrs = vec![
+        attr_ints("kernel_shape", &window.kernel),
+        attr_ints("dilations", &window.dilations),
+        attr_ints("pads", &flipped_pads),
+        attr_int("group", group),
+    ];
+    Ok(ctx.op("Conv", &[g, &kernel], attrs, Some(x)))
+}
+
+/// W [C_out, C/G, k...] as the kernel of the input gradient's convolution:
+/// [C, C_out/G, k...] (input and output channels swapped within each group) with
+/// every spatial axis reversed. A few small ops on the weight, not on activations.
+fn flipped_transposed_kernel(ctx: &mut GradCtx, window: &Window, group: i64) -> Result<String> {
+    let w = ctx.i(1);
+    let (out_channels, per_group) = weight_channels(ctx, w)?;
+    let rank = window.rank() as i64;
+    let spatial: Vec<i64> = (0..rank).map(|a| a + 2).collect();
+    let swapped = if group == 1 {
+        let perm: Vec<i64> = [1, 0].into_iter().chain(spatial.iter().copied()).collect();
+        ctx.op("Transpose", &[w], vec![attr_ints("perm", &perm)], None)
+    } else {
+        let grouped: Vec<i64> = [group, out_channels / group, per_group]
+            .into_iter()
+            .chain(window.kernel.iter().copied())
+            .collect();
+        let grouped = reshape(ctx, w, &grouped);
+        let perm: Vec<i64> = [0, 2, 1]
+            .into_iter()
+            .chain(spatial.iter().map(|a| a + 1))
+            .collect();
+        let swapped = ctx.op(
+            "Transpose",
+            &[&grouped],
+            vec![attr_ints("perm", &perm)],
+            None,
+        );
+        let shape: Vec<i64> = [group * per_group, out_channels / group]
+            .into_iter()
+            .chain(window.kernel.iter().copied())
+            .collect();
+        reshape(ctx, &swapped, &shape)
+    };
+    let starts = ctx.int_constant(&vec![-1; rank as usize]);
+    let ends = ctx.int_constant(&vec![i64::MIN; rank as usize]);
+    let axes = ctx.int_constant(&spatial);
+    let steps = ctx.int_constant(&vec![-1; rank as usize]);
+    Ok(ctx.op(
+        "Slice",
+        &[&swapped, &starts, &ends, &axes, &steps],
+        vec![],
+        None,
+    ))
 }
 
 /// dW[o, c, k] = Σ_{n, p} g[n, o, p] X[n, c + group(o)·C/G, p s + k d - pad], a
@@ -687,13 +767,12 @@ pub fn batch_normalization(ctx: &mut GradCtx) -> Grads {
         .rank(x)
         .ok_or_else(|| unsupported(ctx, format!("needs the rank of '{x}'")))?;
     let axes: Vec<i64> = std::iter::once(0).chain(2..rank as i64).collect();
-    let epsilon = ctx.attr_float("epsilon", 1e-5) as f64;
-
-    let eps = ctx.constant(epsilon, var);
-    let var_eps = ctx.add(var, &eps, var);
-    let std = ctx.op("Sqrt", &[&var_eps], vec![], Some(var));
-    let inv_std = ctx.op("Reciprocal", &[&std], vec![], Some(var));
+    let inv_std = inverse_std(ctx);
     let scaled_inv_std = ctx.mul(scale, &inv_std, scale);
+    let producer = |value: &str| ctx.producer(value);
+    if let Some(centered) = batchnorm::centered_input(ctx.node, producer, ctx.shapes) {
+        return batch_normalization_of_batch(ctx, &g, &centered, &inv_std, &scaled_inv_std);
+    }
 
     let mut grads = vec![None; ctx.node.input.len()];
     if ctx.needs(0) {
@@ -725,6 +804,67 @@ pub fn batch_normalization(ctx: &mut GradCtx) -> Grads {
         let slope = ctx.mul(scale, &inv_var, var);
         let slope = ctx.mul(&slope, &minus_half, var);
         grads[4] = Some(ctx.mul(sum_g_xhat, &slope, var));
+    }
+    Ok(grads)
+}
+
+/// 1 / sqrt(var + epsilon) of a BatchNormalization, per channel.
+fn inverse_std(ctx: &mut GradCtx) -> String {
+    let var = ctx.i(4);
+    let epsilon = ctx.attr_float("epsilon", 1e-5) as f64;
+    let eps = ctx.constant(epsilon, var);
+    let var_eps = ctx.add(var, &eps, var);
+    let std = ctx.op("Sqrt", &[&var_eps], vec![], Some(var));
+    ctx.op("Reciprocal", &[&std], vec![], Some(var))
+}
+
+/// Training form: mean and var are the batch statistics of X itself, so with the
+/// forward's centred input C = X - mean, s = 1 / sqrt(var + eps), x̂ = C s and
+/// M elements per channel, the whole derivative through the statistics is
+/// dX = scale s (g - Σ g / M - C s² Σ(g C) / M);  dscale = s Σ(g C);  dB = Σ g
+/// (sums over every axis but the channel). Mean and var get no gradient of their
+/// own: this already is their share.
+fn batch_normalization_of_batch(
+    ctx: &mut GradCtx,
+    g: &str,
+    centered: &str,
+    inv_std: &str,
+    scaled_inv_std: &str,
+) -> Grads {
+    let (x, scale, bias, var) = (ctx.i(0), ctx.i(1), ctx.i(2), ctx.i(4));
+    let rank = ctx.shapes.rank(x).expect("centered_input checked the rank");
+    let axes: Vec<i64> = std::iter::once(0).chain(2..rank as i64).collect();
+    let mut grads = vec![None; ctx.node.input.len()];
+    let sum_g = (ctx.needs(0) || ctx.needs(2)).then(|| ctx.reduce_sum(g, &axes, false));
+    let sum_g_centered = (ctx.needs(0) || ctx.needs(1)).then(|| {
+        let g_centered = ctx.mul(g, centered, x);
+        ctx.reduce_sum(&g_centered, &axes, false)
+    });
+    if let (true, Some(sum_g_centered)) = (ctx.needs(1), sum_g_centered.as_deref()) {
+        let d = ctx.mul(sum_g_centered, inv_std, scale);
+        grads[1] = Some(typed_like(ctx, d, scale));
+    }
+    if let (true, Some(sum_g)) = (ctx.needs(2), sum_g.clone()) {
+        grads[2] = Some(typed_like(ctx, sum_g, bias));
+    }
+    if let (true, Some(sum_g), Some(sum_g_centered)) = (ctx.needs(0), sum_g, sum_g_centered) {
+        // M = Size(X) / Size(var), known only at run time (the batch is symbolic).
+        let size_x = ctx.op("Size", &[x], vec![], None);
+        let size_var = ctx.op("Size", &[var], vec![], None);
+        let count = ctx.op("Div", &[&size_x, &size_var], vec![], None);
+        let to = attr_int("to", i64::from(ctx.elem(var)));
+        let count = ctx.op("Cast", &[&count], vec![to], None);
+        let mean_g = ctx.div(&sum_g, &count, var);
+        let inv_var = ctx.mul(inv_std, inv_std, var);
+        let mean_g_centered = ctx.div(&sum_g_centered, &count, var);
+        let projection = ctx.mul(&mean_g_centered, &inv_var, var);
+        let mean_g = per_channel(ctx, &mean_g, rank);
+        let projection = per_channel(ctx, &projection, rank);
+        let factor = per_channel(ctx, scaled_inv_std, rank);
+        let along = ctx.mul(centered, &projection, x);
+        let centered_g = ctx.sub(g, &mean_g, x);
+        let tangent = ctx.sub(&centered_g, &along, x);
+        grads[0] = Some(ctx.mul(&tangent, &factor, x));
     }
     Ok(grads)
 }

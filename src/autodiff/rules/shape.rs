@@ -240,30 +240,45 @@ pub fn split(ctx: &mut GradCtx) -> Grads {
 // Slice and Pad.
 
 /// Y = Slice(X, starts, ends, axes, steps) copies the selected elements of X, so
-/// dX holds g at those positions and zero elsewhere. Unit steps with constant
-/// arguments and static sliced dimensions pad g back with zeros; everything else
-/// (strides, negative steps, run-time arguments, symbolic sliced dimensions)
-/// scatters g to the positions the same Slice selects from a tensor of indices.
+/// dX holds g at those positions and zero elsewhere. With constant arguments and
+/// static sliced dimensions, g is put back by padding (`place_selections`);
+/// everything else (run-time arguments, symbolic sliced dimensions) scatters g
+/// to the positions the same Slice selects from a tensor of indices.
 pub fn slice(ctx: &mut GradCtx) -> Grads {
     let g = ctx.g()?;
     let x = ctx.i(0);
     if !ctx.needs(0) {
         return Ok(data_only(ctx, None));
     }
-    let dx = match unit_step_pads(ctx)? {
-        Some(pads) => {
-            let pads = ctx.int_constant(&pads);
-            ctx.op("Pad", &[&g, &pads], vec![], Some(x))
-        }
+    let placed = match constant_selections(ctx)? {
+        Some(selections) => place_selections(ctx, &g, x, &selections),
+        None => None,
+    };
+    let dx = match placed {
+        Some(dx) => dx,
         None => scatter_to_sliced_positions(ctx, &g, x),
     };
     Ok(data_only(ctx, Some(dx)))
 }
 
-/// Pads (all begins, then all ends) that undo a unit-step slice, when its
-/// arguments are constants and every sliced dimension of X is static or taken
-/// whole. ONNX clamps starts and ends to [0, dim] after adding dim to negative ones.
-fn unit_step_pads(ctx: &GradCtx) -> Result<Option<Vec<i64>>> {
+/// What a Slice with constant arguments selects along one axis of X (static
+/// size `dim`): `count` elements `stride` apart from the lowest, `begin`, in
+/// descending order when `reversed` (a negative step).
+struct Selection {
+    axis: usize,
+    dim: i64,
+    begin: i64,
+    count: i64,
+    stride: i64,
+    reversed: bool,
+}
+
+/// The selection along every sliced axis, when the arguments are constants and
+/// each sliced dimension of X is static or taken whole. ONNX's rules: negative
+/// starts and ends count from the end; then, for a positive step, both clamp to
+/// [0, dim]; for a negative one, the start to [0, dim - 1] and the end to
+/// [-1, dim - 1].
+fn constant_selections(ctx: &GradCtx) -> Result<Option<Vec<Selection>>> {
     let constant = |k: usize| -> Option<Option<Vec<i64>>> {
         if ctx.has_input(k) {
             ctx.shapes.const_ints(ctx.i(k)).map(|v| Some(v.to_vec()))
@@ -292,27 +307,149 @@ fn unit_step_pads(ctx: &GradCtx) -> Result<Option<Vec<i64>>> {
             "starts, ends, axes and steps differ in length".to_string(),
         ));
     }
-    if steps.iter().any(|&s| s != 1) {
-        return Ok(None);
-    }
-    let mut pads = vec![0; 2 * rank];
-    for ((&start, &end), &axis) in starts.iter().zip(&ends).zip(&axes) {
+    let mut selections = Vec::with_capacity(starts.len());
+    for (((&start, &end), &axis), &step) in starts.iter().zip(&ends).zip(&axes).zip(&steps) {
         let axis = normalize_axis(ctx, axis, rank, "axes")?;
+        if step == 0 {
+            return Err(unsupported(ctx, "a step is 0".to_string()));
+        }
         let Dim::Fixed(dim) = dims[axis] else {
             // x[0:] keeps a symbolic axis whole; exporters write the open end as
             // i64::MAX, and no real dimension comes near half of it.
-            if start == 0 && end >= i64::MAX / 2 {
+            if start == 0 && end >= i64::MAX / 2 && step == 1 {
                 continue;
             }
             return Ok(None);
         };
-        let resolve = |v: i64| if v < 0 { v.saturating_add(dim) } else { v }.clamp(0, dim);
-        let (begin, end) = (resolve(start), resolve(end));
-        pads[axis] = begin;
-        // An empty selection (end <= begin) still pads to dim.
-        pads[axis + rank] = dim - end.max(begin);
+        let from_end = |v: i64| if v < 0 { v.saturating_add(dim) } else { v };
+        let (begin, count) = if dim == 0 {
+            (0, 0)
+        } else if step > 0 {
+            let (start, end) = (from_end(start).clamp(0, dim), from_end(end).clamp(0, dim));
+            (start, ((end - start).max(0) + step - 1) / step)
+        } else {
+            let stride = step.saturating_neg();
+            let start = from_end(start).clamp(0, dim - 1);
+            let end = from_end(end).clamp(-1, dim - 1);
+            let count = ((start - end).max(0) + stride - 1) / stride;
+            // The lowest selected index, where the reversed g begins.
+            (start - (count - 1).max(0) * stride, count)
+        };
+        selections.push(Selection {
+            axis,
+            dim,
+            begin: if count == 0 { 0 } else { begin },
+            count,
+            stride: step.saturating_abs(),
+            reversed: step < 0,
+        });
     }
-    Ok(Some(pads))
+    selections.sort_by_key(|s| s.axis);
+    Ok(Some(selections))
+}
+
+/// dX from g without a scatter: reverse the axes sliced with a negative step;
+/// give every axis with stride s a new axis of length s after it (Unsqueeze);
+/// one Pad puts each element at its index — the begin's multiple of s and its
+/// remainder, zeros up to whole blocks of s — and a Reshape merges each pair
+/// back (the blocks may overrun the dimension by less than s, which a Slice
+/// crops). Unit steps need the Pad alone. `None` when the merged shape cannot
+/// be written statically (a symbolic axis after a strided one, twice).
+fn place_selections(
+    ctx: &mut GradCtx,
+    g: &str,
+    x: &str,
+    selections: &[Selection],
+) -> Option<String> {
+    let dims = ctx.shape(x)?;
+    let strided: Vec<usize> = selections
+        .iter()
+        .filter(|s| s.stride > 1)
+        .map(|s| s.axis)
+        .collect();
+    // Merged shape: 0 copies a leading axis's size, -1 stands for one symbolic axis.
+    let mut merged = Vec::with_capacity(dims.len());
+    let mut inferred = false;
+    for (axis, dim) in dims.iter().enumerate() {
+        let blocks = selections.iter().find(|s| s.axis == axis);
+        merged.push(match (blocks, dim) {
+            (Some(s), _) if s.stride > 1 => (s.dim + s.stride - 1) / s.stride * s.stride,
+            (_, Dim::Fixed(d)) => *d,
+            _ if strided.first().is_none_or(|&first| axis < first) => 0,
+            _ if !inferred => {
+                inferred = true;
+                -1
+            }
+            _ => return None,
+        });
+    }
+
+    let original = g;
+    let mut g = g.to_string();
+    let reversed: Vec<i64> = selections
+        .iter()
+        .filter(|s| s.reversed)
+        .map(|s| s.axis as i64)
+        .collect();
+    if !reversed.is_empty() {
+        let n = reversed.len();
+        let (starts, ends) = (
+            ctx.int_constant(&vec![-1; n]),
+            ctx.int_constant(&vec![i64::MIN; n]),
+        );
+        let (axes, steps) = (ctx.int_constant(&reversed), ctx.int_constant(&vec![-1; n]));
+        g = ctx.op("Slice", &[&g, &starts, &ends, &axes, &steps], vec![], None);
+    }
+    if !strided.is_empty() {
+        let inserted: Vec<i64> = strided
+            .iter()
+            .enumerate()
+            .map(|(k, &axis)| (axis + k + 1) as i64)
+            .collect();
+        let inserted = ctx.int_constant(&inserted);
+        g = ctx.op("Unsqueeze", &[&g, &inserted], vec![], None);
+    }
+    let expanded_rank = dims.len() + strided.len();
+    let mut pads = vec![0; 2 * expanded_rank];
+    for s in selections {
+        let at = s.axis + strided.iter().filter(|&&a| a < s.axis).count();
+        if s.stride == 1 {
+            pads[at] = s.begin;
+            pads[at + expanded_rank] = s.dim - s.begin - s.count;
+        } else {
+            let blocks = (s.dim + s.stride - 1) / s.stride;
+            let (skipped, offset) = (s.begin / s.stride, s.begin % s.stride);
+            pads[at] = skipped;
+            pads[at + expanded_rank] = blocks - skipped - s.count;
+            pads[at + 1] = offset;
+            pads[at + 1 + expanded_rank] = s.stride - 1 - offset;
+        }
+    }
+    if pads.iter().any(|&p| p != 0) {
+        let pads = ctx.int_constant(&pads);
+        g = ctx.op("Pad", &[&g, &pads], vec![], None);
+    }
+    if !strided.is_empty() {
+        let shape = ctx.int_constant(&merged);
+        g = ctx.op("Reshape", &[&g, &shape], vec![], None);
+        let overrun: Vec<&Selection> = selections
+            .iter()
+            .filter(|s| s.stride > 1 && s.dim % s.stride != 0)
+            .collect();
+        if !overrun.is_empty() {
+            let starts = ctx.int_constant(&vec![0; overrun.len()]);
+            let ends: Vec<i64> = overrun.iter().map(|s| s.dim).collect();
+            let ends = ctx.int_constant(&ends);
+            let axes: Vec<i64> = overrun.iter().map(|s| s.axis as i64).collect();
+            let axes = ctx.int_constant(&axes);
+            g = ctx.op("Slice", &[&g, &starts, &ends, &axes], vec![], None);
+        }
+    }
+    // Unchanged when the Slice selected everything in order: dX = g.
+    if let (true, Some(ty)) = (g != original, ctx.shapes.get(x).cloned()) {
+        ctx.shapes.insert(&g, ty);
+    }
+    Some(g)
 }
 
 /// dX = Reshape(ScatterElements(zeros[|X|], P, g), Shape(X)) with P = the flat
