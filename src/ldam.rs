@@ -3,8 +3,6 @@
 //! functions, so each rule lives in exactly one place.
 
 use crate::error::{Error, Result};
-use std::fmt;
-use std::str::FromStr;
 
 /// Which loss the patched graph computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,33 +24,6 @@ pub enum Reweight {
     Rw,
     /// Deferred re-weighting: ones before the DRW epoch, effective-number weights from it on.
     Drw,
-}
-
-macro_rules! keyword_enum {
-    ($ty:ident { $($variant:ident => $word:literal),+ $(,)? }) => {
-        impl $ty {
-            pub const WORDS: &'static [&'static str] = &[$($word),+];
-            pub fn as_str(self) -> &'static str {
-                match self { $($ty::$variant => $word),+ }
-            }
-        }
-        impl fmt::Display for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-        impl FromStr for $ty {
-            type Err = Error;
-            fn from_str(s: &str) -> Result<Self> {
-                match s {
-                    $($word => Ok($ty::$variant),)+
-                    other => Err(Error::config(format!(
-                        "'{other}' is not one of: {}", Self::WORDS.join(", ")
-                    ))),
-                }
-            }
-        }
-    };
 }
 
 keyword_enum!(LossKind { Ldam => "ldam", Ce => "ce", Focal => "focal" });

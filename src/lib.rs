@@ -1,6 +1,9 @@
 //! ldam-onnx: patch ONNX classifiers with the LDAM-DRW long-tail loss, compile a
 //! portable ONNX training step, and train it.
 
+#[macro_use]
+mod keyword;
+
 pub mod autodiff;
 pub mod backend;
 pub mod compile;

@@ -62,15 +62,32 @@ struct CompileArgs {
     /// Replace the output file if it exists
     #[arg(long)]
     force: bool,
-    /// SGD momentum (PyTorch form: v = mu v + g)
+    #[command(flatten)]
+    sgd: SgdArgs,
+}
+
+/// The optimizer flags `compile` and `train` share.
+#[derive(Args, Debug)]
+pub struct SgdArgs {
+    /// SGD momentum (PyTorch form: v = mu v + (g + wd w))
     #[arg(long, default_value_t = 0.9)]
-    momentum: f64,
+    pub momentum: f64,
     /// L2 weight decay applied to every trainable parameter
     #[arg(long, default_value_t = 2e-4)]
-    weight_decay: f64,
+    pub weight_decay: f64,
     /// Initializers to keep fixed (repeat the flag or separate with commas)
     #[arg(long, value_name = "NAME", value_delimiter = ',')]
-    freeze: Vec<String>,
+    pub freeze: Vec<String>,
+}
+
+impl SgdArgs {
+    pub fn options(&self) -> ldam_onnx::compile::CompileOptions {
+        ldam_onnx::compile::CompileOptions {
+            momentum: self.momentum,
+            weight_decay: self.weight_decay,
+            freeze: self.freeze.clone(),
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -325,11 +342,7 @@ fn run_compile(args: CompileArgs) -> Result<()> {
     if output.exists() && !args.force {
         return Err(ldam_onnx::Error::OutputExists { path: output }.into());
     }
-    let options = ldam_onnx::compile::CompileOptions {
-        momentum: args.momentum,
-        weight_decay: args.weight_decay,
-        freeze: args.freeze.clone(),
-    };
+    let options = args.sgd.options();
     let step = ldam_onnx::compile::compile(&loaded.model, &options)
         .with_context(|| format!("{}", args.model.display()))?;
     io::save(

@@ -129,15 +129,8 @@ pub struct TrainArgs {
     /// Visit training examples in file order (shuffled by default)
     #[arg(long)]
     no_shuffle: bool,
-    /// SGD momentum
-    #[arg(long, default_value_t = 0.9)]
-    momentum: f64,
-    /// L2 weight decay on every trainable parameter
-    #[arg(long, default_value_t = 2e-4)]
-    weight_decay: f64,
-    /// Initializers to keep fixed
-    #[arg(long, value_name = "NAME", value_delimiter = ',')]
-    freeze: Vec<String>,
+    #[command(flatten)]
+    sgd: super::SgdArgs,
     /// Evaluate on the test set every N epochs (the last epoch always)
     #[arg(long, default_value_t = 1, value_name = "N")]
     eval_every: usize,
@@ -183,9 +176,10 @@ impl TrainArgs {
         s.sampler = self.sampler;
         s.seed = self.seed;
         s.shuffle = !self.no_shuffle;
-        s.momentum = self.momentum;
-        s.weight_decay = self.weight_decay;
-        s.freeze = self.freeze.clone();
+        let sgd = self.sgd.options();
+        s.momentum = sgd.momentum;
+        s.weight_decay = sgd.weight_decay;
+        s.freeze = sgd.freeze;
         s.eval_every = self.eval_every;
         s.eval_batch_size = self.eval_batch_size;
         s.allow_count_mismatch = self.allow_count_mismatch;

@@ -14,7 +14,6 @@ use crate::onnx::tensor::{FLOAT, INT64};
 use crate::onnx::types::{value_info, Dim};
 use crate::onnx::{default_opset, validate, GraphProto, ModelProto};
 use head::Head;
-use std::str::FromStr;
 
 /// Prefix of every node and intermediate value the patch emits.
 pub const PREFIX: &str = "ldam/";
@@ -30,19 +29,7 @@ pub enum HeadMode {
     Cosine,
 }
 
-impl FromStr for HeadMode {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "auto" => Ok(HeadMode::Auto),
-            "keep" => Ok(HeadMode::Keep),
-            "cosine" => Ok(HeadMode::Cosine),
-            other => Err(Error::config(format!(
-                "'{other}' is not one of: auto, keep, cosine"
-            ))),
-        }
-    }
-}
+keyword_enum!(HeadMode { Auto => "auto", Keep => "keep", Cosine => "cosine" });
 
 /// Names of the values the patch adds, each overridable by a flag.
 #[derive(Debug, Clone, PartialEq, Eq)]

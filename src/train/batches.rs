@@ -15,8 +15,6 @@ use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use std::fmt;
-use std::str::FromStr;
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 
@@ -33,27 +31,7 @@ pub enum Augment {
     CropFlip,
 }
 
-impl FromStr for Augment {
-    type Err = Error;
-    fn from_str(text: &str) -> Result<Augment> {
-        match text {
-            "none" => Ok(Augment::None),
-            "crop-flip" => Ok(Augment::CropFlip),
-            other => Err(Error::config(format!(
-                "--augment '{other}' is not one of: crop-flip, none"
-            ))),
-        }
-    }
-}
-
-impl fmt::Display for Augment {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Augment::None => "none",
-            Augment::CropFlip => "crop-flip",
-        })
-    }
-}
+keyword_enum!(Augment { None => "none", CropFlip => "crop-flip" });
 
 /// Per-channel `(x - mean) / std`, applied after u8 pixels are scaled to [0, 1].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -15,8 +15,6 @@ use crate::error::{Error, Result};
 use crate::train::data::Dataset;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::fmt;
-use std::str::FromStr;
 
 /// How counts fall from the head class to the tail class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -28,28 +26,7 @@ pub enum Profile {
     Step,
 }
 
-impl FromStr for Profile {
-    type Err = Error;
-
-    fn from_str(text: &str) -> Result<Profile> {
-        match text {
-            "exp" => Ok(Profile::Exp),
-            "step" => Ok(Profile::Step),
-            other => Err(Error::config(format!(
-                "unknown long-tail profile '{other}' (expected exp or step)"
-            ))),
-        }
-    }
-}
-
-impl fmt::Display for Profile {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Profile::Exp => "exp",
-            Profile::Step => "step",
-        })
-    }
-}
+keyword_enum!(Profile { Exp => "exp", Step => "step" });
 
 /// The imbalance ratio must be a finite number >= 1 (1 keeps the set balanced).
 pub fn check_ratio(ratio: f64) -> Result<()> {

@@ -8,9 +8,7 @@ use crate::train::batches::{Augment, NormalizeChoice};
 use crate::train::longtail::Profile;
 use crate::train::schedule::{LrSchedule, Sampler};
 use serde::{Deserialize, Serialize};
-use std::fmt;
 use std::path::PathBuf;
-use std::str::FromStr;
 
 /// The reference recipe's length, against which default LR steps are scaled.
 pub const REFERENCE_EPOCHS: usize = 200;
@@ -29,29 +27,11 @@ pub enum SamplerChoice {
     Deferred,
 }
 
-impl FromStr for SamplerChoice {
-    type Err = Error;
-    fn from_str(text: &str) -> Result<Self> {
-        match text {
-            "instance" => Ok(SamplerChoice::Instance),
-            "class-balanced" => Ok(SamplerChoice::ClassBalanced),
-            "deferred" => Ok(SamplerChoice::Deferred),
-            other => Err(Error::config(format!(
-                "--sampler '{other}' is not one of: instance, class-balanced, deferred"
-            ))),
-        }
-    }
-}
-
-impl fmt::Display for SamplerChoice {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            SamplerChoice::Instance => "instance",
-            SamplerChoice::ClassBalanced => "class-balanced",
-            SamplerChoice::Deferred => "deferred",
-        })
-    }
-}
+keyword_enum!(SamplerChoice {
+    Instance => "instance",
+    ClassBalanced => "class-balanced",
+    Deferred => "deferred",
+});
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainSettings {
