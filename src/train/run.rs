@@ -214,7 +214,11 @@ fn prepare(settings: &TrainSettings) -> Result<Prepared> {
     let (input, dims) = data_input(&patched, &[&record.labels_input, &record.epoch_input])?;
 
     let read = |path: &Path, split: Split, cap: Option<usize>| -> Result<Dataset> {
-        let dataset = data::load(path, split)?;
+        let flag = match split {
+            Split::Train => "--train",
+            Split::Test => "--test",
+        };
+        let dataset = data::load(path, split).map_err(|e| Error::config(format!("{flag}: {e}")))?;
         let dataset = fit_to_input(dataset, &input, &dims, settings.grey_to_rgb)?;
         if dataset.classes > classes {
             return Err(Error::config(format!(
