@@ -490,3 +490,19 @@ fn patched_mlp_is_the_original_plus_exactly_the_loss_and_cosine_head() {
         ]
     );
 }
+
+/// Written models get the permissions of any new file (0o666 less the umask),
+/// not the private 0o600 of a temporary file.
+#[cfg(unix)]
+#[test]
+fn saved_models_are_as_readable_as_any_new_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let loaded = io::load(&common::repo_dir().join("models/mlp.onnx")).unwrap();
+    let out = dir.path().join("copy.onnx");
+    io::save(&loaded.model, Some(&loaded), &out, SaveOptions::default()).unwrap();
+    let plain = dir.path().join("plain");
+    std::fs::File::create(&plain).unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&out), mode(&plain));
+}

@@ -278,11 +278,7 @@ pub fn save(
     };
 
     let io_err = |e: io::Error| Error::io(out, e);
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{file_name}."))
-        .suffix(".tmp")
-        .tempfile_in(&out_dir)
-        .map_err(io_err)?;
+    let mut tmp = temp_file_in(&out_dir, &file_name, ".tmp").map_err(io_err)?;
     {
         let mut writer = BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
         write_model(&model, &mut writer).map_err(io_err)?;
@@ -296,6 +292,26 @@ pub fn save(
     }
     tmp.persist(out).map_err(|e| Error::io(out, e.error))?;
     Ok(())
+}
+
+/// A hidden temporary file `.NAME.XXXX<suffix>` in `dir`, to be renamed over
+/// `dir/NAME` (a rename within one file system is atomic). It is created with
+/// mode 0o666 less the umask, like any new file: tempfile's private 0o600
+/// default would leave the result unreadable to others.
+pub(crate) fn temp_file_in(
+    dir: &Path,
+    name: &str,
+    suffix: &str,
+) -> io::Result<tempfile::NamedTempFile> {
+    let prefix = format!(".{name}.");
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix).suffix(suffix);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    builder.tempfile_in(dir)
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
@@ -317,11 +333,7 @@ fn copy_external_data(
     data_name: &str,
 ) -> Result<tempfile::NamedTempFile> {
     let data_err = |e: io::Error| Error::io(out_dir.join(data_name), e);
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{data_name}."))
-        .suffix(".tmp")
-        .tempfile_in(out_dir)
-        .map_err(data_err)?;
+    let mut tmp = temp_file_in(out_dir, data_name, ".tmp").map_err(data_err)?;
     let mut writer = BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
     let mut written: u64 = 0;
     let mut open_files: HashMap<PathBuf, File> = HashMap::new();

@@ -193,24 +193,12 @@ pub(crate) fn write_atomically(
     Ok(())
 }
 
-/// A hidden temporary file in `path`'s folder (so the final rename stays on one
-/// file system). It is created with mode 0o666 less the umask, like any new file:
-/// tempfile's private 0o600 default would make the results unreadable to others.
+/// A hidden temporary file in `path`'s folder (see [`crate::onnx::io`]'s).
 fn temp_file_beside(path: &Path, suffix: &str) -> Result<tempfile::NamedTempFile> {
     let name = path
         .file_name()
         .map_or("run".into(), |n| n.to_string_lossy());
-    let prefix = format!(".{name}.");
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(&prefix).suffix(suffix);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        builder.permissions(std::fs::Permissions::from_mode(0o666));
-    }
-    builder
-        .tempfile_in(parent_dir(path))
-        .map_err(|e| Error::io(path, e))
+    crate::onnx::io::temp_file_in(parent_dir(path), &name, suffix).map_err(|e| Error::io(path, e))
 }
 
 fn parent_dir(path: &Path) -> &Path {
