@@ -463,7 +463,8 @@ pub fn plot_per_class(dir: &Path, report: &Report) -> Result<PathBuf> {
             .x_label_area_size(50)
             .y_label_area_size(70)
             .right_y_label_area_size(80)
-            .build_cartesian_2d(positions(), 0.0..105.0)
+            // Headroom above 100% keeps the legend clear of the bars.
+            .build_cartesian_2d(positions(), 0.0..125.0)
             .map_err(|e| e.to_string())?
             .set_secondary_coord(positions(), (min_count / 1.5..max_count * 1.5).log_scale());
         let class_label = |v: &SegmentValue<usize>| match v {
@@ -478,7 +479,13 @@ pub fn plot_per_class(dir: &Path, report: &Report) -> Result<PathBuf> {
             .light_line_style(GRID_COLOR)
             .x_labels(classes.min(50))
             .x_label_formatter(&class_label)
-            .y_label_formatter(&|v| format!("{v:.0}"))
+            .y_label_formatter(&|v| {
+                if *v <= 100.0 {
+                    format!("{v:.0}")
+                } else {
+                    String::new()
+                }
+            })
             .x_desc("class (sorted by training count, most to fewest)")
             .y_desc("test accuracy (%)")
             .label_style((FONT_FAMILY, 14))
