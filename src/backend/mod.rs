@@ -121,8 +121,6 @@ pub fn create_trainer(
 ) -> Result<Box<dyn Trainer>> {
     match backend {
         Backend::OnnxRuntime => {
-            // Loads the library before any runtime value is made.
-            crate::runtime::init()?;
             let step = crate::compile::compile(patched, options)?;
             Ok(Box::new(onnxruntime::OrtTrainer::new(&step, device)?))
         }

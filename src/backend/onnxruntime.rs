@@ -7,6 +7,7 @@ use super::{Batch, Device, StepOutput, Trainer};
 use crate::compile::{inference_model, TrainStep, LR_INPUT};
 use crate::error::{Error, Result};
 use crate::onnx::tensor::{f32_values, FLOAT};
+use crate::onnx::types::Dim;
 use crate::onnx::{ModelProto, TensorProto};
 use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::{IoBinding, Session, SessionInputValue};
@@ -86,7 +87,7 @@ pub struct OrtTrainer {
     state: Vec<(String, String, Tensor<f32>)>,
     /// Dims of each state tensor, for reading values back.
     dims: HashMap<String, Vec<i64>>,
-    predictor: Option<Session>,
+    predictor: Option<Classifier>,
 }
 
 /// Memory of `device`'s execution provider.
@@ -193,14 +194,94 @@ fn batch_tensor(batch: &Batch) -> Result<Tensor<f32>> {
         .map_err(runtime_error("input batch"))
 }
 
+fn labels_tensor(batch: &Batch) -> Result<Tensor<i64>> {
+    Tensor::from_array((vec![batch.labels.len() as i64], batch.labels.clone()))
+        .map_err(runtime_error("labels"))
+}
+
+fn scalar_tensor<T: ort::value::PrimitiveTensorElementType + std::fmt::Debug + Clone + 'static>(
+    name: &str,
+    value: T,
+) -> Result<Tensor<T>> {
+    Tensor::from_array((Vec::<i64>::new(), vec![value])).map_err(runtime_error(name))
+}
+
+/// Any ONNX classifier in an ONNX Runtime session: data in, logits out. A model
+/// written by `patch` is fed the true labels and epoch 0 for its extra inputs.
+/// The trainer's evaluation uses one too, on its recovered inference model.
+pub struct Classifier {
+    session: Session,
+    pub input: String,
+    pub input_dims: Vec<Dim>,
+    pub output: String,
+    pub classes: usize,
+    /// (labels, epoch) inputs of a patched model.
+    labels_input: Option<(String, String)>,
+}
+
+impl Classifier {
+    pub fn new(model: &ModelProto, logits: Option<&str>, device: Device) -> Result<Classifier> {
+        let graph = model
+            .graph
+            .as_ref()
+            .ok_or_else(|| Error::invalid("the model has no graph"))?;
+        let record = crate::patch::metadata::read(model)?;
+        let labels_input = record
+            .as_ref()
+            .map(|r| (r.labels_input.clone(), r.epoch_input.clone()));
+        let (output, classes) = match &record {
+            Some(r) if logits.is_none() => (r.logits_output.clone(), r.config.class_counts.len()),
+            _ => {
+                let head = crate::patch::head::detect(graph, logits)?;
+                // A Softmax of the logits has the same arg max.
+                let output = if head.logits_is_output {
+                    head.logits
+                } else {
+                    head.output
+                };
+                (output, head.classes)
+            }
+        };
+        let skip: Vec<&str> = labels_input
+            .iter()
+            .flat_map(|(l, e)| [l.as_str(), e.as_str()])
+            .collect();
+        let (input, input_dims) = crate::train::evaluate::data_input(model, &skip)?;
+        Ok(Classifier {
+            session: session(model, device)?,
+            input,
+            input_dims,
+            output,
+            classes,
+            labels_input,
+        })
+    }
+
+    /// Logits (or probabilities) of `batch`, row-major `[N, C]`.
+    pub fn predict(&mut self, batch: &Batch) -> Result<Vec<f32>> {
+        let mut inputs: Vec<(String, SessionInputValue<'_>)> =
+            vec![(self.input.clone(), batch_tensor(batch)?.into())];
+        if let Some((labels, epoch)) = &self.labels_input {
+            inputs.push((labels.clone(), labels_tensor(batch)?.into()));
+            inputs.push((epoch.clone(), scalar_tensor("epoch", 0i64)?.into()));
+        }
+        let outputs = self
+            .session
+            .run(inputs)
+            .map_err(runtime_error("evaluation"))?;
+        Ok(outputs[self.output.as_str()]
+            .try_extract_tensor::<f32>()
+            .map_err(runtime_error("logits"))?
+            .1
+            .to_vec())
+    }
+}
+
 impl Trainer for OrtTrainer {
     fn step(&mut self, batch: &Batch, epoch: i64, lr: f32) -> Result<StepOutput> {
-        let n = batch.labels.len() as i64;
-        let labels =
-            Tensor::from_array((vec![n], batch.labels.clone())).map_err(runtime_error("labels"))?;
-        let epoch =
-            Tensor::from_array((Vec::<i64>::new(), vec![epoch])).map_err(runtime_error("epoch"))?;
-        let lr = Tensor::from_array((Vec::<i64>::new(), vec![lr])).map_err(runtime_error("lr"))?;
+        let labels = labels_tensor(batch)?;
+        let epoch = scalar_tensor("epoch", epoch)?;
+        let lr = scalar_tensor("lr", lr)?;
         let bind = runtime_error("binding the step's inputs and outputs");
         let binding = &mut self.binding;
         binding
@@ -261,20 +342,13 @@ impl Trainer for OrtTrainer {
     fn predict(&mut self, batch: &Batch) -> Result<Vec<f32>> {
         if self.predictor.is_none() {
             let model = self.inference_model()?;
-            self.predictor = Some(session(&model, self.device)?);
+            self.predictor = Some(Classifier::new(
+                &model,
+                Some(&self.logits_output),
+                self.device,
+            )?);
         }
-        let predictor = self.predictor.as_mut().expect("set above");
-        let outputs = predictor
-            .run(vec![(
-                self.data_input.clone(),
-                SessionInputValue::from(batch_tensor(batch)?),
-            )])
-            .map_err(runtime_error("evaluation"))?;
-        Ok(outputs[self.logits_output.as_str()]
-            .try_extract_tensor::<f32>()
-            .map_err(runtime_error("logits"))?
-            .1
-            .to_vec())
+        self.predictor.as_mut().expect("set above").predict(batch)
     }
 
     fn state(&self) -> Result<HashMap<String, TensorProto>> {

@@ -348,14 +348,19 @@ pub fn run_eval(args: EvalArgs) -> Result<ExitCode> {
         "logits": classifier.output,
         "device": args.device.to_string(),
     });
-    // Without training counts there are no groups: report every class as one
-    // "many" group would be misleading, so the groups are left empty.
+    // Without training counts (or with counts for another class list) there
+    // are no shot groups: they stay empty rather than guessed.
     let group_counts = if train_counts.len() == classes {
-        train_counts.clone()
+        train_counts
     } else {
         Vec::new()
     };
-    let report = report_for(&evaluation, &group_counts, classes, settings)?;
+    let report = Report::new(
+        &evaluation,
+        &group_counts,
+        settings,
+        ldam_onnx::runtime::ORT_VERSION,
+    )?;
     print_result(&report);
     println!("on {} test examples of {}", dataset.len(), dataset.source);
     if let Some(dir) = &args.out {
@@ -368,35 +373,4 @@ pub fn run_eval(args: EvalArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn report_for(
-    evaluation: &ldam_onnx::train::metrics::Evaluation,
-    train_counts: &[u64],
-    classes: usize,
-    settings: serde_json::Value,
-) -> Result<Report> {
-    if train_counts.is_empty() {
-        // Groups need counts; an all-zero count vector puts every class in "few",
-        // so build the report with placeholder counts and clear the groups.
-        let mut report = Report::new(
-            evaluation,
-            &vec![0; classes],
-            settings,
-            ldam_onnx::runtime::ORT_VERSION,
-        )?;
-        report.groups = GroupAccuracy {
-            many: None,
-            medium: None,
-            few: None,
-        };
-        report.class_counts.train.clear();
-        return Ok(report);
-    }
-    Ok(Report::new(
-        evaluation,
-        train_counts,
-        settings,
-        ldam_onnx::runtime::ORT_VERSION,
-    )?)
 }

@@ -63,6 +63,14 @@ pub fn entries(record: &PatchRecord) -> Vec<StringStringEntryProto> {
     .collect()
 }
 
+/// A comma-separated list of class counts stored under metadata `key`.
+pub fn parse_counts(text: &str, key: &str) -> Result<Vec<u64>> {
+    text.split(',')
+        .map(|n| n.trim().parse::<u64>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| Error::invalid(format!("metadata '{key}' is not a list of counts")))
+}
+
 /// Reads the patch record back; `None` for a model that was never patched.
 pub fn read(model: &ModelProto) -> Result<Option<PatchRecord>> {
     if !is_patched(model) {
@@ -77,16 +85,7 @@ pub fn read(model: &ModelProto) -> Result<Option<PatchRecord>> {
         v.parse()
             .map_err(|_| Error::invalid(format!("metadata '{}' is not a number: '{v}'", key(name))))
     };
-    let class_counts = get("class_counts")?
-        .split(',')
-        .map(|n| n.trim().parse::<u64>())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|_| {
-            Error::invalid(format!(
-                "metadata '{}' is not a list of counts",
-                key("class_counts")
-            ))
-        })?;
+    let class_counts = parse_counts(get("class_counts")?, &key("class_counts"))?;
     let config = LossConfig {
         class_counts,
         loss: get("loss")?.parse()?,

@@ -240,6 +240,7 @@ pub fn rng_for(parts: &[u64]) -> ChaCha8Rng {
 /// Purposes of random streams, so that no two uses share one.
 pub const STREAM_ORDER: u64 = 1;
 pub const STREAM_AUGMENT: u64 = 2;
+pub const STREAM_LIMIT: u64 = 3;
 
 /// Writes example `index` of `dataset`, preprocessed, into `out`; `rng_parts`
 /// name its augmentation stream.
@@ -405,12 +406,10 @@ pub fn eval_batches<'a>(
     batch_size: usize,
 ) -> impl Iterator<Item = Batch> + 'a {
     let eval = preprocess.for_eval();
-    let all: Vec<usize> = (0..dataset.len()).collect();
-    let chunks: Vec<Vec<usize>> = all.chunks(batch_size).map(<[usize]>::to_vec).collect();
-    chunks
-        .into_iter()
-        .enumerate()
-        .map(move |(b, indices)| assemble(dataset, &indices, &eval, 0, b * batch_size))
+    (0..dataset.len()).step_by(batch_size).map(move |first| {
+        let indices: Vec<usize> = (first..(first + batch_size).min(dataset.len())).collect();
+        assemble(dataset, &indices, &eval, 0, first)
+    })
 }
 
 #[cfg(test)]

@@ -2,15 +2,14 @@
 //! `ldam-onnx eval` (any ONNX classifier in an ONNX Runtime session), plus the
 //! checks that a dataset fits a model's input.
 
-use crate::backend::{Batch, Device};
+pub use crate::backend::onnxruntime::Classifier;
+use crate::backend::Batch;
 use crate::error::{Error, Result};
 use crate::onnx::types::{tensor_type, Dim};
 use crate::onnx::{metadata, ModelProto};
 use crate::train::batches::{eval_batches, Normalization, Preprocess};
 use crate::train::data::Dataset;
 use crate::train::metrics::Evaluation;
-use ort::session::{Session, SessionInputValue};
-use ort::value::Tensor;
 
 /// Metadata of an exported model: the input normalisation it was trained with
 /// (`MEANS/STDS`), so `eval` feeds it the same input by default.
@@ -120,102 +119,14 @@ pub fn limit(dataset: Dataset, limit: Option<usize>, seed: u64) -> Result<Datase
     };
     use rand::seq::SliceRandom;
     let mut indices: Vec<usize> = (0..dataset.len()).collect();
-    indices.shuffle(&mut crate::train::batches::rng_for(&[seed, 3]));
+    indices.shuffle(&mut crate::train::batches::rng_for(&[
+        seed,
+        crate::train::batches::STREAM_LIMIT,
+    ]));
     indices.truncate(limit);
     indices.sort_unstable();
     let source = format!("{} (random {limit} of {})", dataset.source, dataset.len());
     dataset.subset(&indices, source)
-}
-
-/// Any ONNX classifier in an ONNX Runtime session: data in, logits out. A model
-/// written by `patch` is fed the true labels and epoch 0 for its extra inputs.
-pub struct Classifier {
-    session: Session,
-    pub input: String,
-    pub input_dims: Vec<Dim>,
-    pub output: String,
-    pub classes: usize,
-    labels_input: Option<(String, String)>,
-}
-
-impl Classifier {
-    pub fn new(model: &ModelProto, logits: Option<&str>, device: Device) -> Result<Classifier> {
-        let graph = model
-            .graph
-            .as_ref()
-            .ok_or_else(|| Error::invalid("the model has no graph"))?;
-        let record = crate::patch::metadata::read(model)?;
-        let (output, classes, labels_input) = match &record {
-            Some(r) if logits.is_none() => (
-                r.logits_output.clone(),
-                r.config.class_counts.len(),
-                Some((r.labels_input.clone(), r.epoch_input.clone())),
-            ),
-            _ => {
-                let head = crate::patch::head::detect(graph, logits)?;
-                let output = if head.logits_is_output {
-                    head.logits.clone()
-                } else {
-                    // Softmax of the logits: the same arg max.
-                    head.output.clone()
-                };
-                let extra = record
-                    .as_ref()
-                    .map(|r| (r.labels_input.clone(), r.epoch_input.clone()));
-                (output, head.classes, extra)
-            }
-        };
-        let skip: Vec<&str> = labels_input
-            .iter()
-            .flat_map(|(l, e)| [l.as_str(), e.as_str()])
-            .collect();
-        let (input, input_dims) = data_input(model, &skip)?;
-        Ok(Classifier {
-            session: crate::backend::onnxruntime::session(model, device)?,
-            input,
-            input_dims,
-            output,
-            classes,
-            labels_input,
-        })
-    }
-
-    /// Logits (or probabilities) of `batch`, row-major `[N, C]`.
-    pub fn predict(&mut self, batch: &Batch) -> Result<Vec<f32>> {
-        let runtime = |what: &str| {
-            let what = what.to_string();
-            move |e: ort::Error| Error::Runtime {
-                reason: format!("{what}: {e}"),
-            }
-        };
-        let mut inputs: Vec<(String, SessionInputValue<'_>)> = vec![(
-            self.input.clone(),
-            Tensor::from_array((batch.shape.clone(), batch.data.clone()))
-                .map_err(runtime("input batch"))?
-                .into(),
-        )];
-        if let Some((labels, epoch)) = &self.labels_input {
-            let n = batch.labels.len() as i64;
-            inputs.push((
-                labels.clone(),
-                Tensor::from_array((vec![n], batch.labels.clone()))
-                    .map_err(runtime("labels"))?
-                    .into(),
-            ));
-            inputs.push((
-                epoch.clone(),
-                Tensor::from_array((Vec::<i64>::new(), vec![0i64]))
-                    .map_err(runtime("epoch"))?
-                    .into(),
-            ));
-        }
-        let outputs = self.session.run(inputs).map_err(runtime("evaluation"))?;
-        Ok(outputs[self.output.as_str()]
-            .try_extract_tensor::<f32>()
-            .map_err(runtime("logits"))?
-            .1
-            .to_vec())
-    }
 }
 
 /// The normalisation recorded in an exported model, if any.
@@ -232,16 +143,7 @@ pub fn recorded_normalization(model: &ModelProto) -> Result<Option<Normalization
 /// The training class counts recorded in an exported or patched model, if any.
 pub fn recorded_train_counts(model: &ModelProto) -> Result<Option<Vec<u64>>> {
     if let Some(text) = metadata(model, TRAIN_COUNTS_KEY) {
-        return text
-            .split(',')
-            .map(|n| n.trim().parse::<u64>())
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map(Some)
-            .map_err(|_| {
-                Error::invalid(format!(
-                    "metadata '{TRAIN_COUNTS_KEY}' is not a list of counts"
-                ))
-            });
+        return crate::patch::metadata::parse_counts(text, TRAIN_COUNTS_KEY).map(Some);
     }
     Ok(crate::patch::metadata::read(model)?.map(|r| r.config.class_counts))
 }

@@ -117,15 +117,7 @@ impl Evaluation {
         // Checked before counting, so that a bad batch leaves the matrix untouched.
         self.check_range("label", labels)?;
         for (row, &label) in logits.chunks_exact(classes).zip(labels) {
-            let argmax = (1..classes).fold(0, |best, j| {
-                let beats = !row[best].is_nan() && (row[j].is_nan() || row[j] > row[best]);
-                if beats {
-                    j
-                } else {
-                    best
-                }
-            });
-            self.confusion[label as usize][argmax] += 1;
+            self.confusion[label as usize][argmax(row)] += 1;
         }
         Ok(())
     }
@@ -186,6 +178,14 @@ impl Evaluation {
     /// accuracies* (not pooled over examples), and classes without test examples
     /// are left out of the mean.
     pub fn group_accuracy(&self, train_counts: &[u64]) -> Result<GroupAccuracy> {
+        if train_counts.is_empty() {
+            // Unknown training counts: no class belongs to any group.
+            return Ok(GroupAccuracy {
+                many: None,
+                medium: None,
+                few: None,
+            });
+        }
         if train_counts.len() != self.classes() {
             return Err(Error::config(format!(
                 "{} training class counts for {} evaluated classes",
@@ -212,6 +212,19 @@ impl Evaluation {
     }
 }
 
+/// The predicted class of one row of logits: the first largest value, a NaN
+/// counting as largest (so a diverged network is not scored as right by chance).
+pub fn argmax(row: &[f32]) -> usize {
+    (1..row.len()).fold(0, |best, j| {
+        let beats = !row[best].is_nan() && (row[j].is_nan() || row[j] > row[best]);
+        if beats {
+            j
+        } else {
+            best
+        }
+    })
+}
+
 fn percent(part: u64, whole: u64) -> Option<f64> {
     (whole > 0).then(|| 100.0 * part as f64 / whole as f64)
 }
@@ -234,6 +247,16 @@ mod tests {
         let e = Evaluation::from_logits(&logits, &[0, 2], 3).unwrap();
         assert_eq!(e.confusion()[0], vec![1, 0, 0]);
         assert_eq!(e.confusion()[2], vec![0, 1, 0]);
+    }
+
+    #[test]
+    fn without_training_counts_there_are_no_groups_and_nan_rows_count_as_wrong() {
+        let e = Evaluation::from_logits(&[0.9, 0.1, f32::NAN, 0.5], &[0, 1], 2).unwrap();
+        assert_eq!(argmax(&[0.1, f32::NAN, 0.5]), 1);
+        assert_eq!(e.top1(), 50.0);
+        let g = e.group_accuracy(&[]).unwrap();
+        assert_eq!((g.many, g.medium, g.few), (None, None, None));
+        assert!(e.group_accuracy(&[5]).is_err());
     }
 
     #[test]

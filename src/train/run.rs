@@ -19,7 +19,7 @@ use crate::train::evaluate::{
     data_input, evaluate, fit_to_input, limit, NORMALIZE_KEY, TRAIN_COUNTS_KEY,
 };
 use crate::train::longtail;
-use crate::train::metrics::Evaluation;
+use crate::train::metrics::{argmax, Evaluation};
 use crate::train::progress::ProgressView;
 use crate::train::report::{self, EpochRecord, Report, RunFiles};
 use crate::train::schedule::{LrSchedule, Sampler};
@@ -155,13 +155,6 @@ pub fn resume(run_dir: &Path, options: &RunOptions) -> Result<Outcome> {
     )
 }
 
-/// The settings of the run in `run_dir` (for messages before resuming).
-pub fn saved_settings(run_dir: &Path) -> Result<TrainSettings> {
-    let checkpoint = Checkpoint::load(run_dir)?;
-    serde_json::from_value(checkpoint.progress.settings)
-        .map_err(|e| Error::config(format!("unreadable checkpoint settings: {e}")))
-}
-
 fn settings_json(settings: &TrainSettings) -> Result<serde_json::Value> {
     serde_json::to_value(settings).map_err(|e| Error::invalid(format!("settings: {e}")))
 }
@@ -200,16 +193,17 @@ fn prepare(settings: &TrainSettings) -> Result<Prepared> {
     let loaded = crate::onnx::io::load(&settings.model)?;
     let model_name = settings.model.display().to_string();
     let mut patched = loaded.model;
-    let record = crate::patch::metadata::read(&patched)?.ok_or_else(|| {
-        Error::config(format!(
+    if crate::patch::metadata::read(&patched)?.is_none() {
+        return Err(Error::config(format!(
             "{model_name} is not a patched model; run `ldam-onnx patch {model_name} --class-counts ...` \
              first (or `--labels-file` with the training labels)"
-        ))
-    })?;
+        )));
+    }
     if let Some(drw) = settings.drw_epoch {
         patched = crate::patch::with_drw_epoch(&patched, drw)?;
     }
-    let record = crate::patch::metadata::read(&patched)?.unwrap_or(record);
+    let record = crate::patch::metadata::read(&patched)?
+        .ok_or_else(|| Error::invalid("the DRW epoch rewrite dropped the patch record"))?;
     let classes = record.config.class_counts.len();
     let (input, dims) = data_input(&patched, &[&record.labels_input, &record.epoch_input])?;
 
@@ -430,13 +424,7 @@ fn train_loop(
         let evaluate_now = (epoch + 1) % settings.eval_every == 0 || epoch + 1 == settings.epochs;
         let evaluation = if evaluate_now {
             view.evaluating();
-            Some(evaluate(
-                &prepared.test,
-                &prepared.preprocess,
-                settings.eval_batch_size,
-                prepared.classes,
-                |batch| trainer.predict(batch),
-            )?)
+            Some(evaluate_test(settings, prepared, trainer)?)
         } else {
             None
         };
@@ -478,15 +466,23 @@ fn train_loop(
     let evaluation = match last_eval {
         Some(e) => e,
         // A run resumed after its last epoch: evaluate the final weights again.
-        None => evaluate(
-            &prepared.test,
-            &prepared.preprocess,
-            settings.eval_batch_size,
-            prepared.classes,
-            |batch| trainer.predict(batch),
-        )?,
+        None => evaluate_test(settings, prepared, trainer)?,
     };
     finish(settings, prepared, trainer, &progress, &evaluation, run_dir)
+}
+
+fn evaluate_test(
+    settings: &TrainSettings,
+    prepared: &Prepared,
+    trainer: &mut dyn Trainer,
+) -> Result<Evaluation> {
+    evaluate(
+        &prepared.test,
+        &prepared.preprocess,
+        settings.eval_batch_size,
+        prepared.classes,
+        |batch| trainer.predict(batch),
+    )
 }
 
 fn save(progress: &Progress, trainer: &dyn Trainer, run_dir: &Path) -> Result<()> {
@@ -570,13 +566,7 @@ fn correct(logits: &[f32], labels: &[i64], classes: usize) -> u64 {
     logits
         .chunks_exact(classes)
         .zip(labels)
-        .filter(|(row, &label)| {
-            let best = row
-                .iter()
-                .enumerate()
-                .fold(0, |best, (i, &v)| if v > row[best] { i } else { best });
-            best as i64 == label
-        })
+        .filter(|&(row, &label)| argmax(row) as i64 == label)
         .count() as u64
 }
 
