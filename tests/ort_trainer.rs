@@ -10,10 +10,8 @@ use ldam_onnx::backend::onnxruntime::OrtTrainer;
 use ldam_onnx::backend::{Batch, Device, Trainer};
 use ldam_onnx::compile::{compile, CompileOptions, TrainStep};
 use ldam_onnx::ldam::LossConfig;
-use ldam_onnx::onnx::io::load;
 use ldam_onnx::onnx::tensor::{f32_tensor, f32_values};
 use ldam_onnx::onnx::TensorProto;
-use ldam_onnx::patch::{patch, ContractNames, HeadMode, PatchOptions};
 use std::collections::HashMap;
 
 const COUNTS: [u64; 10] = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50];
@@ -22,16 +20,10 @@ const LABELS: [i64; 4] = [0, 3, 9, 5];
 const LR: f32 = 0.05;
 
 fn mlp_step() -> TrainStep {
-    let original = load(&common::repo_dir().join("models/mlp.onnx"))
-        .unwrap()
-        .model;
-    let options = PatchOptions {
-        config: LossConfig::reference(COUNTS.to_vec()),
-        head: HeadMode::Auto,
-        logits: None,
-        names: ContractNames::default(),
-    };
-    let (patched, _) = patch(&original, &options).unwrap();
+    let patched = common::patch_with(
+        &common::bundled("mlp"),
+        LossConfig::reference(COUNTS.to_vec()),
+    );
     compile(&patched, &CompileOptions::default()).unwrap()
 }
 

@@ -16,7 +16,6 @@ use ldam_onnx::onnx::io::load;
 use ldam_onnx::onnx::tensor::f32_values;
 use ldam_onnx::onnx::types::{tensor_type, Dim};
 use ldam_onnx::onnx::{ModelProto, TensorProto};
-use ldam_onnx::patch::{patch, ContractNames, HeadMode, PatchOptions};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -25,14 +24,10 @@ const BATCH: i64 = 8;
 const LR: f32 = 0.1;
 
 fn patched(path: &Path) -> ModelProto {
-    let original = load(path).unwrap().model;
-    let options = PatchOptions {
-        config: LossConfig::reference(COUNTS.to_vec()),
-        head: HeadMode::Auto,
-        logits: None,
-        names: ContractNames::default(),
-    };
-    patch(&original, &options).unwrap().0
+    common::patch_with(
+        &load(path).unwrap().model,
+        LossConfig::reference(COUNTS.to_vec()),
+    )
 }
 
 /// A seeded batch for the model's data input (symbolic dims become BATCH).

@@ -8,7 +8,6 @@ mod common;
 use ldam_onnx::backend::{Backend, Device};
 use ldam_onnx::ldam::LossConfig;
 use ldam_onnx::onnx::io::{load, save, SaveOptions};
-use ldam_onnx::patch::{patch, ContractNames, HeadMode, PatchOptions};
 use ldam_onnx::train::batches::{Augment, Preprocess};
 use ldam_onnx::train::data::{self, Split};
 use ldam_onnx::train::evaluate::{evaluate, limit, recorded_normalization, Classifier};
@@ -34,18 +33,9 @@ fn torch_run_exports_a_model_whose_onnx_runtime_accuracy_is_the_reported_one() {
     .unwrap()
     .class_counts();
     let tmp = tempfile::tempdir().unwrap();
-    let original = load(&common::repo_dir().join("models/cnn.onnx"))
-        .unwrap()
-        .model;
     let mut config = LossConfig::reference(counts);
     config.drw_epoch = 1;
-    let options = PatchOptions {
-        config,
-        head: HeadMode::Auto,
-        logits: None,
-        names: ContractNames::default(),
-    };
-    let (patched, _) = patch(&original, &options).unwrap();
+    let patched = common::patch_with(&common::bundled("cnn"), config);
     let model = tmp.path().join("cnn.ldam.onnx");
     save(&patched, None, &model, SaveOptions::default()).unwrap();
 

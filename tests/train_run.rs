@@ -9,7 +9,6 @@ use ldam_onnx::backend::Device;
 use ldam_onnx::ldam::{LossConfig, Reweight};
 use ldam_onnx::onnx::io::{load, save, SaveOptions};
 use ldam_onnx::onnx::tensor::f32_values;
-use ldam_onnx::patch::{patch, ContractNames, HeadMode, PatchOptions};
 use ldam_onnx::train::batches::Preprocess;
 use ldam_onnx::train::checkpoint::Checkpoint;
 use ldam_onnx::train::data::{self, Split};
@@ -45,23 +44,10 @@ fn patched(
     drw_epoch: i64,
     dir: &Path,
 ) -> PathBuf {
-    let original = load(
-        &common::repo_dir()
-            .join("models")
-            .join(format!("{name}.onnx")),
-    )
-    .unwrap()
-    .model;
     let mut config = LossConfig::reference(counts);
     config.reweight = reweight;
     config.drw_epoch = drw_epoch;
-    let options = PatchOptions {
-        config,
-        head: HeadMode::Auto,
-        logits: None,
-        names: ContractNames::default(),
-    };
-    let (model, _) = patch(&original, &options).unwrap();
+    let model = common::patch_with(&common::bundled(name), config);
     let out = dir.join(format!("{name}.ldam.onnx"));
     save(&model, None, &out, SaveOptions::default()).unwrap();
     out

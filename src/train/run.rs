@@ -213,7 +213,7 @@ fn prepare(settings: &TrainSettings) -> Result<Prepared> {
             Split::Test => "--test",
         };
         let dataset = data::load(path, split).map_err(|e| Error::config(format!("{flag}: {e}")))?;
-        let dataset = fit_to_input(dataset, &input, &dims, settings.grey_to_rgb)?;
+        let mut dataset = fit_to_input(dataset, &input, &dims, settings.grey_to_rgb)?;
         if dataset.classes > classes {
             return Err(Error::config(format!(
                 "{} has labels up to {}, but {model_name} has {classes} classes",
@@ -221,6 +221,9 @@ fn prepare(settings: &TrainSettings) -> Result<Prepared> {
                 dataset.classes - 1
             )));
         }
+        // The model's class list, so that a class absent from the data still
+        // counts (as zero) in subsets and counts.
+        dataset.classes = classes;
         limit(dataset, cap, settings.seed)
     };
     let full_train = read(&settings.train_data, Split::Train, settings.train_limit)?;
@@ -244,11 +247,9 @@ fn prepare(settings: &TrainSettings) -> Result<Prepared> {
         Some(ratio) => {
             let counts = full_train.class_counts();
             let n_max = counts.iter().copied().min().unwrap_or(0) as usize;
-            let mut padded = full_train.clone();
-            padded.classes = classes;
             let wanted =
                 longtail::long_tail_counts(n_max, classes, ratio, settings.imbalance_profile);
-            longtail::subsample(&padded, &wanted, settings.seed)?
+            longtail::subsample(&full_train, &wanted, settings.seed)?
         }
         None => full_train,
     };

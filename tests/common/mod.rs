@@ -15,6 +15,27 @@ pub fn repo_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// `models/NAME.onnx`, loaded.
+pub fn bundled(name: &str) -> ModelProto {
+    ldam_onnx::onnx::io::load(&repo_dir().join("models").join(format!("{name}.onnx")))
+        .unwrap_or_else(|e| panic!("models/{name}.onnx: {e}"))
+        .model
+}
+
+/// `original` patched with `config`, the head chosen as `--head auto` does and
+/// the contract's default names.
+pub fn patch_with(original: &ModelProto, config: ldam_onnx::ldam::LossConfig) -> ModelProto {
+    let options = ldam_onnx::patch::PatchOptions {
+        config,
+        head: ldam_onnx::patch::HeadMode::Auto,
+        logits: None,
+        names: ldam_onnx::patch::ContractNames::default(),
+    };
+    ldam_onnx::patch::patch(original, &options)
+        .expect("the model patches")
+        .0
+}
+
 /// Every `.onnx` file in `models/`, sorted.
 pub fn model_files() -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(repo_dir().join("models"))
