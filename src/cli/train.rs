@@ -374,3 +374,26 @@ pub fn run_eval(args: EvalArgs) -> Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{Args, Command};
+
+    /// Every train flag but the run-control ones is a setting that `--resume`
+    /// must refuse: a flag missing from the list would be silently ignored.
+    #[test]
+    fn every_setting_flag_conflicts_with_resume() {
+        let command = TrainArgs::augment_args(Command::new("train"));
+        let run_control = ["resume", "force", "out", "device", "quiet"];
+        let mut settings: Vec<&str> = command
+            .get_arguments()
+            .map(|a| a.get_id().as_str())
+            .filter(|id| !run_control.contains(id))
+            .collect();
+        let mut listed = SETTING_FLAGS.to_vec();
+        settings.sort_unstable();
+        listed.sort_unstable();
+        assert_eq!(settings, listed);
+    }
+}
