@@ -191,11 +191,20 @@ pub fn compile(model: &ModelProto, options: &CompileOptions) -> Result<TrainStep
     }
     graph.input.push(value_info(LR_INPUT, FLOAT, &[]));
     for s in &state {
+        // Parameters are initializers by construction; running statistics are
+        // whatever the BatchNormalization nodes name, which a model may wire to
+        // another value.
         let tensor = graph
             .initializer
             .iter()
             .find(|t| t.name() == s.name)
-            .expect("state tensors are initializers");
+            .ok_or_else(|| {
+                Error::patch(format!(
+                    "the {} '{}' is not an initializer: a training step keeps it as state, so it must be one",
+                    s.kind.as_str(),
+                    s.name
+                ))
+            })?;
         let dims: Vec<Dim> = tensor.dims.iter().map(|&d| Dim::Fixed(d)).collect();
         graph
             .input
@@ -215,11 +224,20 @@ pub fn compile(model: &ModelProto, options: &CompileOptions) -> Result<TrainStep
         .unwrap_or_else(|| value_info(&record.loss_output, FLOAT, &[]));
     graph.output = vec![loss_output, logits_output];
     for s in &state {
+        // Parameters are initializers by construction; running statistics are
+        // whatever the BatchNormalization nodes name, which a model may wire to
+        // another value.
         let tensor = graph
             .initializer
             .iter()
             .find(|t| t.name() == s.name)
-            .expect("state tensors are initializers");
+            .ok_or_else(|| {
+                Error::patch(format!(
+                    "the {} '{}' is not an initializer: a training step keeps it as state, so it must be one",
+                    s.kind.as_str(),
+                    s.name
+                ))
+            })?;
         let dims: Vec<Dim> = tensor.dims.iter().map(|&d| Dim::Fixed(d)).collect();
         graph
             .output

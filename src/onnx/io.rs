@@ -9,6 +9,7 @@
 //! files in the target folder and renamed into place, so a failed save leaves
 //! nothing behind, and the input is never written.
 
+use super::integrity;
 use super::proto::tensor_proto::DataLocation;
 use super::{GraphProto, ModelProto, StringStringEntryProto, TensorProto};
 use crate::error::{Error, Result};
@@ -37,9 +38,16 @@ impl LoadedModel {
     }
 }
 
-/// Reads and decodes an ONNX model, checking every external-data reference.
+/// Reads and decodes an ONNX model, checking every external-data reference and
+/// every declared size against the bytes present.
 pub fn load(path: &Path) -> Result<LoadedModel> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    decode(bytes, path)
+}
+
+/// Decodes a model file's bytes as `load` does; `path` names the file in errors and
+/// locates its external data.
+pub fn decode(bytes: Vec<u8>, path: &Path) -> Result<LoadedModel> {
     let not_onnx = |reason: &str| Error::NotOnnx {
         path: path.to_path_buf(),
         reason: reason.to_string(),
@@ -71,8 +79,23 @@ pub fn load(path: &Path) -> Result<LoadedModel> {
         path: path.to_path_buf(),
         dir,
     };
+    let mut spans = HashMap::new();
     for tensor in external_tensors(loaded.graph()) {
-        resolve_external(&loaded.path, &loaded.dir, tensor)?;
+        let span = resolve_external(&loaded.path, &loaded.dir, tensor)?;
+        spans.insert(tensor as *const TensorProto, span);
+    }
+    let problems = integrity::graph_problems(loaded.graph(), &mut |t| {
+        spans
+            .get(&(t as *const TensorProto))
+            .map(|span: &ExternalSpan| span.length)
+    });
+    if !problems.is_empty() {
+        let shown = problems.len().min(4);
+        let mut reason = problems[..shown].join("; ");
+        if problems.len() > shown {
+            reason.push_str(&format!("; and {} more", problems.len() - shown));
+        }
+        return Err(not_onnx(&reason));
     }
     Ok(loaded)
 }
@@ -141,9 +164,10 @@ pub fn resolve_external(
             .transpose()
     };
     let offset = number("offset")?.unwrap_or(0);
+    // Without a stated length the tensor is as long as its dims and type require.
     let length = match number("length")? {
         Some(length) => length,
-        None => size.saturating_sub(offset),
+        None => integrity::payload_bytes(tensor.data_type(), &tensor.dims).map_err(&fail)?,
     };
     if offset.checked_add(length).is_none_or(|end| end > size) {
         return Err(fail(format!(

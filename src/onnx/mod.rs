@@ -3,6 +3,7 @@
 //! a structural validator.
 
 pub mod builder;
+pub mod integrity;
 pub mod io;
 pub mod shapes;
 pub mod tensor;

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod gradcheck;
+pub mod tolerance;
 
 use ldam_onnx::onnx::builder::{attr_int, NameSet};
 use ldam_onnx::onnx::tensor::{f32_tensor, FLOAT};
