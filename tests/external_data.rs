@@ -281,7 +281,7 @@ fn location_with_parent_component_is_rejected_naming_the_tensor() {
     let dir = root.path().join("model");
     let (_, model) = write_external_mlp(&dir);
     // The file exists and is large enough: only its location is wrong.
-    std::fs::copy(dir.join("weights.bin"), root.path().join("escape.bin")).unwrap();
+    copy_file(&dir.join("weights.bin"), &root.path().join("escape.bin"));
     let (bad, name) = retarget_first(&model, "../escape.bin");
     assert_rejected(&dir, &bad, &name, "outside the model's folder");
     let (bad, name) = retarget_first(&model, "sub/../../escape.bin");
@@ -293,12 +293,48 @@ fn absolute_location_is_rejected_naming_the_tensor() {
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("model");
     let (_, model) = write_external_mlp(&dir);
-    // Even an absolute path into the model's own folder is refused.
-    for target in [dir.join("weights.bin"), root.path().join("abs.bin")] {
-        std::fs::copy(dir.join("weights.bin"), &target).ok();
+    let inside = dir.join("weights.bin");
+    let outside = root.path().join("abs.bin");
+    // The folder's own data file needs no copy (copying a file onto itself
+    // truncates it); the one outside is a copy, failing loudly if it cannot be.
+    copy_file(&inside, &outside);
+    let size = file_len(&inside);
+    assert_eq!(file_len(&outside), size);
+    // Even an absolute path into the model's own folder is refused. Both files
+    // exist and hold the first tensor's span: only the location is wrong.
+    for target in [&inside, &outside] {
         let (bad, name) = retarget_first(&model, target.to_str().unwrap());
+        let tensor = &bad.graph.as_ref().unwrap().initializer[0];
+        let length: u64 = ext_entry(tensor, "length").parse().unwrap();
+        assert!(
+            length > 0 && length <= file_len(target),
+            "{}",
+            target.display()
+        );
         assert_rejected(&dir, &bad, &name, "outside the model's folder");
     }
+    assert_eq!(file_len(&inside), size, "the model's data file is intact");
+}
+
+/// Copies `from` to another file `to`, panicking on any I/O error.
+fn copy_file(from: &Path, to: &Path) {
+    let source = std::fs::canonicalize(from).unwrap_or_else(|e| panic!("{}: {e}", from.display()));
+    if let Ok(target) = std::fs::canonicalize(to) {
+        assert_ne!(
+            source,
+            target,
+            "copying {} onto itself would truncate it",
+            from.display()
+        );
+    }
+    std::fs::copy(from, to)
+        .unwrap_or_else(|e| panic!("copying {} to {}: {e}", from.display(), to.display()));
+}
+
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .len()
 }
 
 #[cfg(unix)]
@@ -308,7 +344,7 @@ fn symlink_leaving_the_folder_is_rejected_naming_the_tensor() {
     let dir = root.path().join("model");
     let (_, model) = write_external_mlp(&dir);
     let outside = root.path().join("outside.bin");
-    std::fs::copy(dir.join("weights.bin"), &outside).unwrap();
+    copy_file(&dir.join("weights.bin"), &outside);
     std::os::unix::fs::symlink(&outside, dir.join("link.bin")).unwrap();
     let (bad, name) = retarget_first(&model, "link.bin");
     assert_rejected(&dir, &bad, &name, "through a link");
@@ -458,11 +494,10 @@ fn location_naming_the_folder_itself_is_rejected_naming_the_tensor() {
 fn save_never_overwrites_any_of_the_inputs_data_files() {
     let dir = tempfile::tempdir().unwrap();
     let (_, mut model) = write_external_mlp(dir.path());
-    std::fs::copy(
-        dir.path().join("weights.bin"),
-        dir.path().join("out.onnx.data"),
-    )
-    .unwrap();
+    copy_file(
+        &dir.path().join("weights.bin"),
+        &dir.path().join("out.onnx.data"),
+    );
     let graph = model.graph.as_mut().unwrap();
     for tensor in graph.initializer.iter_mut().skip(1) {
         let (offset, length) = (

@@ -20,13 +20,56 @@ use ldam_onnx::onnx::io::load;
 use ldam_onnx::onnx::tensor::{is_float_type, FLOAT};
 use ldam_onnx::onnx::types::{tensor_type, value_info_any_shape, Dim};
 
+/// The model files to check: all of `models/`, or those whose file name contains
+/// `only` (the `GC_ONLY` variable). A filter that selects none is an error listing
+/// the models, rather than a test that passes without checking anything.
+fn selected_models(only: Option<&str>) -> Vec<(String, std::path::PathBuf)> {
+    let all: Vec<(String, std::path::PathBuf)> = common::model_files()
+        .into_iter()
+        .map(|path| {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            (name, path)
+        })
+        .collect();
+    let selected: Vec<_> = all
+        .iter()
+        .filter(|(name, _)| only.is_none_or(|only| name.contains(only)))
+        .cloned()
+        .collect();
+    if selected.is_empty() {
+        let names: Vec<&str> = all.iter().map(|(name, _)| name.as_str()).collect();
+        panic!(
+            "GC_ONLY={:?} matches no model; known models: {}",
+            only.unwrap_or_default(),
+            names.join(", ")
+        );
+    }
+    selected
+}
+
 #[test]
-fn every_model_gradient_matches_finite_differences() {
+fn gc_only_matching_no_model_is_an_error_listing_the_models() {
+    let panic = std::panic::catch_unwind(|| selected_models(Some("no-such-model")))
+        .expect_err("an unknown GC_ONLY name must fail");
+    let message = panic
+        .downcast_ref::<String>()
+        .expect("the panic carries a formatted message");
+    assert!(message.contains("\"no-such-model\""), "{message}");
     for path in common::model_files() {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        if std::env::var("GC_ONLY").is_ok_and(|only| !name.contains(&only)) {
-            continue;
-        }
+        assert!(message.contains(&name), "{name} is not listed: {message}");
+    }
+    // A known name selects exactly the files containing it.
+    let mlp = selected_models(Some("mlp"));
+    assert!(!mlp.is_empty() && mlp.iter().all(|(name, _)| name.contains("mlp")));
+    assert_eq!(selected_models(None).len(), common::model_files().len());
+}
+
+#[test]
+fn every_model_gradient_matches_finite_differences() {
+    let only = std::env::var("GC_ONLY").ok();
+    let mut checked = Vec::new();
+    for (name, path) in selected_models(only.as_deref()) {
         let mut model = load(&path).unwrap().model;
         let graph = model.graph.as_mut().unwrap();
         let shape: Vec<i64> = tensor_type(&graph.input[0])
@@ -85,5 +128,8 @@ fn every_model_gradient_matches_finite_differences() {
         check.rel_tol = 1e-2;
         eprintln!("{name}: checking {wrt:?}");
         check.run_directional(3);
+        checked.push(name);
     }
+    assert!(!checked.is_empty(), "no model was checked");
+    eprintln!("checked: {}", checked.join(", "));
 }

@@ -1,7 +1,9 @@
 //! Static shape inference checked against ONNX Runtime: every node output of every
 //! exported model (original and LDAM-patched) and of hand-built graphs of tricky
-//! ops is exposed as a graph output, run at batch size 3, and its actual shape and
-//! element type compared with the inferred ones.
+//! ops is exposed as a graph output, run at two batch sizes, and its actual shape
+//! and element type compared with the inferred ones. The batch sizes differ from
+//! each other and from every other axis of the input (the hand-built graphs' input
+//! is [N, 3, 11, 13]), so a rule that mixes up two axes cannot pass by chance.
 
 mod common;
 
@@ -21,7 +23,9 @@ use ort::value::TensorElementType;
 use std::collections::{BTreeSet, HashMap};
 
 const COUNTS: [u64; 10] = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50];
-const BATCH: i64 = 3;
+/// The batch sizes every graph runs at: neither is the size of another input axis
+/// (1 or 3 channels, 28 or 32 pixels in the bundled models; 3, 11, 13 in the zoo).
+const BATCHES: [i64; 2] = [2, 5];
 
 /// What ONNX Runtime produced for one value.
 struct Actual {
@@ -29,8 +33,9 @@ struct Actual {
     elem_type: Option<i32>,
 }
 
-/// A random batch for the model's first input, batch dimension set to BATCH.
-fn input_batch(model: &ModelProto, seed: u64) -> Data {
+/// A random batch for the model's first input, batch dimension set to `batch`,
+/// which must differ from every fixed dimension of the input.
+fn input_batch(model: &ModelProto, seed: u64, batch: i64) -> Data {
     let graph = model.graph.as_ref().expect("model has a graph");
     let input = tensor_type(&graph.input[0]).expect("input is a tensor");
     let shape: Vec<i64> = input
@@ -38,17 +43,21 @@ fn input_batch(model: &ModelProto, seed: u64) -> Data {
         .expect("input shape is known")
         .iter()
         .map(|d| match d {
-            Dim::Fixed(v) => *v,
-            _ => BATCH,
+            Dim::Fixed(v) => {
+                assert_ne!(*v, batch, "batch {batch} equals an input axis");
+                *v
+            }
+            _ => batch,
         })
         .collect();
     let len = shape.iter().product::<i64>() as usize;
     Data::F32(shape, Rng::new(seed).floats(len, -1.0, 1.0))
 }
 
-fn labels_and_epoch() -> [(&'static str, Data); 2] {
+fn labels_and_epoch(batch: i64) -> [(&'static str, Data); 2] {
+    let labels = (0..batch).map(|i| (7 * i + 9) % 10).collect();
     [
-        ("labels", Data::I64(vec![BATCH], vec![0, 9, 4])),
+        ("labels", Data::I64(vec![batch], labels)),
         ("epoch", Data::I64(vec![], vec![200])),
     ]
 }
@@ -149,12 +158,14 @@ fn onnx_elem_type(t: TensorElementType) -> Option<i32> {
     }
 }
 
-/// Compares every inferred shape with the actual one (a symbolic dim must be the
-/// batch, `N`); returns the values whose shape is not fully inferred.
+/// Compares every inferred shape with the actual one of a run at `batch` (a
+/// symbolic dim must be the batch, `N`); returns the values whose shape is not
+/// fully inferred.
 fn check_against_runtime(
     what: &str,
     shapes: &ValueShapes,
     actual: &HashMap<String, Actual>,
+    batch: i64,
 ) -> Vec<String> {
     let mut incomplete = Vec::new();
     for (name, got) in actual {
@@ -181,15 +192,15 @@ fn check_against_runtime(
                 Dim::Fixed(v) => assert_eq!(
                     *v,
                     size,
-                    "{what}: '{name}' dim {i}: inferred {}, actual {:?}",
+                    "{what}: '{name}' dim {i}: inferred {}, actual {:?} at batch {batch}",
                     ty.describe(),
                     got.shape
                 ),
                 Dim::Symbolic(s) => {
                     assert_eq!(s, "N", "{what}: '{name}' has an unexpected symbol");
                     assert_eq!(
-                        size, BATCH,
-                        "{what}: '{name}' dim {i} is N, actual {:?}",
+                        size, batch,
+                        "{what}: '{name}' dim {i} is N, actual {:?} at batch {batch}",
                         got.shape
                     );
                 }
@@ -208,21 +219,49 @@ fn check_against_runtime(
     incomplete
 }
 
-/// Checks both inference with the graph's own `value_info` and without it.
-fn check_model(what: &str, model: &ModelProto, feeds: &[(&str, Data)]) -> Vec<String> {
+/// The values left (partly) unknown at any batch size, one line per value (the
+/// first batch's description), sorted by name.
+fn union_by_name(lists: Vec<Vec<String>>) -> Vec<String> {
+    let mut by_name: std::collections::BTreeMap<String, String> = Default::default();
+    for line in lists.into_iter().flatten() {
+        let name = line.split(": ").next().unwrap_or_default().to_string();
+        by_name.entry(name).or_insert(line);
+    }
+    by_name.into_values().collect()
+}
+
+/// Checks both inference with the graph's own `value_info` and without it, at
+/// every batch size; `feeds` gives the inputs for a batch size.
+fn check_model(
+    what: &str,
+    model: &ModelProto,
+    feeds: impl Fn(i64) -> Vec<(&'static str, Data)>,
+) -> Vec<String> {
     let graph = model.graph.as_ref().expect("model has a graph");
     let shapes = ValueShapes::infer(graph, opset(model));
-    let actual = run_exposed(model, &shapes, feeds);
-    let incomplete = check_against_runtime(what, &shapes, &actual);
-    eprintln!("{what}: {} values compared with ONNX Runtime", actual.len());
-    assert!(
-        incomplete.is_empty(),
-        "{what}: shapes not fully inferred:\n{}",
-        incomplete.join("\n")
-    );
     let bare = without_value_info(model);
     let bare_shapes = ValueShapes::infer(bare.graph.as_ref().expect("graph"), opset(model));
-    check_against_runtime(&format!("{what} (no value_info)"), &bare_shapes, &actual)
+    let mut lists = Vec::new();
+    for batch in BATCHES {
+        let actual = run_exposed(model, &shapes, &feeds(batch));
+        let incomplete = check_against_runtime(what, &shapes, &actual, batch);
+        eprintln!(
+            "{what}: {} values compared with ONNX Runtime at batch {batch}",
+            actual.len()
+        );
+        assert!(
+            incomplete.is_empty(),
+            "{what}: shapes not fully inferred:\n{}",
+            incomplete.join("\n")
+        );
+        lists.push(check_against_runtime(
+            &format!("{what} (no value_info)"),
+            &bare_shapes,
+            &actual,
+            batch,
+        ));
+    }
+    union_by_name(lists)
 }
 
 /// Float values without a full shape (the coverage the autodiff needs).
@@ -244,8 +283,9 @@ fn every_value_of_every_model_has_its_runtime_shape() {
     for path in common::model_files() {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let model = load(&path).unwrap().model;
-        let x = input_batch(&model, 7);
-        let incomplete = check_model(&name, &model, &[("input", x)]);
+        let incomplete = check_model(&name, &model, |batch| {
+            vec![("input", input_batch(&model, 7, batch))]
+        });
         assert!(
             float_gaps(&incomplete, &model).is_empty(),
             "{name}: {incomplete:#?}"
@@ -269,13 +309,10 @@ fn every_value_of_every_patched_model_has_its_runtime_shape() {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let original = load(&path).unwrap().model;
         let (patched, _) = patch(&original, &options).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let x = input_batch(&original, 8);
-        let [labels, epoch] = labels_and_epoch();
-        let incomplete = check_model(
-            &format!("patched {name}"),
-            &patched,
-            &[("input", x), labels, epoch],
-        );
+        let incomplete = check_model(&format!("patched {name}"), &patched, |batch| {
+            let [labels, epoch] = labels_and_epoch(batch);
+            vec![("input", input_batch(&original, 8, batch)), labels, epoch]
+        });
         assert!(
             incomplete.is_empty(),
             "patched {name}: values without a full shape: {incomplete:#?}"
@@ -407,9 +444,19 @@ fn n_dim() -> Dim {
     Dim::Symbolic("N".into())
 }
 
-/// Runs the zoo and checks every value; returns the values left (partly) unknown.
+/// The zoo's input axes after the batch: channels, height, width.
+const ZOO_CHW: [i64; 3] = [3, 11, 13];
+
+/// Runs the zoo at every batch size and checks every value; returns the values
+/// left (partly) unknown at any of them.
 fn check_zoo(what: &str, zoo: Zoo, opset: i64) -> Vec<String> {
-    let dims = [n_dim(), Dim::Fixed(3), Dim::Fixed(11), Dim::Fixed(13)];
+    let [c, h, w] = ZOO_CHW;
+    for (i, a) in [BATCHES[0], BATCHES[1], c, h, w].iter().enumerate() {
+        for b in &[BATCHES[0], BATCHES[1], c, h, w][i + 1..] {
+            assert_ne!(a, b, "batch sizes and input axes must all differ");
+        }
+    }
+    let dims = [n_dim(), Dim::Fixed(c), Dim::Fixed(h), Dim::Fixed(w)];
     let mut model = zoo.model("x", &dims, opset);
     let shapes = ValueShapes::infer(model.graph.as_ref().unwrap(), opset);
     // A graph needs at least one output; the probe adds the rest.
@@ -421,11 +468,18 @@ fn check_zoo(what: &str, zoo: Zoo, opset: i64) -> Vec<String> {
         .unwrap()
         .output
         .push(value_info_any_shape(&first, elem));
-    let len = (BATCH * 3 * 11 * 13) as usize;
-    let x = Data::F32(vec![BATCH, 3, 11, 13], Rng::new(11).floats(len, -1.0, 1.0));
-    let actual = run_exposed(&model, &shapes, &[("x", x)]);
-    eprintln!("{what}: {} values compared with ONNX Runtime", actual.len());
-    check_against_runtime(what, &shapes, &actual)
+    let mut lists = Vec::new();
+    for batch in BATCHES {
+        let len = (batch * c * h * w) as usize;
+        let x = Data::F32(vec![batch, c, h, w], Rng::new(11).floats(len, -1.0, 1.0));
+        let actual = run_exposed(&model, &shapes, &[("x", x)]);
+        eprintln!(
+            "{what}: {} values compared with ONNX Runtime at batch {batch}",
+            actual.len()
+        );
+        lists.push(check_against_runtime(what, &shapes, &actual, batch));
+    }
+    union_by_name(lists)
 }
 
 /// Convolutions, pools and their windows (pads, strides, dilations, groups,

@@ -247,12 +247,30 @@ fn killed_run_resumes_to_exactly_the_uninterrupted_weights() {
     );
     assert!(!killed.join("model.onnx").exists());
 
-    let status = ldam_onnx()
-        .args(["train", "--quiet", "--resume"])
+    // The resumed run starts at the checkpoint's epoch (a restart from scratch
+    // would end with the same weights, so only this shows it), and ends where
+    // the uninterrupted run did.
+    assert_eq!(
+        at_kill.progress.batch, 0,
+        "a killed run keeps epoch-end checkpoints"
+    );
+    assert!(at_kill.progress.epoch >= 1);
+    assert_eq!(at_kill.progress.records.len(), at_kill.progress.epoch);
+    let output = ldam_onnx()
+        .args(["train", "--resume"])
         .arg(&killed)
-        .status()
+        .output()
         .unwrap();
-    assert!(status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let resuming = format!(
+        "resuming at epoch {}, batch 0\n",
+        at_kill.progress.epoch + 1
+    );
+    assert!(
+        stderr.contains(&resuming),
+        "expected {resuming:?} in: {stderr}"
+    );
     assert_same_state(
         &Checkpoint::load(&whole).unwrap(),
         &Checkpoint::load(&killed).unwrap(),
@@ -285,6 +303,33 @@ fn ctrl_c_saves_a_mid_epoch_checkpoint_and_resume_matches_the_uninterrupted_run(
     assert_eq!((at_stop.progress.epoch, at_stop.progress.batch), (0, 1));
     assert_eq!(at_stop.progress.partial.seen, 128);
 
+    // Resuming with the flag raised again trains exactly one more step from the
+    // saved position: batch 2 of epoch 0, 256 examples seen. A resume that
+    // restarted at (0, 0), with or without the saved weights, would stop at
+    // batch 1, which only a check of the position can tell apart.
+    match run::resume(&stopped, &options).unwrap() {
+        Outcome::Interrupted { epoch, batch } => assert_eq!((epoch, batch), (0, 2)),
+        other => panic!("expected an interruption, got {other:?}"),
+    }
+    let at_second_stop = Checkpoint::load(&stopped).unwrap();
+    assert_eq!(
+        (at_second_stop.progress.epoch, at_second_stop.progress.batch),
+        (0, 2)
+    );
+    assert_eq!(at_second_stop.progress.partial.seen, 256);
+    assert!(at_second_stop.progress.records.is_empty());
+    assert!(
+        at_second_stop.progress.partial.loss_sum > at_stop.progress.partial.loss_sum,
+        "the second step's loss is added to the first's"
+    );
+    assert!(
+        at_stop
+            .state
+            .iter()
+            .any(|(name, t)| f32_values(t) != f32_values(&at_second_stop.state[name])),
+        "the resumed step changed the weights"
+    );
+
     // A real SIGINT to the CLI: exit code 130 and a resumable checkpoint.
     let resumed = tmp.path().join("sigint");
     let mut child = ldam_onnx()
@@ -304,9 +349,37 @@ fn ctrl_c_saves_a_mid_epoch_checkpoint_and_resume_matches_the_uninterrupted_run(
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(130), "{stderr}");
     assert!(stderr.contains("--resume"), "{stderr}");
+    // The position the CLI reports is the checkpoint's, and at least one step
+    // (the one in flight at the signal) was trained.
+    let at_sigint = Checkpoint::load(&resumed).unwrap();
+    let (epoch, batch) = (at_sigint.progress.epoch, at_sigint.progress.batch);
+    assert!((epoch, batch) != (0, 0), "stopped before any step");
+    assert!(epoch < epochs, "the run finished before the signal");
+    assert_eq!(at_sigint.progress.records.len(), epoch);
+    assert_eq!(at_sigint.progress.partial.seen, 128 * batch as u64);
+    let stopped_at = format!("stopped at epoch {}, batch {batch};", epoch + 1);
+    assert!(
+        stderr.contains(&stopped_at),
+        "expected {stopped_at:?} in: {stderr}"
+    );
 
+    // The CLI resumes at exactly that position and ends where the uninterrupted
+    // run did.
+    let output = ldam_onnx()
+        .args(["train", "--resume"])
+        .arg(&resumed)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let resuming = format!("resuming at epoch {}, batch {batch}\n", epoch + 1);
+    assert!(
+        stderr.contains(&resuming),
+        "expected {resuming:?} in: {stderr}"
+    );
+
+    finished(run::resume(&stopped, &RunOptions::default()).unwrap());
     for dir in [&stopped, &resumed] {
-        finished(run::resume(dir, &RunOptions::default()).unwrap());
         assert_same_state(
             &Checkpoint::load(&whole).unwrap(),
             &Checkpoint::load(dir).unwrap(),
@@ -314,25 +387,88 @@ fn ctrl_c_saves_a_mid_epoch_checkpoint_and_resume_matches_the_uninterrupted_run(
     }
 }
 
+/// Settings whose loss turns non-finite at a known step: 2000 images (16 batches
+/// of 128, the last of 80) per epoch, the first epoch at lr 0.05 with no warm-up,
+/// then the rate times 1e300. That rate, 5e298, exceeds float32's range, so the
+/// trainer's float32 rate is infinite from the second epoch on. Step 1 of epoch 2
+/// still reports the loss of the first epoch's finite weights (the loss is
+/// computed before the update), and its update `w - inf * v` makes every weight
+/// with a nonzero momentum entry infinite (weight decay alone puts `2e-4 w` in
+/// each), so step 2 of epoch 2 sums infinities of both signs or multiplies them
+/// by zero, and its loss is the first non-finite one.
+fn explode_in_epoch_2_settings(tmp: &Path) -> TrainSettings {
+    let mut settings = resume_settings(tmp, 2);
+    settings.train_limit = Some(2000);
+    settings.allow_count_mismatch = true;
+    settings.lr = 0.05;
+    settings.warmup_epochs = Some(0);
+    settings.lr_steps = Some(vec![1]);
+    settings.lr_factor = 1e300;
+    assert!(settings.schedule().lr_at(0) == 0.05);
+    assert!(settings.schedule().lr_at(1) as f32 == f32::INFINITY);
+    settings
+}
+
 #[test]
 fn non_finite_loss_stops_naming_epoch_and_step_and_keeps_the_last_good_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut settings = resume_settings(tmp.path(), 2);
-    settings.train_limit = Some(2000);
-    settings.lr = 1e30;
-    settings.warmup_epochs = Some(0);
-    settings.allow_count_mismatch = true;
+    let settings = explode_in_epoch_2_settings(tmp.path());
     let out = tmp.path().join("nan");
-    let error = run::start(settings, &out, &RunOptions::default())
+    let error = run::start(settings.clone(), &out, &RunOptions::default())
         .unwrap_err()
         .to_string();
-    assert!(error.contains("epoch 1, step "), "{error}");
+    // 1-based, as the message reads: epoch 2 (index 1), step 2.
+    assert!(error.contains("at epoch 2, step 2 ("), "{error}");
     assert!(error.contains("checkpoint"), "{error}");
+
+    // The kept checkpoint is the last good one: the end of epoch 1, after its 16
+    // good steps, bit for bit the checkpoint of the same run stopped after one
+    // epoch, with that epoch's record.
     let kept = Checkpoint::load(&out).unwrap();
-    assert_eq!((kept.progress.epoch, kept.progress.batch), (0, 0));
+    assert_eq!((kept.progress.epoch, kept.progress.batch), (1, 0));
+    assert_eq!(kept.progress.partial.seen, 0);
+    assert_eq!(kept.progress.records.len(), 1);
+    let record = &kept.progress.records[0];
+    assert!(
+        record.train_loss.is_finite() && record.test_acc.is_some(),
+        "{record:?}"
+    );
     for tensor in kept.state.values() {
         assert!(f32_values(tensor).unwrap().iter().all(|v| v.is_finite()));
     }
+    let one_epoch = tmp.path().join("one-epoch");
+    let mut first_epoch_only = settings;
+    first_epoch_only.epochs = 1;
+    finished(run::start(first_epoch_only, &one_epoch, &RunOptions::default()).unwrap());
+    assert_same_state(&Checkpoint::load(&one_epoch).unwrap(), &kept);
+}
+
+/// The error's description of the kept checkpoint must be the file's position.
+/// src/train/run.rs (train_loop, the non-finite-loss error) prints
+/// `progress.epoch + 1` and `progress.batch` of the in-memory progress, which
+/// counts the good steps of the current epoch, while checkpoints are only
+/// written at epoch ends: after one good step of epoch 2 it says
+/// "(epoch 2, batch 1)" for a file that holds epoch 2, batch 0.
+#[test]
+#[ignore = "bug: the non-finite-loss error names the in-memory position, not the kept checkpoint's (src/train/run.rs, train_loop)"]
+fn non_finite_loss_error_names_the_position_of_the_kept_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("nan");
+    let error = run::start(
+        explode_in_epoch_2_settings(tmp.path()),
+        &out,
+        &RunOptions::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    let kept = Checkpoint::load(&out).unwrap();
+    let position = format!(
+        "(epoch {}, batch {})",
+        kept.progress.epoch + 1,
+        kept.progress.batch
+    );
+    assert_eq!(position, "(epoch 2, batch 0)");
+    assert!(error.contains(&position), "expected {position} in: {error}");
 }
 
 #[test]
