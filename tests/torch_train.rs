@@ -64,6 +64,31 @@ fn torch_run_exports_a_model_whose_onnx_runtime_accuracy_is_the_reported_one() {
         normalization: recorded_normalization(&exported).unwrap(),
         seed,
     };
-    let evaluation = evaluate(&test, &preprocess, 500, 10, |b| classifier.predict(b)).unwrap();
-    assert_eq!(evaluation.top1(), done.report.top1);
+    let mut logits = Vec::new();
+    let evaluation = evaluate(&test, &preprocess, 500, 10, |b| {
+        let out = classifier.predict(b)?;
+        logits.extend_from_slice(&out);
+        Ok(out)
+    })
+    .unwrap();
+    // The run's accuracy comes from libtorch, this one from ONNX Runtime: an
+    // example's arg-max can differ only where its top two logits are closer than
+    // the two runtimes' forward difference (`common::tolerance`), bounded per row by
+    // `forward_bound * ||row||_2` on each side.
+    let bound = common::tolerance::Accumulation::of(&exported, 500).forward_bound();
+    let ambiguous = logits
+        .chunks(10)
+        .filter(|row| {
+            let mut sorted = row.to_vec();
+            sorted.sort_by(|a, b| b.total_cmp(a));
+            f64::from(sorted[0] - sorted[1]) <= 2.0 * bound * common::tolerance::norm(row)
+        })
+        .count();
+    let differing = ((evaluation.top1() - done.report.top1).abs() / 100.0 * 1000.0).round();
+    assert!(
+        differing <= ambiguous as f64,
+        "ONNX Runtime top-1 {} vs the run's {}: {differing} examples differ, {ambiguous} are within rounding of a tie",
+        evaluation.top1(),
+        done.report.top1
+    );
 }
