@@ -443,14 +443,10 @@ fn non_finite_loss_stops_naming_epoch_and_step_and_keeps_the_last_good_checkpoin
     assert_same_state(&Checkpoint::load(&one_epoch).unwrap(), &kept);
 }
 
-/// The error's description of the kept checkpoint must be the file's position.
-/// src/train/run.rs (train_loop, the non-finite-loss error) prints
-/// `progress.epoch + 1` and `progress.batch` of the in-memory progress, which
-/// counts the good steps of the current epoch, while checkpoints are only
-/// written at epoch ends: after one good step of epoch 2 it says
-/// "(epoch 2, batch 1)" for a file that holds epoch 2, batch 0.
+/// The error's description of the kept checkpoint is the file's position, not
+/// the in-memory count of good steps in the epoch (checkpoints are written at
+/// epoch ends: after one good step of epoch 2 the file holds epoch 2, batch 0).
 #[test]
-#[ignore = "bug: the non-finite-loss error names the in-memory position, not the kept checkpoint's (src/train/run.rs, train_loop)"]
 fn non_finite_loss_error_names_the_position_of_the_kept_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("nan");

@@ -546,14 +546,17 @@ impl<'p> Content<'p> {
         Ok(buf[..buf.len().min(n)].to_vec())
     }
 
-    /// Most bytes the content can hold: the file size, or deflate's best ratio
-    /// (1032:1) times it. Used to cap reservations, never as a promise.
-    fn max_len(&self) -> u64 {
-        if self.gzip {
-            self.file_len.saturating_mul(1032)
+    /// How much to reserve up front for content a header says is `claimed` bytes
+    /// long: never more than the file could plausibly inflate to at an ordinary
+    /// ratio (the buffer grows past it if the data really is longer), so a lying
+    /// header cannot make the reader reserve memory the bytes do not back.
+    fn reservation(&self, claimed: u64) -> usize {
+        let plausible = if self.gzip {
+            self.file_len.saturating_mul(PLAUSIBLE_DEFLATE_RATIO)
         } else {
             self.file_len
-        }
+        };
+        usize::try_from(claimed.min(plausible)).unwrap_or(0)
     }
 
     fn read_exact(&mut self, buf: &mut [u8], what: &str) -> Result<()> {
@@ -568,8 +571,7 @@ impl<'p> Content<'p> {
 
     /// Reads at most `limit` bytes, then reports whether more followed.
     fn read_up_to(&mut self, limit: u64) -> Result<(Vec<u8>, bool)> {
-        let reserve = limit.min(self.max_len());
-        let mut out = Vec::with_capacity(usize::try_from(reserve).unwrap_or(0));
+        let mut out = Vec::with_capacity(self.reservation(limit));
         (&mut self.reader)
             .take(limit)
             .read_to_end(&mut out)
@@ -599,6 +601,10 @@ impl<'p> Content<'p> {
         Error::config(format!("{}: {what}", self.path.display()))
     }
 }
+
+/// Deflate can reach 1032:1, but image and label files compress by far less: up
+/// front, readers reserve at most this ratio times the compressed size.
+const PLAUSIBLE_DEFLATE_RATIO: u64 = 8;
 
 fn read_error(path: &Path, gzip: bool, e: std::io::Error) -> Error {
     if gzip {
@@ -1205,10 +1211,14 @@ fn read_npy_member(
     }
     file.seek(SeekFrom::Start(data_at)).map_err(io)?;
     let stored = Read::take(&mut *file, entry.compressed);
-    // The most bytes this member can inflate to, from its size on disk.
+    // What to reserve for this member's data: its size on disk at an ordinary
+    // deflate ratio at most (the buffer grows past it if the data is longer).
     let max_len = match entry.method {
         0 => entry.compressed,
-        8 => entry.compressed.saturating_mul(1032).saturating_add(1024),
+        8 => entry
+            .compressed
+            .saturating_mul(PLAUSIBLE_DEFLATE_RATIO)
+            .saturating_add(1024),
         m => {
             return Err(bad(format!(
                 "zip compression method {m} is not supported (only stored and deflate)"

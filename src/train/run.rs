@@ -359,6 +359,9 @@ fn train_loop(
     let train = &prepared.train;
     let batches = train.len().div_ceil(settings.batch_size);
     let mut last_eval: Option<Evaluation> = None;
+    // Where the checkpoint on disk stands: the run starts from one (written at
+    // start, or the one resumed), and each save moves it.
+    let mut saved = (progress.epoch, progress.batch);
 
     while progress.epoch < settings.epochs {
         let epoch = progress.epoch;
@@ -386,15 +389,16 @@ fn train_loop(
                 view.finish_bar();
                 return Err(Error::Training {
                     reason: format!(
-                        "the loss became {} at epoch {}, step {} (lr {lr}); training stopped and \
+                        "the loss became {} at epoch {}, step {} (lr {}); training stopped and \
                          the last good checkpoint is kept in {} (epoch {}, batch {}). Lower --lr \
                          or check the data, then --resume or start again",
                         out.loss,
                         epoch + 1,
                         b + 1,
+                        short_number(lr),
                         Checkpoint::path(run_dir).display(),
-                        progress.epoch + 1,
-                        progress.batch
+                        saved.0 + 1,
+                        saved.1
                     ),
                 });
             }
@@ -452,6 +456,7 @@ fn train_loop(
         progress.epoch += 1;
         progress.batch = 0;
         save(&progress, trainer, run_dir)?;
+        saved = (progress.epoch, progress.batch);
         report::write_metrics_csv(run_dir, &progress.records)?;
         if evaluation.is_some() {
             last_eval = evaluation;
@@ -484,6 +489,16 @@ fn evaluate_test(
         prepared.classes,
         |batch| trainer.predict(batch),
     )
+}
+
+/// A number as a person reads it: plain in the usual range, in exponent form
+/// outside it (a diverging learning rate would otherwise print 300 digits).
+fn short_number(value: f64) -> String {
+    if value == 0.0 || (1e-4..1e6).contains(&value.abs()) {
+        format!("{value}")
+    } else {
+        format!("{value:e}")
+    }
 }
 
 fn save(progress: &Progress, trainer: &dyn Trainer, run_dir: &Path) -> Result<()> {
