@@ -7,8 +7,8 @@
 # Environment:
 #   RUNS=3            timed runs per variant (after one untimed warm-up each)
 #   BENCH_DATA=DIR    where the generated models are cached [target/bench-data]
-#   BENCH_PYTHON=PY   a python with onnx + numpy [/work/venv-export/bin/python if it
-#                     has them, else a venv created under target/bench-venv]
+#   BENCH_PYTHON=PY   a python with onnx + numpy [$PYTHON, else python3 from PATH, if
+#                     it has them; else a venv made from it under target/bench-venv]
 #   HIDDEN=a,b,c      hidden widths of the generated MLP [8192,8192,3072 -> ~503 MB]
 #
 # Every file is in the page cache when timed (the warm-up reads it; dropping caches
@@ -39,15 +39,15 @@ fi
 has_onnx() { "$1" -c 'import onnx, numpy' >/dev/null 2>&1; }
 PY=${BENCH_PYTHON:-}
 if [[ -z $PY ]]; then
-    if [[ -x /work/venv-export/bin/python ]] && has_onnx /work/venv-export/bin/python; then
-        PY=/work/venv-export/bin/python
-    else
-        PY=$ROOT/target/bench-venv/bin/python
-        if ! has_onnx "$PY" 2>/dev/null; then
-            log "creating target/bench-venv with onnx + numpy"
-            python3 -m venv "$ROOT/target/bench-venv"
-            "$PY" -m pip install --quiet onnx numpy
+    PY=${PYTHON:-python3}
+    if ! has_onnx "$PY"; then
+        VENV_PY=$ROOT/target/bench-venv/bin/python
+        if ! has_onnx "$VENV_PY" 2>/dev/null; then
+            log "creating target/bench-venv with onnx + numpy (from $PY)"
+            "$PY" -m venv "$ROOT/target/bench-venv"
+            "$VENV_PY" -m pip install --quiet onnx numpy
         fi
+        PY=$VENV_PY
     fi
 fi
 has_onnx "$PY" || { log "$PY cannot import onnx and numpy"; exit 1; }
