@@ -387,9 +387,8 @@ fn train_force_starts_over_in_a_run_folder_and_without_it_leaves_the_folder_unto
 }
 
 #[test]
-#[ignore = "bug: `train --force` leaves the old run's model.onnx, report.json and plots in \
-            the folder until the new run finishes, so a forced restart that stops early \
-            presents the old run's results as the folder's"]
+/// A forced restart that stops early must not present the replaced run's model
+/// and reports as the folder's.
 fn train_force_removes_the_old_runs_results_before_training_again() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");

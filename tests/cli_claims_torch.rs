@@ -291,15 +291,22 @@ fn a_checkpoint_of_either_backend_resumes_on_the_other_from_its_saved_epoch() {
             &switched,
             &[&flags[..], &["--backend", first, "--epochs", "1"]].concat(),
         );
-        // `--resume` keeps the run's settings (it refuses --backend), so the
-        // switch is made in the checkpoint's recorded settings.
+        // The one-epoch run's checkpoint is the first epoch of a two-epoch run
+        // (the schedule does not depend on --epochs): its recorded epochs are
+        // raised as if that run had been stopped there.
         let mut saved = Checkpoint::load(&switched).unwrap();
         assert_eq!((saved.progress.epoch, saved.progress.batch), (1, 0));
-        saved.progress.settings["backend"] = second.into();
         saved.progress.settings["epochs"] = 2.into();
         saved.save(&switched).unwrap();
 
-        ldam_ok(["train", "--quiet", "--resume", &p(&switched)]);
+        ldam_ok([
+            "train",
+            "--quiet",
+            "--resume",
+            &p(&switched),
+            "--backend",
+            second,
+        ]);
         let resumed = Checkpoint::load(&switched).unwrap();
         let report = read_json(&switched.join("report.json"));
         let runtime = report["settings"]["resolved"]["runtime"].as_str().unwrap();

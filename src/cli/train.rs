@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// Settings flags; none of them may accompany --resume (the run keeps its own).
-const SETTING_FLAGS: [&str; 27] = [
+const SETTING_FLAGS: [&str; 26] = [
     "model",
     "train",
     "test",
@@ -46,7 +46,6 @@ const SETTING_FLAGS: [&str; 27] = [
     "eval_every",
     "eval_batch_size",
     "allow_count_mismatch",
-    "backend",
 ];
 
 #[derive(Args, Debug)]
@@ -140,8 +139,10 @@ pub struct TrainArgs {
     #[arg(long)]
     allow_count_mismatch: bool,
     /// ort (compiled training step in ONNX Runtime) or torch (libtorch autograd)
-    #[arg(long, default_value = "ort", value_parser = parse::<Backend>)]
-    backend: Backend,
+    /// [default: ort]. Both train the same step on the same state, so with
+    /// --resume it moves a run to the other runtime
+    #[arg(long, value_parser = parse::<Backend>)]
+    backend: Option<Backend>,
     /// cpu, cuda or cuda:N
     #[arg(long, default_value = "cpu", value_parser = parse::<Device>)]
     device: Device,
@@ -183,7 +184,7 @@ impl TrainArgs {
         s.eval_every = self.eval_every;
         s.eval_batch_size = self.eval_batch_size;
         s.allow_count_mismatch = self.allow_count_mismatch;
-        s.backend = self.backend;
+        s.backend = self.backend.unwrap_or(Backend::OnnxRuntime);
         Some(s)
     }
 }
@@ -208,6 +209,7 @@ pub fn run_train(args: TrainArgs) -> Result<ExitCode> {
         quiet: args.quiet,
         interrupt,
         force: args.force,
+        backend: args.backend,
     };
     let (run_dir, outcome) = match (&args.resume, args.settings(), &args.out) {
         (Some(dir), _, _) => (dir.clone(), run::resume(dir, &options)?),
@@ -380,12 +382,14 @@ mod tests {
     use super::*;
     use clap::{Args, Command};
 
-    /// Every train flag but the run-control ones is a setting that `--resume`
-    /// must refuse: a flag missing from the list would be silently ignored.
+    /// Every train flag but the run-control ones (which say where and how to run,
+    /// not what to compute: `--backend` and `--device` change the runtime, not
+    /// the step) is a setting that `--resume` must refuse: a flag missing from
+    /// the list would be silently ignored.
     #[test]
     fn every_setting_flag_conflicts_with_resume() {
         let command = TrainArgs::augment_args(Command::new("train"));
-        let run_control = ["resume", "force", "out", "device", "quiet"];
+        let run_control = ["resume", "force", "out", "device", "quiet", "backend"];
         let mut settings: Vec<&str> = command
             .get_arguments()
             .map(|a| a.get_id().as_str())

@@ -7,7 +7,7 @@
 //! records the exact position (epoch and batch) with the state tensors, so a
 //! resumed run continues with the batches an uninterrupted one would have seen.
 
-use crate::backend::{create_trainer, Device, Trainer};
+use crate::backend::{create_trainer, Backend, Device, Trainer};
 use crate::compile::CompileOptions;
 use crate::error::{Error, Result};
 use crate::onnx::{ModelProto, StringStringEntryProto};
@@ -41,6 +41,9 @@ pub struct RunOptions {
     pub interrupt: Arc<AtomicBool>,
     /// Replace a finished or unfinished run already in the folder.
     pub force: bool,
+    /// The runtime to train on, overriding the settings' (and, on resume, the
+    /// checkpoint's: both runtimes train the same step on the same state).
+    pub backend: Option<Backend>,
 }
 
 impl Default for RunOptions {
@@ -50,6 +53,7 @@ impl Default for RunOptions {
             quiet: true,
             interrupt: Arc::new(AtomicBool::new(false)),
             force: false,
+            backend: None,
         }
     }
 }
@@ -89,7 +93,10 @@ struct Prepared {
 }
 
 /// Starts a new run in `run_dir`.
-pub fn start(settings: TrainSettings, run_dir: &Path, options: &RunOptions) -> Result<Outcome> {
+pub fn start(mut settings: TrainSettings, run_dir: &Path, options: &RunOptions) -> Result<Outcome> {
+    if let Some(backend) = options.backend {
+        settings.backend = backend;
+    }
     settings.validate()?;
     let settings = absolute_paths(settings)?;
     if Checkpoint::path(run_dir).exists() && !options.force {
@@ -110,6 +117,11 @@ pub fn start(settings: TrainSettings, run_dir: &Path, options: &RunOptions) -> R
     // Fails now, not after an epoch, on an unwritable folder or a disk without
     // room for the checkpoint and its replacement (written twice on purpose).
     prepare_dir(run_dir)?;
+    if options.force {
+        // The replaced run's results must not outlive it beside the new run's
+        // checkpoint: a new run stopped early would leave them looking current.
+        remove_results(run_dir)?;
+    }
     let first = Checkpoint {
         progress,
         state: trainer.state()?,
@@ -134,14 +146,18 @@ pub fn start(settings: TrainSettings, run_dir: &Path, options: &RunOptions) -> R
 
 /// Continues the run in `run_dir` from its checkpoint, with its own settings.
 pub fn resume(run_dir: &Path, options: &RunOptions) -> Result<Outcome> {
-    let checkpoint = Checkpoint::load(run_dir)?;
-    let settings: TrainSettings = serde_json::from_value(checkpoint.progress.settings.clone())
+    let mut checkpoint = Checkpoint::load(run_dir)?;
+    let mut settings: TrainSettings = serde_json::from_value(checkpoint.progress.settings.clone())
         .map_err(|e| {
             Error::config(format!(
                 "{}: the checkpoint's settings are unreadable ({e}); was it written by another version?",
                 Checkpoint::path(run_dir).display()
             ))
         })?;
+    if let Some(backend) = options.backend {
+        settings.backend = backend;
+        checkpoint.progress.settings = settings_json(&settings)?;
+    }
     let prepared = prepare(&settings)?;
     let mut trainer = make_trainer(&settings, &prepared, options.device)?;
     trainer.set_state(&checkpoint.state)?;
@@ -489,6 +505,27 @@ fn evaluate_test(
         prepared.classes,
         |batch| trainer.predict(batch),
     )
+}
+
+/// Removes a finished run's results (its model and reports) from `run_dir`;
+/// files that are not there are fine.
+fn remove_results(run_dir: &Path) -> Result<()> {
+    for name in [
+        MODEL_FILE,
+        report::REPORT_JSON,
+        report::METRICS_CSV,
+        report::CURVES_PNG,
+        report::PER_CLASS_PNG,
+    ] {
+        let path = run_dir.join(name);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io(&path, e));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// A number as a person reads it: plain in the usual range, in exponent form
