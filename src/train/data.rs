@@ -1263,7 +1263,7 @@ fn read_npy_member(
         .ok_or_else(|| bad(format!("shape {shown} overflows")))?;
     let mut data = Vec::with_capacity(expected.min(usize::try_from(max_len).unwrap_or(usize::MAX)));
     (&mut reader)
-        .take(expected as u64 + 1)
+        .take((expected as u64).saturating_add(1))
         .read_to_end(&mut data)
         .map_err(read_error)?;
     if data.len() != expected {

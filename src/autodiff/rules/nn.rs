@@ -71,6 +71,21 @@ impl Window {
                 ),
             ));
         }
+        let positive = |v: &[i64]| v.iter().all(|&x| x >= 1);
+        if !positive(&kernel) || !positive(&strides) || !positive(&dilations) {
+            return Err(unsupported(
+                ctx,
+                format!(
+                    "kernel_shape {kernel:?}, strides {strides:?} and dilations {dilations:?} must be >= 1"
+                ),
+            ));
+        }
+        if pads.iter().any(|&p| p < 0) || !positive(input) {
+            return Err(unsupported(
+                ctx,
+                format!("pads {pads:?} must be >= 0 and the input's spatial size {input:?} >= 1"),
+            ));
+        }
         let mut window = Window {
             kernel,
             strides,
@@ -105,6 +120,59 @@ impl Window {
             }
         }
         Ok(window)
+    }
+
+    /// The output size over `input`, checked: an error where the arithmetic
+    /// overflows or the window does not fit the padded input once. Every later
+    /// computation with the geometry stays in range once this succeeds.
+    fn output_size_checked(&self, ctx: &GradCtx, input: &[i64]) -> Result<Vec<i64>> {
+        self.checked_output_size(input).ok_or_else(|| {
+            unsupported(
+                ctx,
+                format!(
+                    "kernel_shape {:?}, strides {:?}, dilations {:?} and pads {:?} give no output \
+                     for the spatial size {input:?}",
+                    self.kernel, self.strides, self.dilations, self.pads
+                ),
+            )
+        })
+    }
+
+    /// Refuses a geometry whose tables (the unfolding's kernel offsets x output
+    /// positions, pooling's per-position counts) are too large to hold.
+    fn check_table_len(&self, ctx: &GradCtx, input: &[i64], output: &[i64]) -> Result<()> {
+        let len = self
+            .kernel
+            .iter()
+            .chain(output)
+            .try_fold(1i64, |n, &d| n.checked_mul(d))
+            .filter(|&n| n <= MAX_UNFOLD_INDICES);
+        match len {
+            Some(_) => Ok(()),
+            None => Err(unsupported(
+                ctx,
+                format!(
+                    "kernel_shape {:?}, strides {:?}, dilations {:?} and pads {:?} over the \
+                     spatial size {input:?} give {output:?} output positions: tables of more \
+                     than {MAX_UNFOLD_INDICES} entries",
+                    self.kernel, self.strides, self.dilations, self.pads
+                ),
+            )),
+        }
+    }
+
+    fn checked_output_size(&self, input: &[i64]) -> Option<Vec<i64>> {
+        let rank = self.rank();
+        (0..rank)
+            .map(|a| {
+                let extent = (self.kernel[a] - 1).checked_mul(self.dilations[a])? + 1;
+                let padded = input[a]
+                    .checked_add(self.pads[a])?
+                    .checked_add(self.pads[a + rank])?;
+                let out = (padded - extent).checked_div(self.strides[a])? + 1;
+                (padded >= extent && out >= 1).then_some(out)
+            })
+            .collect()
     }
 
     fn rank(&self) -> usize {
@@ -193,6 +261,11 @@ impl Window {
         ]
     }
 }
+
+/// The most Gather indices a Conv weight gradient's unfolding may hold (the
+/// product of the kernel and output sizes): 2^26 indices are 512 MiB of int64,
+/// far above real networks (ResNet's 7x7 stem at 224x224: 614,656).
+const MAX_UNFOLD_INDICES: i64 = 1 << 26;
 
 /// Every index of an array of the given size, row-major (the last axis fastest).
 fn grid(size: &[i64]) -> Vec<Vec<i64>> {
@@ -323,12 +396,26 @@ pub fn conv(ctx: &mut GradCtx) -> Grads {
     let g = ctx.g()?;
     let (x, w) = (ctx.i(0), ctx.i(1));
     let group = ctx.attr_int("group", 1);
+    if group < 1 {
+        return Err(unsupported(ctx, format!("group {group} must be >= 1")));
+    }
     let kernel = kernel_shape(ctx, Some(w))?;
     let mut grads = vec![None; ctx.node.input.len()];
     if ctx.needs(0) || ctx.needs(1) {
         let input = spatial_size(ctx, x)?;
         let window = Window::read(ctx, kernel.clone(), &input)?;
-        let output = window.output_size(&input);
+        let output = window.output_size_checked(ctx, &input)?;
+        if let Ok((out_channels, _)) = weight_channels(ctx, w) {
+            if out_channels % group != 0 {
+                return Err(unsupported(
+                    ctx,
+                    format!("{out_channels} output channels do not split into {group} groups"),
+                ));
+            }
+        }
+        if ctx.needs(1) {
+            window.check_table_len(ctx, &input, &output)?;
+        }
         if ctx.needs(0) {
             grads[0] = Some(conv_input_grad(ctx, &g, &window, &input, &output, group)?);
         }
@@ -640,12 +727,13 @@ pub fn average_pool(ctx: &mut GradCtx) -> Grads {
     let x = ctx.i(0);
     let input = spatial_size(ctx, x)?;
     let window = Window::read(ctx, kernel_shape(ctx, None)?, &input)?;
+    let output = window.output_size_checked(ctx, &input)?;
+    window.check_table_len(ctx, &input, &output)?;
     let window_size: i64 = window.kernel.iter().product();
     if window.kernel == input && window.pads.iter().all(|&p| p == 0) {
         // One window covering X (ResNet's final 8x8 pool): g spreads evenly.
         return Ok(vec![Some(spread_evenly(ctx, &g, x, Some(window_size))?)]);
     }
-    let output = window.output_size(&input);
     let elem = ctx.elem(x);
     let include_pad = ctx.attr_int("count_include_pad", 0) != 0;
     let inverse_divisor = if include_pad || window.pads.iter().all(|&p| p == 0) {
