@@ -12,6 +12,7 @@ pub mod error;
 pub mod inspect;
 pub mod ldam;
 pub mod onnx;
+pub mod ops;
 pub mod patch;
 pub mod runtime;
 pub mod train;

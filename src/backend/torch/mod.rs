@@ -8,12 +8,10 @@
 //! runtimes, and it yields the deployable model through
 //! [`crate::compile::inference_model`].
 
-mod convert;
-mod ops;
 mod program;
 mod sgd;
 
-pub use ops::supported_ops;
+use crate::ops::torch_tensor as convert;
 
 use super::{Batch, Device, StepOutput, Trainer};
 use crate::compile::{compile, inference_model, CompileOptions, StateKind, TrainStep};

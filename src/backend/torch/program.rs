@@ -2,9 +2,10 @@
 //! over numbered value slots, then executed with libtorch tensors (autograd
 //! records the forward, so the backward pass comes from libtorch).
 
-use super::ops::{self, Op, OpCtx};
 use crate::error::{Error, Result};
 use crate::onnx::{node_label, GraphProto, NodeProto};
+use crate::ops::kernel::{Op, OpCtx};
+use crate::ops::registry;
 use std::collections::{HashMap, HashSet};
 use tch::Tensor;
 
@@ -50,11 +51,9 @@ impl Program {
         let mut calls = Vec::with_capacity(graph.node.len());
         for node in &graph.node {
             let label = node_label(node);
-            let op = match node.domain() {
-                "" | "ai.onnx" => ops::op_for(node.op_type()),
-                _ => None,
-            }
-            .ok_or_else(|| unsupported(node, &label))?;
+            let op = registry::find(node.domain(), node.op_type())
+                .and_then(|op| op.kernel)
+                .ok_or_else(|| unsupported(node, &label))?;
             let inputs = node
                 .input
                 .iter()
@@ -187,6 +186,6 @@ fn unsupported(node: &NodeProto, label: &str) -> Error {
     };
     Error::patch(format!(
         "the torch backend cannot run {label}: op '{op}' is not supported (it runs: {})",
-        ops::supported_ops().join(", ")
+        registry::kernel_ops().join(", ")
     ))
 }

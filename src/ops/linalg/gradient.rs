@@ -1,8 +1,8 @@
 //! Matrix products.
 
-use crate::autodiff::GradCtx;
 use crate::error::{Error, Result};
 use crate::onnx::builder::{attr_float, attr_int, attr_ints};
+use crate::ops::grad::GradCtx;
 
 type Grads = Result<Vec<Option<String>>>;
 

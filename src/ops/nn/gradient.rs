@@ -12,12 +12,13 @@
 //! closed-form training gradient, and otherwise applies the inference-form
 //! calculus with gradients for the mean and variance too.
 
-use crate::autodiff::{batchnorm, tensor_attr, GradCtx};
+use super::batchnorm;
 use crate::error::{Error, Result};
 use crate::onnx::builder::{attr_int, attr_ints, attr_string};
 use crate::onnx::proto::tensor_proto::DataType;
 use crate::onnx::types::Dim;
 use crate::onnx::TensorProto;
+use crate::ops::grad::{tensor_attr, GradCtx};
 
 const DOUBLE: i32 = DataType::Double as i32;
 

@@ -2,7 +2,7 @@
 //! input from opset 18 (13); `keepdims` defaults to 1; with no axes every axis is
 //! reduced, unless `noop_with_empty_axes` is set.
 
-use super::{normalize_axis, one, OpCtx, OpError, OpResult};
+use crate::ops::kernel::{normalize_axis, one, OpCtx, OpError, OpResult};
 use tch::Tensor;
 
 /// The axes to reduce over, or `None` for the identity (`noop_with_empty_axes`).

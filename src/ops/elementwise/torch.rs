@@ -1,8 +1,8 @@
 //! Element-wise ops. libtorch broadcasts exactly as ONNX's multidirectional
 //! broadcasting (numpy rules), so binary ops map one to one.
 
-use super::{one, OpCtx, OpResult};
-use crate::backend::torch::convert::kind_of;
+use crate::ops::kernel::{one, OpCtx, OpResult};
+use crate::ops::torch_tensor::kind_of;
 use tch::{Kind, Tensor};
 
 fn unary(ctx: &OpCtx, f: fn(&Tensor) -> Result<Tensor, tch::TchError>) -> OpResult {

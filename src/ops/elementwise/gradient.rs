@@ -1,8 +1,8 @@
 //! Elementwise ops: gradients read like the calculus, with broadcasting summed
 //! back to each operand's shape.
 
-use crate::autodiff::GradCtx;
 use crate::error::{Error, Result};
+use crate::ops::grad::GradCtx;
 use std::f64::consts::PI;
 
 type Grads = Result<Vec<Option<String>>>;

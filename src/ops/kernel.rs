@@ -1,17 +1,10 @@
-//! The ONNX operators the interpreter executes, one small function per op,
-//! registered in one table. Each function reads its inputs and attributes through
+//! What a libtorch kernel sees: each op's kernel (in its family's `torch.rs`,
+//! registered in [`crate::ops::registry`]) reads its inputs and attributes through
 //! [`OpCtx`], with the ONNX default written at the point of use, and returns the
 //! node's outputs in order (an optional output nobody reads may be left out).
 
-mod elementwise;
-mod linalg;
-mod loss;
-mod nn;
-mod reduce;
-mod shape;
-
-use super::convert;
 use crate::onnx::{attribute, AttributeProto, NodeProto, TensorProto};
+use crate::ops::torch_tensor as convert;
 use tch::{Kind, Tensor};
 
 /// Why an op failed; the interpreter adds the node's label.
@@ -32,93 +25,6 @@ impl From<crate::Error> for OpError {
 
 pub type OpResult = std::result::Result<Vec<Tensor>, OpError>;
 pub type Op = fn(&OpCtx) -> OpResult;
-
-/// The registry: op type -> implementation.
-const OPS: &[(&str, Op)] = &[
-    ("Identity", elementwise::identity),
-    ("Cast", elementwise::cast),
-    ("CastLike", elementwise::cast_like),
-    ("Neg", elementwise::neg),
-    ("Add", elementwise::add),
-    ("Sub", elementwise::sub),
-    ("Mul", elementwise::mul),
-    ("Div", elementwise::div),
-    ("Pow", elementwise::pow),
-    ("Sqrt", elementwise::sqrt),
-    ("Exp", elementwise::exp),
-    ("Log", elementwise::log),
-    ("Abs", elementwise::abs),
-    ("Reciprocal", elementwise::reciprocal),
-    ("Relu", elementwise::relu),
-    ("LeakyRelu", elementwise::leaky_relu),
-    ("Sigmoid", elementwise::sigmoid),
-    ("Tanh", elementwise::tanh),
-    ("HardSigmoid", elementwise::hard_sigmoid),
-    ("HardSwish", elementwise::hard_swish),
-    ("Clip", elementwise::clip),
-    ("Erf", elementwise::erf),
-    ("Gelu", elementwise::gelu),
-    ("Max", elementwise::max),
-    ("Min", elementwise::min),
-    ("Sum", elementwise::sum),
-    ("Where", elementwise::where_),
-    ("Equal", elementwise::equal),
-    ("Greater", elementwise::greater),
-    ("GreaterOrEqual", elementwise::greater_or_equal),
-    ("Less", elementwise::less),
-    ("LessOrEqual", elementwise::less_or_equal),
-    ("Not", elementwise::not),
-    ("And", elementwise::and),
-    ("Or", elementwise::or),
-    ("MatMul", linalg::matmul),
-    ("Gemm", linalg::gemm),
-    ("ReduceSum", reduce::reduce_sum),
-    ("ReduceMean", reduce::reduce_mean),
-    ("ReduceMax", reduce::reduce_max),
-    ("ReduceMin", reduce::reduce_min),
-    ("ReduceL2", reduce::reduce_l2),
-    ("LpNormalization", reduce::lp_normalization),
-    ("Softmax", loss::softmax),
-    ("LogSoftmax", loss::log_softmax),
-    ("SoftmaxCrossEntropyLoss", loss::softmax_cross_entropy),
-    ("OneHot", loss::one_hot),
-    ("Conv", nn::conv),
-    ("MaxPool", nn::max_pool),
-    ("AveragePool", nn::average_pool),
-    ("GlobalAveragePool", nn::global_average_pool),
-    ("BatchNormalization", nn::batch_normalization),
-    ("LayerNormalization", nn::layer_normalization),
-    ("Dropout", nn::dropout),
-    ("Constant", shape::constant),
-    ("ConstantOfShape", shape::constant_of_shape),
-    ("Shape", shape::shape),
-    ("Size", shape::size),
-    ("Flatten", shape::flatten),
-    ("Reshape", shape::reshape),
-    ("Squeeze", shape::squeeze),
-    ("Unsqueeze", shape::unsqueeze),
-    ("Transpose", shape::transpose),
-    ("Concat", shape::concat),
-    ("Split", shape::split),
-    ("Slice", shape::slice),
-    ("Pad", shape::pad),
-    ("Gather", shape::gather),
-    ("Expand", shape::expand),
-];
-
-/// The implementation of a default-domain op, if the interpreter has one.
-pub fn op_for(op_type: &str) -> Option<Op> {
-    OPS.iter()
-        .find(|(name, _)| *name == op_type)
-        .map(|(_, op)| *op)
-}
-
-/// Every op the interpreter executes, sorted.
-pub fn supported_ops() -> Vec<&'static str> {
-    let mut ops: Vec<&str> = OPS.iter().map(|(name, _)| *name).collect();
-    ops.sort_unstable();
-    ops
-}
 
 /// What an op sees of one node execution.
 pub struct OpCtx<'a> {

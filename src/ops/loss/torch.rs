@@ -1,6 +1,6 @@
 //! Softmax, the cross-entropy loss and OneHot: the ops of the loss subgraph.
 
-use super::{normalize_axis, one, OpCtx, OpResult};
+use crate::ops::kernel::{normalize_axis, one, OpCtx, OpResult};
 use tch::{Kind, Reduction, Tensor};
 
 /// Opset 13 on: along `axis` (default -1). Before: the input is coerced to 2-D at

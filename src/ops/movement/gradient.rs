@@ -6,12 +6,12 @@
 //! into zeros, crop a padding. Shapes come from `Shape` at run time wherever a
 //! dimension may be symbolic (the batch), so one graph serves every batch size.
 
-use crate::autodiff::{tensor_attr, GradCtx};
 use crate::error::{Error, Result};
 use crate::onnx::builder::{attr_int, attr_ints, attr_string};
 use crate::onnx::tensor::{elem_size, i64_tensor};
 use crate::onnx::types::Dim;
 use crate::onnx::TensorProto;
+use crate::ops::grad::{tensor_attr, GradCtx};
 
 type Grads = Result<Vec<Option<String>>>;
 

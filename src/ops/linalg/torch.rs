@@ -1,6 +1,6 @@
 //! Matrix products.
 
-use super::{one, OpCtx, OpResult};
+use crate::ops::kernel::{one, OpCtx, OpResult};
 
 pub fn matmul(ctx: &OpCtx) -> OpResult {
     one(ctx.input(0)?.f_matmul(ctx.input(1)?)?)

@@ -1,8 +1,8 @@
 //! Softmax family and the softmax cross-entropy loss.
 
-use crate::autodiff::GradCtx;
 use crate::error::{Error, Result};
 use crate::onnx::builder::attr_int;
+use crate::ops::grad::GradCtx;
 
 type Grads = Result<Vec<Option<String>>>;
 

@@ -1,7 +1,7 @@
 //! Convolution, pooling, normalisation and Dropout.
 
-use super::{normalize_axis, one, OpCtx, OpError, OpResult};
-use crate::autodiff::batchnorm;
+use super::batchnorm;
+use crate::ops::kernel::{normalize_axis, one, OpCtx, OpError, OpResult};
 use tch::{Kind, Tensor};
 
 /// Begin and end padding of each spatial axis: `auto_pad` (NOTSET by default,

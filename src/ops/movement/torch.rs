@@ -1,9 +1,9 @@
 //! Constants, shape arithmetic and data movement: Constant, Shape, Reshape,
 //! Slice, Pad, Gather and friends.
 
-use super::{normalize_axis, one, OpCtx, OpError, OpResult};
-use crate::backend::torch::convert;
 use crate::onnx::tensor::{f32_tensor, i64_tensor};
+use crate::ops::kernel::{normalize_axis, one, OpCtx, OpError, OpResult};
+use crate::ops::torch_tensor as convert;
 use tch::{Kind, Tensor};
 
 pub fn constant(ctx: &OpCtx) -> OpResult {

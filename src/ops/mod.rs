@@ -1,0 +1,25 @@
+//! Everything the tool knows about ONNX operators, one op at a time.
+//!
+//! [`registry`] holds the one table of ops: each is defined once there with all
+//! its facets — the opset it needs, its gradient rule (or an explicit
+//! non-differentiable mark), its libtorch kernel — implemented in its family's
+//! folder (`elementwise/`, `linalg/`, `loss/`, `nn/`, `reduce/`, `movement/`), one
+//! file per facet. The contexts the facets are written against live beside the
+//! registry: [`grad::GradCtx`] for gradient rules and `kernel::OpCtx` for libtorch
+//! kernels.
+
+pub mod grad;
+#[cfg(feature = "torch")]
+pub mod kernel;
+pub mod registry;
+#[cfg(feature = "torch")]
+pub mod torch_tensor;
+
+pub mod elementwise;
+pub mod linalg;
+pub mod loss;
+pub mod movement;
+pub mod nn;
+pub mod reduce;
+
+pub use registry::{find, Gradient, OpDef};

@@ -1,0 +1,7 @@
+//! Data-movement and shape ops: reshaping, transposing, slicing, padding, gathering, and the shape arithmetic around them.
+//! Each facet of these ops lives in its own file; the registry
+//! ([`crate::ops::registry`]) ties them together per op.
+
+pub mod gradient;
+#[cfg(feature = "torch")]
+pub mod torch;

@@ -1,0 +1,8 @@
+//! Neural-network ops: convolution, pooling, normalisation, dropout.
+//! Each facet of these ops lives in its own file; the registry
+//! ([`crate::ops::registry`]) ties them together per op.
+
+pub mod batchnorm;
+pub mod gradient;
+#[cfg(feature = "torch")]
+pub mod torch;

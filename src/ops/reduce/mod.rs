@@ -1,0 +1,7 @@
+//! Reductions and Lp normalisation.
+//! Each facet of these ops lives in its own file; the registry
+//! ([`crate::ops::registry`]) ties them together per op.
+
+pub mod gradient;
+#[cfg(feature = "torch")]
+pub mod torch;
