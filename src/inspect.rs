@@ -1,13 +1,14 @@
 //! `inspect`: a deterministic summary of a model (text for people and snapshot
 //! tests, JSON for programs, Graphviz dot for pictures).
 
+use crate::ldam::contract::{self, PatchRecord, PATCH_PREFIX as PREFIX};
 use crate::onnx::io::LoadedModel;
 use crate::onnx::tensor::{
     elem_size, elem_type_name, element_count, f32_values, i64_values, is_float_type,
 };
 use crate::onnx::types::tensor_type;
 use crate::onnx::{ModelProto, NodeProto, TensorProto};
-use crate::patch::{head, metadata, PREFIX};
+use crate::patch::head;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -93,7 +94,7 @@ pub fn summarize(loaded: &LoadedModel) -> crate::Result<Summary> {
         };
         add_tensor(stats, tensor);
     }
-    let record = metadata::read(model)?;
+    let record = PatchRecord::read(model)?;
     let head = match head::detect(graph, record.as_ref().map(|r| r.logits.as_str())) {
         Ok(h) => HeadSummary::Found {
             activation: h.activation.clone(),
@@ -521,17 +522,14 @@ pub fn render_train_step(model: &ModelProto) -> String {
         return String::new();
     };
     let mut out = String::new();
-    let state: Vec<&str> = crate::onnx::metadata(model, crate::compile::STATE_KEY)
-        .map(|s| s.split(',').filter(|n| !n.is_empty()).collect())
-        .unwrap_or_default();
-    let kinds: Vec<&str> = crate::onnx::metadata(model, crate::compile::STATE_KINDS_KEY)
-        .map(|s| s.split(',').collect())
-        .unwrap_or_default();
+    let state: Vec<String> = contract::state_names(model).unwrap_or_default();
+    let kinds: Vec<String> = contract::state_kinds(model).unwrap_or_default();
     let _ = writeln!(out, "state ({} tensors):", state.len());
-    for (name, kind) in state
+    let kinds = kinds
         .iter()
-        .zip(kinds.iter().chain(std::iter::repeat(&"?")))
-    {
+        .map(String::as_str)
+        .chain(std::iter::repeat("?"));
+    for (name, kind) in state.iter().zip(kinds) {
         let dims = graph
             .initializer
             .iter()
@@ -544,7 +542,7 @@ pub fn render_train_step(model: &ModelProto) -> String {
         .input
         .iter()
         .map(|i| i.name())
-        .filter(|n| !state.contains(n))
+        .filter(|n| !state.iter().any(|s| s == n))
         .collect();
     let _ = writeln!(out, "inputs besides state: {}", inputs.join(", "));
     let outputs: Vec<&str> = graph

@@ -2,6 +2,8 @@
 //! emitter takes its constants from here, and the tests and backends use the same
 //! functions, so each rule lives in exactly one place.
 
+pub mod contract;
+
 use crate::error::{Error, Result};
 
 /// Which loss the patched graph computes.

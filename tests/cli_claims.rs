@@ -234,6 +234,12 @@ fn meta(model: &ModelProto, key: &str) -> String {
         .to_string()
 }
 
+/// The state list of a training step: a JSON array of names under
+/// `ldam_onnx.train.state`.
+fn state_list(step: &ModelProto) -> Vec<String> {
+    serde_json::from_str(&meta(step, "ldam_onnx.train.state")).expect("a JSON list of names")
+}
+
 fn initializer(model: &ModelProto, name: &str) -> Vec<f32> {
     let tensor = model
         .graph
@@ -1349,10 +1355,7 @@ fn no_shuffle_trains_in_file_order_exactly_as_the_compiled_step_fed_by_hand() {
     let step_file = tmp.path().join("linear.train.onnx");
     ldam_ok(["compile", &p(&model_file), "-o", &p(&step_file)]);
     let step = model(&step_file);
-    let names: Vec<String> = meta(&step, "ldam_onnx.train.state")
-        .split(',')
-        .map(str::to_string)
-        .collect();
+    let names: Vec<String> = state_list(&step);
     let by_hand = |order: &[usize]| -> HashMap<String, Vec<f32>> {
         let mut state: HashMap<String, Vec<f32>> = names
             .iter()
@@ -1533,12 +1536,7 @@ fn compile_freeze_leaves_frozen_parameters_out_of_the_step_and_updates_the_other
         meta(&frozen, "ldam_onnx.train.frozen"),
         frozen_names.join(",")
     );
-    let state_of = |m: &ModelProto| -> Vec<String> {
-        meta(m, "ldam_onnx.train.state")
-            .split(',')
-            .map(str::to_string)
-            .collect()
-    };
+    let state_of = state_list;
     let frozen_state = state_of(&frozen);
     for name in frozen_names {
         assert!(state_of(&free).iter().any(|s| s == name));

@@ -6,6 +6,7 @@
 use super::{Batch, Device, StepOutput, Trainer};
 use crate::compile::{inference_model, TrainStep, LR_INPUT};
 use crate::error::{Error, Result};
+use crate::ldam::contract::{self, PatchRecord};
 use crate::onnx::tensor::{f32_values, FLOAT};
 use crate::onnx::types::Dim;
 use crate::onnx::{ModelProto, TensorProto};
@@ -119,11 +120,10 @@ impl OrtTrainer {
             LR_INPUT,
         ];
         let state_names: Vec<&str> = step.state.iter().map(|s| s.name.as_str()).collect();
-        let data_inputs: Vec<&str> = graph
-            .input
-            .iter()
+        let skip: Vec<&str> = non_data.iter().chain(&state_names).copied().collect();
+        let data_inputs: Vec<&str> = contract::data_inputs(graph, &skip)
+            .into_iter()
             .map(|i| i.name())
-            .filter(|n| !non_data.contains(n) && !state_names.contains(n))
             .collect();
         let data_input = match data_inputs.as_slice() {
             [one] => one.to_string(),
@@ -225,7 +225,7 @@ impl Classifier {
             .graph
             .as_ref()
             .ok_or_else(|| Error::invalid("the model has no graph"))?;
-        let record = crate::patch::metadata::read(model)?;
+        let record = PatchRecord::read(model)?;
         let labels_input = record
             .as_ref()
             .map(|r| (r.labels_input.clone(), r.epoch_input.clone()));
@@ -246,7 +246,7 @@ impl Classifier {
             .iter()
             .flat_map(|(l, e)| [l.as_str(), e.as_str()])
             .collect();
-        let (input, input_dims) = crate::train::evaluate::data_input(model, &skip)?;
+        let (input, input_dims) = contract::data_input(model, &skip)?;
         Ok(Classifier {
             session: session(model, device)?,
             input,

@@ -3,8 +3,8 @@
 //! statistics, Dropout off, the loss, backward and update removed, and the
 //! trained values as initializers.
 
-use super::{BATCHNORM_KEY, INFERENCE_OUTPUTS_KEY, STATE_KEY};
 use crate::error::{Error, Result};
+use crate::ldam::contract::{self, keys};
 use crate::onnx::{metadata, ModelProto, TensorProto};
 use std::collections::{HashMap, HashSet};
 
@@ -15,15 +15,14 @@ pub fn inference_model(
     step: &ModelProto,
     state: &HashMap<String, TensorProto>,
 ) -> Result<ModelProto> {
-    let state_names: Vec<&str> = metadata(step, STATE_KEY)
-        .ok_or_else(|| {
-            Error::invalid("not a compiled training step (no ldam_onnx.train.state metadata)")
-        })?
-        .split(',')
-        .filter(|s| !s.is_empty())
-        .collect();
-    let outputs: Vec<String> = parse_json(step, INFERENCE_OUTPUTS_KEY)?;
-    let batchnorm: Vec<[String; 4]> = parse_json(step, BATCHNORM_KEY)?;
+    let state_names: Vec<String> = contract::state_names(step).ok_or_else(|| {
+        Error::invalid(format!(
+            "not a compiled training step (no {} metadata)",
+            keys::STATE
+        ))
+    })?;
+    let outputs: Vec<String> = parse_json(step, keys::INFERENCE_OUTPUTS)?;
+    let batchnorm: Vec<[String; 4]> = parse_json(step, keys::BATCHNORM)?;
     let mut model = step.clone();
     let graph = model
         .graph
@@ -31,7 +30,7 @@ pub fn inference_model(
         .ok_or_else(|| Error::invalid("the training step has no graph"))?;
 
     for (name, tensor) in state {
-        if !state_names.contains(&name.as_str()) {
+        if !state_names.contains(name) {
             return Err(Error::config(format!(
                 "'{name}' is not a state tensor of this training step"
             )));
@@ -120,7 +119,7 @@ pub fn inference_model(
     graph.value_info.retain(|v| defined.contains(v.name()));
     model
         .metadata_props
-        .retain(|p| !p.key().starts_with(crate::patch::metadata::PREFIX));
+        .retain(|p| !p.key().starts_with(keys::PREFIX));
     crate::onnx::validate::check_model(&model).map_err(|e| {
         Error::invalid(format!(
             "the recovered inference model failed its structural check (a bug): {e}"

@@ -6,7 +6,8 @@
 //! their momentum buffers `S.momentum`, BatchNorm running statistics), each backed
 //! by an initializer holding its current value so the file runs stand-alone;
 //! outputs are `loss`, the logits, and `S.next` for every state tensor, in the
-//! order `metadata_props["ldam_onnx.train.state"]` lists them.
+//! order `metadata_props["ldam_onnx.train.state"]` lists them (a JSON list; see
+//! [`crate::ldam::contract`]).
 
 pub mod inference;
 pub mod sgd;
@@ -15,23 +16,20 @@ pub use inference::inference_model;
 
 use crate::autodiff::{self, batchnorm};
 use crate::error::{Error, Result};
+use crate::ldam::contract::{self, keys, PatchRecord};
 use crate::onnx::builder::{Emitter, NameSet};
-use crate::onnx::shapes::ValueShapes;
 use crate::onnx::tensor::{is_float_type, FLOAT};
 use crate::onnx::types::{value_info, value_info_any_shape, Dim};
 use crate::onnx::{default_opset, ModelProto, StringStringEntryProto, TensorProto};
-use crate::patch::metadata::{self, PatchRecord};
+use crate::ops::shapes::ValueShapes;
 use std::collections::HashSet;
 
-/// Name of the learning-rate input.
-pub const LR_INPUT: &str = "lr";
-/// Metadata keys written by `compile`.
-pub const STATE_KEY: &str = "ldam_onnx.train.state";
-pub const STATE_KINDS_KEY: &str = "ldam_onnx.train.state_kinds";
-/// JSON list of the exported outputs an inference model returns.
-pub const INFERENCE_OUTPUTS_KEY: &str = "ldam_onnx.train.inference_outputs";
-/// JSON list of `[batch_mean, running_mean, batch_var, running_var]` per BatchNorm.
-pub const BATCHNORM_KEY: &str = "ldam_onnx.train.batchnorm";
+/// Metadata keys written by `compile` (see [`crate::ldam::contract::keys`]).
+pub use crate::ldam::contract::keys::{
+    BATCHNORM as BATCHNORM_KEY, INFERENCE_OUTPUTS as INFERENCE_OUTPUTS_KEY, STATE as STATE_KEY,
+    STATE_KINDS as STATE_KINDS_KEY,
+};
+pub use crate::ldam::contract::{StateKind, StateTensor, LR_INPUT};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct CompileOptions {
@@ -53,34 +51,6 @@ impl Default for CompileOptions {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StateKind {
-    Parameter,
-    Momentum,
-    RunningMean,
-    RunningVar,
-}
-
-impl StateKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StateKind::Parameter => "parameter",
-            StateKind::Momentum => "momentum",
-            StateKind::RunningMean => "running_mean",
-            StateKind::RunningVar => "running_var",
-        }
-    }
-}
-
-/// One tensor the training loop carries from step to step.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StateTensor {
-    pub name: String,
-    /// The output holding the value after the step (`S.next`).
-    pub next: String,
-    pub kind: StateKind,
-}
-
 #[derive(Debug, Clone)]
 pub struct TrainStep {
     pub model: ModelProto,
@@ -93,12 +63,12 @@ pub struct TrainStep {
 
 /// Compiles a patched model into its training step.
 pub fn compile(model: &ModelProto, options: &CompileOptions) -> Result<TrainStep> {
-    let record = metadata::read(model)?.ok_or_else(|| {
+    let record = PatchRecord::read(model)?.ok_or_else(|| {
         Error::patch(
             "the model is not patched (no ldam_onnx metadata); run `ldam-onnx patch` first",
         )
     })?;
-    if crate::onnx::metadata(model, STATE_KEY).is_some() {
+    if crate::onnx::metadata(model, keys::STATE).is_some() {
         return Err(Error::patch(
             "the model is already a compiled training step",
         ));
@@ -120,7 +90,7 @@ pub fn compile(model: &ModelProto, options: &CompileOptions) -> Result<TrainStep
         .collect();
     let forward_nodes = graph.node.len();
     let mut shapes = ValueShapes::infer(&graph, opset);
-    let mut b = Emitter::new(NameSet::of_graph(&graph), "train/", opset);
+    let mut b = Emitter::new(NameSet::of_graph(&graph), contract::STEP_PREFIX, opset);
 
     // Parameters are chosen on the exported graph, before BatchNorm's statistics
     // become explicit values.
@@ -259,13 +229,11 @@ pub fn compile(model: &ModelProto, options: &CompileOptions) -> Result<TrainStep
         })
         .collect();
     for (key, value) in [
-        (INFERENCE_OUTPUTS_KEY, serde_json::to_string(&names)),
-        (BATCHNORM_KEY, serde_json::to_string(&batchnorm)),
+        (keys::INFERENCE_OUTPUTS, serde_json::to_string(&names)),
+        (keys::BATCHNORM, serde_json::to_string(&batchnorm)),
     ] {
-        model.metadata_props.push(StringStringEntryProto {
-            key: Some(key.to_string()),
-            value: Some(value.expect("lists of strings serialise")),
-        });
+        let value = value.expect("lists of strings serialise");
+        model.metadata_props.push(contract::entry(key, value));
     }
     crate::onnx::validate::check_model(&model).map_err(|e| {
         Error::invalid(format!(
@@ -300,7 +268,7 @@ fn check_options(options: &CompileOptions) -> Result<()> {
 
 /// Float initializers of rank >= 1 that the model computes with: weights, biases,
 /// normalisation scales. Excluded: the loss constants, normalisation statistics,
-/// scalars (exported constants) and `--freeze`d names.
+/// scalars (exported constants), the tool's own tensors and `--freeze`d names.
 fn trainable_parameters(
     graph: &crate::onnx::GraphProto,
     options: &CompileOptions,
@@ -324,11 +292,7 @@ fn trainable_parameters(
         .iter()
         .filter(|t| is_float_type(t.data_type()) && !t.dims.is_empty())
         .map(|t| t.name())
-        .filter(|name| {
-            !name.starts_with("ldam.")
-                && !name.starts_with(crate::patch::PREFIX)
-                && !name.starts_with("train/")
-        })
+        .filter(|name| !contract::is_tool_tensor(name))
         .filter(|name| !statistics.contains(name))
         .filter(|name| !options.freeze.iter().any(|f| f == name))
         .map(str::to_string)
@@ -336,23 +300,17 @@ fn trainable_parameters(
 }
 
 fn train_metadata(state: &[StateTensor], options: &CompileOptions) -> Vec<StringStringEntryProto> {
-    let join = |f: &dyn Fn(&StateTensor) -> &str| state.iter().map(f).collect::<Vec<_>>().join(",");
-    [
-        (STATE_KEY, join(&|s| s.name.as_str())),
-        (STATE_KINDS_KEY, join(&|s| s.kind.as_str())),
-        ("ldam_onnx.train.lr_input", LR_INPUT.to_string()),
-        ("ldam_onnx.train.optimizer", "sgd".to_string()),
-        ("ldam_onnx.train.momentum", options.momentum.to_string()),
-        (
-            "ldam_onnx.train.weight_decay",
-            options.weight_decay.to_string(),
-        ),
-        ("ldam_onnx.train.frozen", options.freeze.join(",")),
-    ]
-    .into_iter()
-    .map(|(k, v)| StringStringEntryProto {
-        key: Some(k.to_string()),
-        value: Some(v),
-    })
-    .collect()
+    let mut entries = contract::state_entries(state).to_vec();
+    entries.extend(
+        [
+            (keys::LR_INPUT, LR_INPUT.to_string()),
+            (keys::OPTIMIZER, "sgd".to_string()),
+            (keys::MOMENTUM, options.momentum.to_string()),
+            (keys::WEIGHT_DECAY, options.weight_decay.to_string()),
+            (keys::FROZEN, options.freeze.join(",")),
+        ]
+        .into_iter()
+        .map(|(key, value)| contract::entry(key, value)),
+    );
+    entries
 }

@@ -4,6 +4,7 @@
 use crate::autodiff::batchnorm::BatchStatistics;
 use crate::autodiff::scalar;
 use crate::error::{Error, Result};
+use crate::ldam::contract;
 use crate::onnx::builder::Emitter;
 use crate::onnx::tensor::element_count;
 use crate::onnx::TensorProto;
@@ -49,7 +50,7 @@ impl Sgd {
             )));
         }
         let p = parameter.name();
-        let momentum = format!("{p}.momentum");
+        let momentum = contract::momentum_name(p);
         if !b.names.claim(&momentum) {
             return Err(Error::patch(format!(
                 "the name '{momentum}' for a momentum buffer is already taken"
@@ -63,10 +64,10 @@ impl Sgd {
             None => gradient.to_string(),
         };
         let kept = b.mul(&momentum, &self.momentum, &format!("sgd/{p}/kept_velocity"));
-        let momentum_next = claim(b, &format!("{momentum}.next"))?;
+        let momentum_next = claim(b, &contract::next_name(&momentum))?;
         b.op_into("Add", &[&kept, &direction], vec![], &momentum_next);
         let step = b.mul(&momentum_next, lr, &format!("sgd/{p}/step"));
-        let parameter_next = claim(b, &format!("{p}.next"))?;
+        let parameter_next = claim(b, &contract::next_name(p))?;
         b.op_into("Sub", &[p, &step], vec![], &parameter_next);
         let zeros = vec![0.0f32; element_count(parameter) as usize];
         Ok(ParameterUpdate {
@@ -117,7 +118,7 @@ pub fn running_statistics(b: &mut Emitter, stats: &BatchStatistics) -> Result<(S
     let mut blend = |running: &str, batch: &str| -> Result<String> {
         let old = b.mul(running, &keep, &format!("bn/{name}/kept"));
         let new = b.mul(batch, &take, &format!("bn/{name}/taken"));
-        let next = claim(b, &format!("{running}.next"))?;
+        let next = claim(b, &contract::next_name(running))?;
         b.op_into("Add", &[&old, &new], vec![], &next);
         Ok(next)
     };

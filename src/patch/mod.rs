@@ -8,6 +8,7 @@ pub mod loss;
 pub mod metadata;
 
 use crate::error::{Error, Result};
+use crate::ldam::contract::{self, PatchRecord};
 use crate::ldam::{LossConfig, LossKind};
 use crate::onnx::builder::{Emitter, NameSet};
 use crate::onnx::tensor::{FLOAT, INT64};
@@ -15,10 +16,10 @@ use crate::onnx::types::{value_info, Dim};
 use crate::onnx::{default_opset, validate, GraphProto, ModelProto};
 use head::Head;
 
-/// Prefix of every node and intermediate value the patch emits.
-pub const PREFIX: &str = "ldam/";
 /// The default-domain opset the loss needs (SoftmaxCrossEntropyLoss).
-pub const MIN_OPSET: i64 = 13;
+pub use contract::MIN_OPSET;
+/// Prefix of every node and intermediate value the patch emits.
+pub use contract::PATCH_PREFIX as PREFIX;
 
 /// What to do with the final linear layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +76,7 @@ pub struct PatchSummary {
 
 /// Checks that the model can be patched and returns its default-domain opset.
 pub fn check_patchable(model: &ModelProto) -> Result<i64> {
-    if let Some(loss) = crate::onnx::metadata(model, &format!("{}loss", metadata::PREFIX)) {
+    if let Some(loss) = crate::onnx::metadata(model, contract::keys::LOSS) {
         return Err(Error::patch(format!(
             "the model is already patched (its metadata records loss '{loss}'); patch the original model instead"
         )));
@@ -177,9 +178,8 @@ pub fn patch(model: &ModelProto, options: &PatchOptions) -> Result<(ModelProto, 
         new_outputs.push(names.logits.clone());
     }
 
-    model
-        .metadata_props
-        .extend(metadata::entries(&metadata::PatchRecord {
+    model.metadata_props.extend(
+        PatchRecord {
             config: config.clone(),
             logits: head.logits.clone(),
             head: if cosine { "cosine" } else { "keep" }.to_string(),
@@ -187,7 +187,9 @@ pub fn patch(model: &ModelProto, options: &PatchOptions) -> Result<(ModelProto, 
             epoch_input: names.epoch.clone(),
             loss_output: names.loss.clone(),
             logits_output: names.logits.clone(),
-        }));
+        }
+        .entries(),
+    );
     validate::check_model(&model).map_err(|e| {
         Error::invalid(format!(
             "the patched graph failed its structural check (a bug): {e}"
@@ -311,7 +313,7 @@ fn replace_linear_layer(
 /// the graph's switch-point initializer and the recorded setting both change, so
 /// the model stays self-describing. Only a `--reweight drw` model has a switch.
 pub fn with_drw_epoch(model: &ModelProto, drw_epoch: i64) -> Result<ModelProto> {
-    let record = metadata::read(model)?
+    let record = PatchRecord::read(model)?
         .ok_or_else(|| Error::config("the model is not patched, so it has no DRW epoch"))?;
     if record.config.reweight != crate::ldam::Reweight::Drw {
         return Err(Error::config(format!(
@@ -342,7 +344,7 @@ pub fn with_drw_epoch(model: &ModelProto, drw_epoch: i64) -> Result<ModelProto> 
     *slot = crate::onnx::tensor::i64_tensor(loss::DRW_EPOCH, &[], &[drw_epoch]);
     let mut config = record.config.clone();
     config.drw_epoch = drw_epoch;
-    let updated = metadata::entries(&metadata::PatchRecord { config, ..record });
+    let updated = PatchRecord { config, ..record }.entries();
     for entry in updated {
         if let Some(existing) = model
             .metadata_props

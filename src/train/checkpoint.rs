@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 /// The file name inside a run folder.
 pub const CHECKPOINT_FILE: &str = "checkpoint.onnx";
-const PROGRESS_KEY: &str = "ldam_onnx.checkpoint";
+const PROGRESS_KEY: &str = crate::ldam::contract::keys::CHECKPOINT;
 
 /// Where a run stands, apart from the state tensors.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

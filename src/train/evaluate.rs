@@ -5,7 +5,9 @@
 pub use crate::backend::onnxruntime::Classifier;
 use crate::backend::Batch;
 use crate::error::{Error, Result};
-use crate::onnx::types::{tensor_type, Dim};
+use crate::ldam::contract::keys;
+pub use crate::ldam::contract::{data_input, recorded_train_counts};
+use crate::onnx::types::Dim;
 use crate::onnx::{metadata, ModelProto};
 use crate::train::batches::{eval_batches, Normalization, Preprocess};
 use crate::train::data::Dataset;
@@ -13,10 +15,10 @@ use crate::train::metrics::Evaluation;
 
 /// Metadata of an exported model: the input normalisation it was trained with
 /// (`MEANS/STDS`), so `eval` feeds it the same input by default.
-pub const NORMALIZE_KEY: &str = "ldam_onnx.input_normalization";
+pub const NORMALIZE_KEY: &str = keys::INPUT_NORMALIZATION;
 /// Metadata of an exported model: the training class counts (comma-separated),
 /// which decide the many/medium/few groups of its report.
-pub const TRAIN_COUNTS_KEY: &str = "ldam_onnx.train_class_counts";
+pub const TRAIN_COUNTS_KEY: &str = keys::TRAIN_CLASS_COUNTS;
 
 /// Evaluates `predict` on every example of `dataset` in order.
 pub fn evaluate(
@@ -32,37 +34,6 @@ pub fn evaluate(
         evaluation.add_logits(&logits, &batch.labels)?;
     }
     Ok(evaluation)
-}
-
-/// The model's one data input: its name and dims. Inputs with an initializer
-/// (old exporters list weights as inputs) and the names in `skip` (the patched
-/// contract's `labels` and `epoch`) are not data.
-pub fn data_input(model: &ModelProto, skip: &[&str]) -> Result<(String, Vec<Dim>)> {
-    let graph = model
-        .graph
-        .as_ref()
-        .ok_or_else(|| Error::invalid("the model has no graph"))?;
-    let data: Vec<_> = graph
-        .input
-        .iter()
-        .filter(|i| !skip.contains(&i.name()))
-        .filter(|i| !graph.initializer.iter().any(|t| t.name() == i.name()))
-        .collect();
-    let [input] = data.as_slice() else {
-        let names: Vec<&str> = data.iter().map(|i| i.name()).collect();
-        return Err(Error::config(format!(
-            "the model needs exactly one data input, it has {}: {}",
-            names.len(),
-            names.join(", ")
-        )));
-    };
-    let dims = tensor_type(input).and_then(|t| t.shape).ok_or_else(|| {
-        Error::config(format!(
-            "the model's input '{}' has no stated shape, so data cannot be checked against it",
-            input.name()
-        ))
-    })?;
-    Ok((input.name().to_string(), dims))
 }
 
 /// `dataset` in the shape the model reads (`[N, ...dims]`): grey images are
@@ -138,12 +109,4 @@ pub fn recorded_normalization(model: &ModelProto) -> Result<Option<Normalization
             })
         })
         .transpose()
-}
-
-/// The training class counts recorded in an exported or patched model, if any.
-pub fn recorded_train_counts(model: &ModelProto) -> Result<Option<Vec<u64>>> {
-    if let Some(text) = metadata(model, TRAIN_COUNTS_KEY) {
-        return crate::patch::metadata::parse_counts(text, TRAIN_COUNTS_KEY).map(Some);
-    }
-    Ok(crate::patch::metadata::read(model)?.map(|r| r.config.class_counts))
 }
