@@ -12,7 +12,7 @@ pub use crate::ops::nn::batchnorm;
 
 use crate::error::{Error, Result};
 use crate::onnx::builder::Emitter;
-use crate::onnx::shapes::ValueShapes;
+use crate::ops::shapes::ValueShapes;
 use crate::onnx::tensor::{is_float_type, FLOAT};
 use crate::onnx::{node_label, GraphProto, NodeProto, TensorProto};
 use crate::ops::grad::sanitize;

@@ -5,7 +5,6 @@
 pub mod builder;
 pub mod integrity;
 pub mod io;
-pub mod shapes;
 pub mod tensor;
 pub mod types;
 pub mod validate;

@@ -5,7 +5,7 @@
 
 use crate::error::{Error, Result};
 use crate::onnx::builder::{attr_int, Emitter};
-use crate::onnx::shapes::ValueShapes;
+use crate::ops::shapes::ValueShapes;
 use crate::onnx::tensor::FLOAT;
 use crate::onnx::types::Dim;
 use crate::onnx::{AttributeProto, NodeProto, TensorProto};

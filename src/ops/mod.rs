@@ -12,6 +12,7 @@ pub mod grad;
 #[cfg(feature = "torch")]
 pub mod kernel;
 pub mod registry;
+pub mod shapes;
 #[cfg(feature = "torch")]
 pub mod torch_tensor;
 

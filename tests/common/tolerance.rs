@@ -47,9 +47,9 @@
 //! gradient's norm is about `sqrt(p)`: gated networks get
 //! `gradient_bound + sqrt(forward_bound)` on gradients.
 
-use ldam_onnx::onnx::shapes::ValueShapes;
 use ldam_onnx::onnx::types::Dim;
 use ldam_onnx::onnx::{attr_int, ModelProto};
+use ldam_onnx::ops::shapes::ValueShapes;
 
 /// Unit roundoff of float32 (round to nearest).
 pub const UNIT_ROUNDOFF: f64 = 5.960_464_477_539_063e-8;

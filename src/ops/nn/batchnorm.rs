@@ -11,7 +11,7 @@
 
 use crate::error::{Error, Result};
 use crate::onnx::builder::{attr_int, attr_ints, Emitter};
-use crate::onnx::shapes::ValueShapes;
+use crate::ops::shapes::ValueShapes;
 use crate::onnx::tensor::{i64_tensor, FLOAT};
 use crate::onnx::types::{Dim, TensorType};
 use crate::onnx::{attribute, node_label, GraphProto, NodeProto};

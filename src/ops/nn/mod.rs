@@ -4,5 +4,6 @@
 
 pub mod batchnorm;
 pub mod gradient;
+pub mod shape;
 #[cfg(feature = "torch")]
 pub mod torch;

@@ -3,5 +3,6 @@
 //! ([`crate::ops::registry`]) ties them together per op.
 
 pub mod gradient;
+pub mod shape;
 #[cfg(feature = "torch")]
 pub mod torch;
