@@ -1,0 +1,1073 @@
+//! Static element types and shapes of graph values, inferred once over a graph so
+//! that later passes (the loss patch, autodiff) can emit shape-correct nodes.
+//!
+//! Inference never fails: a value whose type cannot be derived stays unknown, and a
+//! dimension that cannot be derived is `Dim::Unknown`. Besides types, integer
+//! tensors whose contents are known at compile time are tracked element by element,
+//! because shape arithmetic (`Shape -> Gather -> Concat -> Reshape`, computed `Pad`
+//! amounts) decides the shapes downstream. An element may be `Dim::Symbolic("N")`:
+//! the value equals the batch size, which lets `view(x.size(0), -1)` keep its `N`.
+//!
+//! The engine knows no op: each op's rule (its `shape` facet, and its `fold`
+//! facet for integer contents) is found in [`crate::ops::registry`] and lives in
+//! the op family's `shape.rs`.
+
+pub mod dims;
+
+/// What the shape rules import: the engine's per-node view and the helpers.
+pub(crate) mod prelude {
+    pub(crate) use super::dims::*;
+    pub(crate) use super::{
+        refine_dim, single, typed, Ctx, Operand, MAX_TRACKED_ELEMENTS, OPEN_BOUND,
+    };
+    pub(crate) use crate::onnx::proto::tensor_proto::DataType;
+    pub(crate) use crate::onnx::tensor::{f32_values, i64_values, is_external, BOOL, FLOAT, INT64};
+    pub(crate) use crate::onnx::types::{tensor_type, Dim, TensorType};
+    pub(crate) use crate::onnx::{attribute, GraphProto, NodeProto, TensorProto};
+    pub(crate) use std::collections::{HashMap, HashSet};
+}
+
+use crate::ops::registry;
+#[allow(unused_imports)]
+use prelude::*;
+
+/// An op's shape facet: the types of its outputs from its inputs'.
+#[derive(Clone, Copy)]
+pub enum ShapeRule {
+    /// A single-output op.
+    One(fn(&Ctx) -> Option<TensorType>),
+    /// An op with several outputs, in order.
+    Many(fn(&Ctx) -> Vec<Option<TensorType>>),
+}
+
+impl ShapeRule {
+    fn apply(self, ctx: &Ctx) -> Vec<Option<TensorType>> {
+        match self {
+            ShapeRule::One(rule) => vec![rule(ctx)],
+            ShapeRule::Many(rule) => rule(ctx),
+        }
+    }
+}
+
+/// An op's fold facet: its output's integer contents from its inputs' (shape
+/// arithmetic), when they are known.
+pub type FoldRule = fn(&Ctx) -> Option<Vec<Dim>>;
+
+/// Integer tensors with more elements than this are not tracked: shape arithmetic
+/// works on a handful of elements, and copying weight-sized tensors buys nothing.
+pub(crate) const MAX_TRACKED_ELEMENTS: usize = 4096;
+
+/// Slice bounds at least this large (in magnitude) mean "to the end": exporters
+/// write `INT64_MAX` / `-INT64_MAX`, and no real dimension comes close.
+pub(crate) const OPEN_BOUND: i64 = i64::MAX / 2;
+
+/// Element type and shape of every value that can be inferred.
+#[derive(Debug, Clone, Default)]
+pub struct ValueShapes {
+    types: HashMap<String, TensorType>,
+    /// Known integer contents, row-major; `Symbolic` elements equal that dimension.
+    values: HashMap<String, Vec<Dim>>,
+    /// The fully known subset of `values`, kept as plain integers for `const_ints`.
+    consts: HashMap<String, Vec<i64>>,
+    /// Small float constants: `Range` and `OneHot` may take their bounds as floats.
+    floats: HashMap<String, Vec<f64>>,
+}
+
+impl ValueShapes {
+    /// Seeds from the declared types (inputs, `value_info`, outputs) and the
+    /// initializers, then walks the nodes in order. `opset` selects the operator
+    /// forms (e.g. `Reduce*` axes as attribute or input).
+    pub fn infer(graph: &GraphProto, opset: i64) -> ValueShapes {
+        let mut shapes = ValueShapes::default();
+        shapes.seed(graph);
+        for node in &graph.node {
+            shapes.visit(node, opset);
+        }
+        shapes
+    }
+
+    pub fn get(&self, name: &str) -> Option<&TensorType> {
+        self.types.get(name)
+    }
+
+    /// The dimensions, or `None` if the rank is unknown.
+    pub fn shape(&self, name: &str) -> Option<&[Dim]> {
+        self.types.get(name)?.shape.as_deref()
+    }
+
+    pub fn rank(&self, name: &str) -> Option<usize> {
+        self.shape(name).map(<[Dim]>::len)
+    }
+
+    /// The element type, `None` when unknown (`UNDEFINED`).
+    pub fn elem_type(&self, name: &str) -> Option<i32> {
+        self.types
+            .get(name)
+            .map(|t| t.elem_type)
+            .filter(|&e| e != 0)
+    }
+
+    /// Constant integer values known at compile time (initializers, Constant nodes,
+    /// and simple shape arithmetic on them: Shape of a fully static tensor,
+    /// Gather/Concat/Unsqueeze/Squeeze/Slice/Cast/Mul/Add/Sub on known ints).
+    pub fn const_ints(&self, name: &str) -> Option<&[i64]> {
+        self.consts.get(name).map(Vec::as_slice)
+    }
+
+    /// Record a value's type (used when new nodes are appended by later passes).
+    pub fn insert(&mut self, name: &str, ty: TensorType) {
+        // Known contents stay only while they still fit the recorded shape.
+        if let Some(count) = ty.shape.as_deref().and_then(static_count) {
+            if self.values.get(name).is_some_and(|v| v.len() != count) {
+                self.forget_values(name);
+            }
+        } else {
+            self.forget_values(name);
+        }
+        self.types.insert(name.to_string(), ty);
+    }
+
+    fn seed(&mut self, graph: &GraphProto) {
+        for info in graph
+            .value_info
+            .iter()
+            .chain(&graph.output)
+            .chain(&graph.input)
+        {
+            if let Some(ty) = tensor_type(info) {
+                let merged = refine(Some(ty), self.types.get(info.name()));
+                if let Some(ty) = merged {
+                    self.types.insert(info.name().to_string(), ty);
+                }
+            }
+        }
+        // An initializer that is also a graph input is only a default: a feed may
+        // replace it, so its contents are not constants.
+        let inputs: HashSet<&str> = graph.input.iter().map(|i| i.name()).collect();
+        for init in &graph.initializer {
+            let ty = TensorType {
+                elem_type: init.data_type(),
+                shape: Some(init.dims.iter().map(|&d| Dim::Fixed(d)).collect()),
+            };
+            if inputs.contains(init.name()) {
+                self.types.entry(init.name().to_string()).or_insert(ty);
+                continue;
+            }
+            self.types.insert(init.name().to_string(), ty);
+            self.record_contents(init.name(), init);
+        }
+    }
+
+    fn visit(&mut self, node: &NodeProto, opset: i64) {
+        // Other domains have their own semantics: only declared types are kept.
+        if !matches!(node.domain(), "" | "ai.onnx") {
+            return;
+        }
+        let ctx = Ctx {
+            node,
+            shapes: self,
+            opset,
+        };
+        let op = registry::for_node(node, opset);
+        let inferred = op
+            .and_then(|op| op.shape)
+            .map_or_else(Vec::new, |rule| rule.apply(&ctx));
+        let values = op.and_then(|op| op.fold).and_then(|fold| fold(&ctx));
+        let first = node.output.first().filter(|o| !o.is_empty());
+        for (i, output) in node.output.iter().enumerate() {
+            if output.is_empty() {
+                continue;
+            }
+            let ty = inferred.get(i).cloned().flatten();
+            if let Some(ty) = refine(ty, self.types.get(output)) {
+                self.types.insert(output.clone(), ty);
+            }
+        }
+        let Some(first) = first else { return };
+        if let Some(values) = values {
+            self.set_values(first, values);
+        }
+        if node.op_type() == "Constant" {
+            if let Some(floats) = constant_floats(node) {
+                self.floats.insert(first.clone(), floats);
+            }
+        }
+    }
+
+    fn record_contents(&mut self, name: &str, tensor: &TensorProto) {
+        let dims: Vec<Dim> = tensor.dims.iter().map(|&d| Dim::Fixed(d)).collect();
+        if static_count(&dims).is_none_or(|c| c > MAX_TRACKED_ELEMENTS) {
+            return;
+        }
+        if let Some(ints) = int_values(tensor) {
+            self.set_values(name, ints.into_iter().map(Dim::Fixed).collect());
+        } else if let Some(floats) = f32_values(tensor) {
+            self.floats.insert(
+                name.to_string(),
+                floats.into_iter().map(f64::from).collect(),
+            );
+        }
+    }
+
+    /// Stores known contents when they match the value's static element count (a
+    /// mismatch means an inconsistent model; then nothing is claimed).
+    fn set_values(&mut self, name: &str, values: Vec<Dim>) {
+        let count = self.shape(name).and_then(static_count);
+        if count != Some(values.len()) || values.len() > MAX_TRACKED_ELEMENTS {
+            return;
+        }
+        let ints: Option<Vec<i64>> = values
+            .iter()
+            .map(|d| match d {
+                Dim::Fixed(v) => Some(*v),
+                _ => None,
+            })
+            .collect();
+        match ints {
+            Some(ints) => self.consts.insert(name.to_string(), ints),
+            None => self.consts.remove(name),
+        };
+        self.values.insert(name.to_string(), values);
+    }
+
+    fn forget_values(&mut self, name: &str) {
+        self.values.remove(name);
+        self.consts.remove(name);
+    }
+}
+
+/// One node with read access to everything inferred before it.
+pub struct Ctx<'a> {
+    pub(crate) node: &'a NodeProto,
+    pub(crate) shapes: &'a ValueShapes,
+    pub(crate) opset: i64,
+}
+
+/// An operand that moved from an attribute to an input between opsets.
+pub(crate) enum Operand {
+    Absent,
+    Known(Vec<i64>),
+    /// Given, but not a compile-time constant.
+    Unknown,
+}
+
+impl<'a> Ctx<'a> {
+    pub(crate) fn op(&self) -> &'a str {
+        self.node.op_type()
+    }
+    pub(crate) fn input(&self, i: usize) -> Option<&'a str> {
+        self.node
+            .input
+            .get(i)
+            .map(String::as_str)
+            .filter(|n| !n.is_empty())
+    }
+    pub(crate) fn inputs(&self) -> impl Iterator<Item = &'a str> {
+        self.node
+            .input
+            .iter()
+            .map(String::as_str)
+            .filter(|n| !n.is_empty())
+    }
+    pub(crate) fn ty(&self, i: usize) -> Option<&'a TensorType> {
+        self.shapes.types.get(self.input(i)?)
+    }
+    pub(crate) fn shape(&self, i: usize) -> Option<&'a [Dim]> {
+        self.ty(i)?.shape.as_deref()
+    }
+    /// Element type of input `i`, 0 (`UNDEFINED`) when unknown.
+    pub(crate) fn elem(&self, i: usize) -> i32 {
+        self.ty(i).map_or(0, |t| t.elem_type)
+    }
+    pub(crate) fn values(&self, i: usize) -> Option<&'a [Dim]> {
+        self.shapes.values.get(self.input(i)?).map(Vec::as_slice)
+    }
+    pub(crate) fn ints(&self, i: usize) -> Option<&'a [i64]> {
+        self.shapes.consts.get(self.input(i)?).map(Vec::as_slice)
+    }
+    pub(crate) fn static_dims(&self, i: usize) -> Option<Vec<usize>> {
+        static_dims(self.shape(i)?)
+    }
+    /// A scalar (or one-element) numeric constant, integer or float.
+    pub(crate) fn scalar(&self, i: usize) -> Option<f64> {
+        let name = self.input(i)?;
+        if let Some(ints) = self.shapes.consts.get(name) {
+            return single(ints).map(|&v| v as f64);
+        }
+        self.shapes
+            .floats
+            .get(name)
+            .and_then(|f| single(f))
+            .copied()
+    }
+    pub(crate) fn int(&self, name: &str, default: i64) -> i64 {
+        crate::onnx::attr_int(self.node, name, default)
+    }
+    pub(crate) fn ints_attr(&self, name: &str) -> Option<&'a [i64]> {
+        attribute(self.node, name).map(|a| a.ints.as_slice())
+    }
+    pub(crate) fn string(&self, name: &str, default: &'a str) -> &'a str {
+        attribute(self.node, name)
+            .and_then(|a| a.s.as_deref())
+            .and_then(|s| std::str::from_utf8(s).ok())
+            .unwrap_or(default)
+    }
+    /// Reads an operand that is an attribute before opset `since` and input `input`
+    /// from then on; the other form is accepted as a fallback for mixed exporters.
+    pub(crate) fn operand(&self, attr: &str, input: usize, since: i64) -> Operand {
+        let from_input = match self.input(input) {
+            None => Operand::Absent,
+            Some(_) => self
+                .ints(input)
+                .map_or(Operand::Unknown, |v| Operand::Known(v.to_vec())),
+        };
+        let from_attr = self
+            .ints_attr(attr)
+            .map_or(Operand::Absent, |v| Operand::Known(v.to_vec()));
+        let (preferred, fallback) = if self.opset >= since {
+            (from_input, from_attr)
+        } else {
+            (from_attr, from_input)
+        };
+        match preferred {
+            Operand::Absent => fallback,
+            found => found,
+        }
+    }
+    /// A 1-D shape tensor's elements (Reshape, Expand, ConstantOfShape): known ones,
+    /// or, when computed at run time, as many unknowns as its length (the rank).
+    pub(crate) fn shape_operand(&self, i: usize) -> Option<Vec<Dim>> {
+        if let Some(values) = self.values(i) {
+            return Some(values.to_vec());
+        }
+        match self.static_dims(i)?.as_slice() {
+            [len] if *len <= MAX_TRACKED_ELEMENTS => Some(vec![Dim::Unknown; *len]),
+            _ => None,
+        }
+    }
+    /// Input `i`'s shape with the given element type.
+    pub(crate) fn like(&self, i: usize, elem: i32) -> Option<TensorType> {
+        typed(elem, self.shape(i).map(<[Dim]>::to_vec))
+    }
+}
+
+pub(crate) fn typed(elem: i32, shape: Option<Vec<Dim>>) -> Option<TensorType> {
+    (elem != 0 || shape.is_some()).then_some(TensorType {
+        elem_type: elem,
+        shape,
+    })
+}
+
+pub(crate) fn single<T>(values: &[T]) -> Option<&T> {
+    match values {
+        [v] => Some(v),
+        _ => None,
+    }
+}
+
+/// Combines an inferred type with a declared one: inferred facts win, a declared
+/// dimension fills in where inference found nothing more specific.
+pub(crate) fn refine(
+    inferred: Option<TensorType>,
+    declared: Option<&TensorType>,
+) -> Option<TensorType> {
+    let Some(declared) = declared else {
+        return inferred;
+    };
+    let Some(inferred) = inferred else {
+        return Some(declared.clone());
+    };
+    let elem_type = match inferred.elem_type {
+        0 => declared.elem_type,
+        e => e,
+    };
+    let shape = match (inferred.shape, &declared.shape) {
+        (Some(a), Some(b)) if a.len() == b.len() => {
+            Some(a.iter().zip(b).map(|(x, y)| refine_dim(x, y)).collect())
+        }
+        (Some(a), _) => Some(a),
+        (None, b) => b.clone(),
+    };
+    Some(TensorType { elem_type, shape })
+}
+
+/// The more specific of two descriptions of the same dimension.
+pub(crate) fn refine_dim(a: &Dim, b: &Dim) -> Dim {
+    match (a, b) {
+        (Dim::Fixed(_), _) => a.clone(),
+        (_, Dim::Fixed(_)) => b.clone(),
+        (Dim::Symbolic(_), _) => a.clone(),
+        _ => b.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::movement::shape::{slice_range, SliceAxis};
+    use crate::onnx::builder::{attr_int, attr_ints, attr_string};
+    use crate::onnx::tensor::{f32_tensor, i64_tensor};
+    use crate::onnx::types::value_info;
+    use crate::onnx::AttributeProto;
+
+    fn n() -> Dim {
+        Dim::Symbolic("N".into())
+    }
+    fn fixed(dims: &[i64]) -> Vec<Dim> {
+        dims.iter().map(|&d| Dim::Fixed(d)).collect()
+    }
+    fn with_batch(rest: &[i64]) -> Vec<Dim> {
+        std::iter::once(n()).chain(fixed(rest)).collect()
+    }
+
+    fn node(op: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<AttributeProto>) -> NodeProto {
+        NodeProto {
+            op_type: Some(op.into()),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: outputs.iter().map(|s| s.to_string()).collect(),
+            attribute: attrs,
+            ..Default::default()
+        }
+    }
+
+    /// A graph over float input `x` of the given dims.
+    fn graph(x: &[Dim], nodes: Vec<NodeProto>, initializers: Vec<TensorProto>) -> GraphProto {
+        GraphProto {
+            input: vec![value_info("x", FLOAT, x)],
+            node: nodes,
+            initializer: initializers,
+            ..Default::default()
+        }
+    }
+
+    fn infer(x: &[Dim], nodes: Vec<NodeProto>, initializers: Vec<TensorProto>) -> ValueShapes {
+        ValueShapes::infer(&graph(x, nodes, initializers), 20)
+    }
+
+    fn weights(name: &str, dims: &[i64]) -> TensorProto {
+        let len = dims.iter().product::<i64>() as usize;
+        f32_tensor(name, dims, &vec![0.5; len])
+    }
+
+    #[test]
+    fn conv_applies_pads_strides_dilations_and_groups() {
+        let shapes = infer(
+            &with_batch(&[4, 11, 13]),
+            vec![
+                node(
+                    "Conv",
+                    &["x", "w"],
+                    &["y"],
+                    vec![
+                        attr_ints("pads", &[1, 2, 0, 1]),
+                        attr_ints("strides", &[2, 1]),
+                        attr_ints("dilations", &[1, 2]),
+                    ],
+                ),
+                // Depthwise-style: 4 groups, weight [8, 4/4, 3, 3].
+                node(
+                    "Conv",
+                    &["x", "g"],
+                    &["z"],
+                    vec![
+                        attr_int("group", 4),
+                        attr_string("auto_pad", "SAME_UPPER"),
+                        attr_ints("strides", &[2, 3]),
+                    ],
+                ),
+            ],
+            vec![weights("w", &[6, 4, 3, 3]), weights("g", &[8, 1, 3, 3])],
+        );
+        // H: (11 + 1 + 0 - 3) / 2 + 1 = 5; W: (13 + 2 + 1 - 5) / 1 + 1 = 12.
+        assert_eq!(shapes.shape("y"), Some(&with_batch(&[6, 5, 12])[..]));
+        // SAME keeps ceil(in / stride): ceil(11 / 2) = 6, ceil(13 / 3) = 5.
+        assert_eq!(shapes.shape("z"), Some(&with_batch(&[8, 6, 5])[..]));
+        assert_eq!(shapes.elem_type("y"), Some(FLOAT));
+    }
+
+    #[test]
+    fn max_pool_ceil_mode_drops_a_last_window_starting_in_the_padding() {
+        let pool = |pads: &[i64], out: &str| {
+            node(
+                "MaxPool",
+                &["x"],
+                &[out, &format!("{out}_indices")],
+                vec![
+                    attr_ints("kernel_shape", &[2, 2]),
+                    attr_ints("strides", &[2, 2]),
+                    attr_ints("pads", pads),
+                    attr_int("ceil_mode", 1),
+                ],
+            )
+        };
+        let shapes = infer(
+            &with_batch(&[2, 11, 7]),
+            vec![pool(&[1, 1, 1, 1], "padded"), pool(&[0, 0, 0, 0], "plain")],
+            vec![],
+        );
+        // H = 11 padded to 13: ceil(11 / 2) + 1 = 7 windows, but the 7th would start
+        // at 12 >= 11 + 1, inside the end padding, so 6. W = 7 + 2: 5 -> 4.
+        assert_eq!(shapes.shape("padded"), Some(&with_batch(&[2, 6, 4])[..]));
+        // Without padding: ceil((11 - 2) / 2) + 1 = 6, ceil((7 - 2) / 2) + 1 = 4.
+        assert_eq!(shapes.shape("plain"), Some(&with_batch(&[2, 6, 4])[..]));
+        assert_eq!(shapes.elem_type("plain_indices"), Some(INT64));
+        assert_eq!(shapes.shape("plain_indices"), shapes.shape("plain"));
+    }
+
+    #[test]
+    fn reshape_copies_zeros_and_solves_minus_one_symbolically() {
+        let shapes = infer(
+            &with_batch(&[4, 6, 6]),
+            vec![
+                node("Reshape", &["x", "keep_batch"], &["a"], vec![]),
+                node(
+                    "Reshape",
+                    &["x", "batch_last"],
+                    &["b"],
+                    vec![attr_int("allowzero", 1)],
+                ),
+                node(
+                    "Reshape",
+                    &["x", "fixed_zero"],
+                    &["c"],
+                    vec![attr_int("allowzero", 1)],
+                ),
+                node("Reshape", &["x", "runtime"], &["d"], vec![]),
+            ],
+            vec![
+                i64_tensor("keep_batch", &[3], &[0, -1, 9]),
+                i64_tensor("batch_last", &[3], &[4, 36, -1]),
+                i64_tensor("fixed_zero", &[2], &[0, 5]),
+                // A graph input: its contents may be replaced, so they are not constant.
+                i64_tensor("runtime", &[2], &[0, -1]),
+            ],
+        );
+        assert_eq!(shapes.shape("a"), Some(&with_batch(&[16, 9])[..]));
+        assert_eq!(
+            shapes.shape("b"),
+            Some(&[Dim::Fixed(4), Dim::Fixed(36), n()][..])
+        );
+        assert_eq!(shapes.shape("c"), Some(&fixed(&[0, 5])[..]));
+        assert_eq!(shapes.shape("d"), Some(&with_batch(&[144])[..]));
+
+        let mut g = graph(
+            &with_batch(&[4]),
+            vec![node("Reshape", &["x", "runtime"], &["d"], vec![])],
+            vec![i64_tensor("runtime", &[2], &[0, -1])],
+        );
+        g.input.push(value_info("runtime", INT64, &fixed(&[2])));
+        let shapes = ValueShapes::infer(&g, 20);
+        assert_eq!(shapes.const_ints("runtime"), None);
+        assert_eq!(shapes.shape("d"), Some(&[Dim::Unknown, Dim::Unknown][..]));
+    }
+
+    #[test]
+    fn slice_handles_negative_steps_and_int64_max_bounds() {
+        let shapes = infer(
+            &with_batch(&[10, 7]),
+            vec![
+                node(
+                    "Slice",
+                    &["x", "starts", "ends", "axes", "steps"],
+                    &["y"],
+                    vec![],
+                ),
+                node(
+                    "Slice",
+                    &["x", "whole_start", "whole_end", "batch_axis", "minus_one"],
+                    &["reversed"],
+                    vec![],
+                ),
+                node(
+                    "Slice",
+                    &["x", "starts", "ends", "axes", "steps"],
+                    &["y2"],
+                    vec![],
+                ),
+            ],
+            vec![
+                // axis 1: from the last, backwards by 3 to the front: 9, 6, 3, 0 -> 4;
+                // axis 2: from 2 to INT64_MAX by 2: 2, 4, 6 -> 3.
+                i64_tensor("starts", &[2], &[-1, 2]),
+                i64_tensor("ends", &[2], &[-i64::MAX, i64::MAX]),
+                i64_tensor("axes", &[2], &[1, -1]),
+                i64_tensor("steps", &[2], &[-3, 2]),
+                i64_tensor("whole_start", &[1], &[-1]),
+                i64_tensor("whole_end", &[1], &[i64::MIN]),
+                i64_tensor("batch_axis", &[1], &[0]),
+                i64_tensor("minus_one", &[1], &[-1]),
+            ],
+        );
+        assert_eq!(shapes.shape("y"), Some(&with_batch(&[4, 3])[..]));
+        // The batch axis reversed whole keeps its symbol.
+        assert_eq!(shapes.shape("reversed"), Some(&with_batch(&[10, 7])[..]));
+    }
+
+    #[test]
+    fn slice_range_follows_the_onnx_clamping_rules() {
+        let axis = |start, end, step| SliceAxis {
+            axis: 0,
+            start,
+            end,
+            step,
+        };
+        assert_eq!(slice_range(5, &axis(0, i64::MAX, 1)), (0, 5));
+        assert_eq!(slice_range(5, &axis(-1, i64::MIN, -1)), (4, 5));
+        assert_eq!(slice_range(5, &axis(10, -10, -2)), (4, 3));
+        assert_eq!(slice_range(5, &axis(3, 1, 1)), (3, 0));
+        assert_eq!(slice_range(5, &axis(-2, -1, 1)), (3, 1));
+        assert_eq!(slice_range(0, &axis(-1, i64::MIN, -1)), (0, 0));
+    }
+
+    #[test]
+    fn split_by_num_outputs_makes_the_last_chunk_smaller() {
+        let split = |attrs, outputs: &[&str]| node("Split", &["x"], outputs, attrs);
+        let shapes = infer(
+            &with_batch(&[3, 13]),
+            vec![
+                split(
+                    vec![attr_int("axis", -1), attr_int("num_outputs", 3)],
+                    &["a", "b", "c"],
+                ),
+                node(
+                    "Split",
+                    &["x", "sizes"],
+                    &["d", "e"],
+                    vec![attr_int("axis", 1)],
+                ),
+                split(vec![], &["whole"]),
+            ],
+            vec![i64_tensor("sizes", &[2], &[1, 2])],
+        );
+        assert_eq!(shapes.shape("a"), Some(&with_batch(&[3, 5])[..]));
+        assert_eq!(shapes.shape("b"), Some(&with_batch(&[3, 5])[..]));
+        assert_eq!(shapes.shape("c"), Some(&with_batch(&[3, 3])[..]));
+        assert_eq!(shapes.shape("d"), Some(&with_batch(&[1, 13])[..]));
+        assert_eq!(shapes.shape("e"), Some(&with_batch(&[2, 13])[..]));
+        // One output along the symbolic axis keeps it.
+        assert_eq!(shapes.shape("whole"), Some(&with_batch(&[3, 13])[..]));
+    }
+
+    #[test]
+    fn gemm_honours_trans_flags() {
+        let shapes = infer(
+            &with_batch(&[64]),
+            vec![
+                node(
+                    "Gemm",
+                    &["x", "w", "b"],
+                    &["y"],
+                    vec![attr_int("transB", 1)],
+                ),
+                node("Transpose", &["x"], &["xt"], vec![]),
+                node("Gemm", &["xt", "v"], &["z"], vec![attr_int("transA", 1)]),
+            ],
+            vec![
+                weights("w", &[10, 64]),
+                weights("b", &[10]),
+                weights("v", &[64, 7]),
+            ],
+        );
+        assert_eq!(shapes.shape("y"), Some(&with_batch(&[10])[..]));
+        assert_eq!(shapes.shape("xt"), Some(&[Dim::Fixed(64), n()][..]));
+        assert_eq!(shapes.shape("z"), Some(&with_batch(&[7])[..]));
+    }
+
+    #[test]
+    fn broadcasting_keeps_the_symbolic_batch() {
+        let shapes = infer(
+            &with_batch(&[1, 5]),
+            vec![
+                node("Add", &["x", "row"], &["a"], vec![]),
+                node("Mul", &["x", "table"], &["b"], vec![]),
+                node("Less", &["x", "other"], &["c"], vec![]),
+                node("Where", &["c", "x", "row"], &["d"], vec![]),
+            ],
+            vec![
+                weights("row", &[5]),
+                weights("table", &[4, 1, 5]),
+                weights("other", &[7, 1]),
+            ],
+        );
+        assert_eq!(shapes.shape("a"), Some(&with_batch(&[1, 5])[..]));
+        // N against a fixed 4 must be 4 (or broadcasting fails at run time).
+        assert_eq!(shapes.shape("b"), Some(&fixed(&[4, 1, 5])[..]));
+        assert_eq!(shapes.shape("c"), Some(&with_batch(&[7, 5])[..]));
+        assert_eq!(shapes.elem_type("c"), Some(BOOL));
+        assert_eq!(shapes.elem_type("d"), Some(FLOAT));
+        assert_eq!(
+            broadcast_dim(&n(), &Dim::Symbolic("M".into())),
+            Dim::Unknown
+        );
+        assert_eq!(broadcast_dim(&Dim::Fixed(2), &Dim::Fixed(3)), Dim::Unknown);
+        assert_eq!(broadcast_dim(&Dim::Unknown, &Dim::Fixed(1)), Dim::Unknown);
+    }
+
+    /// `x.view(x.size(0), -1)` as TorchScript exports it.
+    #[test]
+    fn const_ints_flow_through_shape_gather_unsqueeze_concat() {
+        let shapes = infer(
+            &with_batch(&[64, 1, 1]),
+            vec![
+                node("Shape", &["x"], &["shape"], vec![]),
+                node(
+                    "Constant",
+                    &[],
+                    &["zero"],
+                    vec![tensor_attr("value", i64_tensor("", &[], &[0]))],
+                ),
+                node(
+                    "Gather",
+                    &["shape", "zero"],
+                    &["batch"],
+                    vec![attr_int("axis", 0)],
+                ),
+                node("Unsqueeze", &["batch", "axes"], &["batch1"], vec![]),
+                node(
+                    "Concat",
+                    &["batch1", "minus_one"],
+                    &["target"],
+                    vec![attr_int("axis", 0)],
+                ),
+                node("Reshape", &["x", "target"], &["flat"], vec![]),
+                // The same on a fully static tensor gives plain constants.
+                node("Shape", &["w"], &["w_shape"], vec![attr_int("start", 1)]),
+                node("Gather", &["w_shape", "zero"], &["w1"], vec![]),
+                node("Unsqueeze", &["w1", "axes"], &["w1u"], vec![]),
+                node("Mul", &["w1u", "minus_one"], &["neg"], vec![]),
+                node(
+                    "Concat",
+                    &["w_shape", "neg"],
+                    &["joined"],
+                    vec![attr_int("axis", 0)],
+                ),
+                node(
+                    "Cast",
+                    &["joined"],
+                    &["joined32"],
+                    vec![attr_int("to", DataType::Int32 as i64)],
+                ),
+                node("Squeeze", &["neg", "axes"], &["neg_scalar"], vec![]),
+                node("Sub", &["neg_scalar", "w1"], &["diff"], vec![]),
+                node("Size", &["w"], &["size"], vec![]),
+            ],
+            vec![
+                i64_tensor("axes", &[1], &[0]),
+                i64_tensor("minus_one", &[1], &[-1]),
+                weights("w", &[2, 3, 4]),
+            ],
+        );
+        assert_eq!(
+            shapes.const_ints("shape"),
+            None,
+            "the batch size is not a constant"
+        );
+        assert_eq!(shapes.shape("shape"), Some(&fixed(&[4])[..]));
+        assert_eq!(shapes.shape("batch"), Some(&[][..]));
+        assert_eq!(shapes.shape("target"), Some(&fixed(&[2])[..]));
+        assert_eq!(shapes.shape("flat"), Some(&with_batch(&[64])[..]));
+        assert_eq!(shapes.const_ints("w_shape"), Some(&[3, 4][..]));
+        assert_eq!(shapes.const_ints("w1"), Some(&[3][..]));
+        assert_eq!(shapes.const_ints("w1u"), Some(&[3][..]));
+        assert_eq!(shapes.const_ints("neg"), Some(&[-3][..]));
+        assert_eq!(shapes.const_ints("joined"), Some(&[3, 4, -3][..]));
+        assert_eq!(shapes.const_ints("joined32"), Some(&[3, 4, -3][..]));
+        assert_eq!(shapes.elem_type("joined32"), Some(DataType::Int32 as i32));
+        assert_eq!(shapes.const_ints("neg_scalar"), Some(&[-3][..]));
+        assert_eq!(shapes.const_ints("diff"), Some(&[-6][..]));
+        assert_eq!(shapes.const_ints("size"), Some(&[24][..]));
+    }
+
+    /// The option-A shortcut of the CIFAR ResNet: pads computed from constants via
+    /// ConstantOfShape, Concat, Reshape, a reversing Slice, Transpose and Cast.
+    #[test]
+    fn computed_pad_amounts_are_folded() {
+        let shapes = infer(
+            &with_batch(&[16, 16, 16]),
+            vec![
+                node(
+                    "ConstantOfShape",
+                    &["two"],
+                    &["zeros"],
+                    vec![tensor_attr("value", i64_tensor("", &[1], &[0]))],
+                ),
+                node(
+                    "Concat",
+                    &["channel_pads", "zeros"],
+                    &["pads8"],
+                    vec![attr_int("axis", 0)],
+                ),
+                node("Reshape", &["pads8", "pairs"], &["pairs4x2"], vec![]),
+                node(
+                    "Slice",
+                    &["pairs4x2", "start", "end", "axis0", "step"],
+                    &["reversed"],
+                    vec![],
+                ),
+                node(
+                    "Transpose",
+                    &["reversed"],
+                    &["by_side"],
+                    vec![attr_ints("perm", &[1, 0])],
+                ),
+                node("Reshape", &["by_side", "flat"], &["pads"], vec![]),
+                node(
+                    "Cast",
+                    &["pads"],
+                    &["pads_i64"],
+                    vec![attr_int("to", INT64 as i64)],
+                ),
+                node("Pad", &["x", "pads_i64"], &["y"], vec![]),
+            ],
+            vec![
+                i64_tensor("two", &[1], &[2]),
+                // F.pad order: (W begin, W end, H begin, H end, C begin, C end).
+                i64_tensor("channel_pads", &[6], &[0, 0, 0, 0, 8, 8]),
+                i64_tensor("pairs", &[2], &[-1, 2]),
+                i64_tensor("start", &[1], &[-1]),
+                i64_tensor("end", &[1], &[-i64::MAX]),
+                i64_tensor("axis0", &[1], &[0]),
+                i64_tensor("step", &[1], &[-1]),
+                i64_tensor("flat", &[1], &[-1]),
+            ],
+        );
+        // Pairs (begin, end) from the last axis, [0,0],[0,0],[8,8],[0,0] (W, H, C, N),
+        // reversed to N, C, H, W and transposed to all begins, then all ends.
+        assert_eq!(
+            shapes.const_ints("pads"),
+            Some(&[0, 8, 0, 0, 0, 8, 0, 0][..])
+        );
+        assert_eq!(shapes.shape("y"), Some(&with_batch(&[32, 16, 16])[..]));
+    }
+
+    #[test]
+    fn reduce_axes_come_from_the_attribute_or_input_by_opset() {
+        let nodes = |axes_as_input: bool| {
+            let (inputs, attrs): (&[&str], Vec<AttributeProto>) = if axes_as_input {
+                (&["x", "axes"], vec![])
+            } else {
+                (&["x"], vec![attr_ints("axes", &[2, 3])])
+            };
+            let mut keep0 = attrs.clone();
+            keep0.push(attr_int("keepdims", 0));
+            vec![
+                node("ReduceMean", inputs, &["mean"], keep0),
+                node("ReduceMax", inputs, &["max"], attrs),
+            ]
+        };
+        let init = || vec![i64_tensor("axes", &[2], &[2, 3])];
+        for (opset, as_input) in [(13, false), (17, false), (18, true), (20, true)] {
+            let shapes = ValueShapes::infer(
+                &graph(&with_batch(&[8, 4, 4]), nodes(as_input), init()),
+                opset,
+            );
+            assert_eq!(
+                shapes.shape("mean"),
+                Some(&with_batch(&[8])[..]),
+                "opset {opset}"
+            );
+            assert_eq!(
+                shapes.shape("max"),
+                Some(&with_batch(&[8, 1, 1])[..]),
+                "opset {opset}"
+            );
+        }
+        // ReduceSum took the input form at 13; empty axes with noop is the identity.
+        let g = graph(
+            &with_batch(&[8]),
+            vec![
+                node(
+                    "ReduceSum",
+                    &["x", "axes"],
+                    &["sum"],
+                    vec![attr_int("keepdims", 0)],
+                ),
+                node(
+                    "ReduceSum",
+                    &["x"],
+                    &["noop"],
+                    vec![attr_int("noop_with_empty_axes", 1)],
+                ),
+                node("ReduceSum", &["x"], &["all"], vec![attr_int("keepdims", 0)]),
+            ],
+            vec![i64_tensor("axes", &[1], &[-1])],
+        );
+        let shapes = ValueShapes::infer(&g, 13);
+        assert_eq!(shapes.shape("sum"), Some(&[n()][..]));
+        assert_eq!(shapes.shape("noop"), Some(&with_batch(&[8])[..]));
+        assert_eq!(shapes.shape("all"), Some(&[][..]));
+    }
+
+    #[test]
+    fn losses_batch_norm_and_layer_norm_outputs() {
+        let shapes = infer(
+            &with_batch(&[10]),
+            vec![
+                node(
+                    "SoftmaxCrossEntropyLoss",
+                    &["x", "labels"],
+                    &["loss", "log_prob"],
+                    vec![],
+                ),
+                node(
+                    "SoftmaxCrossEntropyLoss",
+                    &["x", "labels"],
+                    &["per_example"],
+                    vec![attr_string("reduction", "none")],
+                ),
+                node(
+                    "NegativeLogLikelihoodLoss",
+                    &["x", "labels"],
+                    &["nll"],
+                    vec![attr_string("reduction", "sum")],
+                ),
+                node(
+                    "BatchNormalization",
+                    &["x", "s", "s", "s", "s"],
+                    &["bn", "mean", "var"],
+                    vec![attr_int("training_mode", 1)],
+                ),
+                node(
+                    "LayerNormalization",
+                    &["x", "s"],
+                    &["ln", "ln_mean", "ln_inv_std"],
+                    vec![],
+                ),
+                node("Dropout", &["x"], &["dropped", "mask"], vec![]),
+            ],
+            vec![weights("s", &[10])],
+        );
+        assert_eq!(shapes.shape("loss"), Some(&[][..]));
+        assert_eq!(shapes.shape("log_prob"), Some(&with_batch(&[10])[..]));
+        assert_eq!(shapes.shape("per_example"), Some(&[n()][..]));
+        assert_eq!(shapes.shape("nll"), Some(&[][..]));
+        assert_eq!(shapes.shape("bn"), Some(&with_batch(&[10])[..]));
+        assert_eq!(shapes.shape("mean"), Some(&fixed(&[10])[..]));
+        assert_eq!(shapes.shape("ln_mean"), Some(&with_batch(&[1])[..]));
+        assert_eq!(shapes.elem_type("mask"), Some(BOOL));
+    }
+
+    #[test]
+    fn constants_ranges_and_one_hot() {
+        let shapes = infer(
+            &with_batch(&[3]),
+            vec![
+                node(
+                    "Constant",
+                    &[],
+                    &["ints"],
+                    vec![AttributeProto {
+                        name: Some("value_ints".into()),
+                        ints: vec![4, 5],
+                        ..Default::default()
+                    }],
+                ),
+                node(
+                    "Constant",
+                    &[],
+                    &["one"],
+                    vec![AttributeProto {
+                        name: Some("value_float".into()),
+                        f: Some(1.0),
+                        ..Default::default()
+                    }],
+                ),
+                node("ConstantOfShape", &["ints"], &["filled"], vec![]),
+                node("Range", &["ten", "zero", "minus_three"], &["down"], vec![]),
+                node(
+                    "Range",
+                    &["half", "three", "half"],
+                    &["float_range"],
+                    vec![],
+                ),
+                node(
+                    "OneHot",
+                    &["labels", "depth", "values"],
+                    &["onehot"],
+                    vec![attr_int("axis", -1)],
+                ),
+                node("NonZero", &["x"], &["nz"], vec![]),
+                node("Custom", &["x"], &["mystery"], vec![]),
+            ],
+            vec![
+                i64_tensor("ten", &[], &[10]),
+                i64_tensor("zero", &[], &[0]),
+                i64_tensor("minus_three", &[], &[-3]),
+                f32_tensor("half", &[], &[0.5]),
+                f32_tensor("three", &[], &[3.0]),
+                i64_tensor("labels", &[2, 3], &[0, 1, 2, 3, 4, 0]),
+                i64_tensor("depth", &[1], &[5]),
+                f32_tensor("values", &[2], &[0.0, 1.0]),
+            ],
+        );
+        assert_eq!(shapes.const_ints("ints"), Some(&[4, 5][..]));
+        assert_eq!(shapes.shape("one"), Some(&[][..]));
+        assert_eq!(shapes.shape("filled"), Some(&fixed(&[4, 5])[..]));
+        assert_eq!(shapes.elem_type("filled"), Some(FLOAT));
+        assert_eq!(shapes.const_ints("down"), Some(&[10, 7, 4, 1][..]));
+        assert_eq!(shapes.shape("float_range"), Some(&fixed(&[5])[..]));
+        assert_eq!(shapes.shape("onehot"), Some(&fixed(&[2, 3, 5])[..]));
+        assert_eq!(shapes.shape("nz"), Some(&[Dim::Fixed(2), Dim::Unknown][..]));
+        assert_eq!(shapes.get("mystery"), None, "an unknown op stays unknown");
+    }
+
+    #[test]
+    fn declared_types_fill_gaps_and_insert_records_new_values() {
+        let mut g = graph(
+            &with_batch(&[4]),
+            vec![
+                node("Custom", &["x"], &["y"], vec![]),
+                node("Relu", &["y"], &["z"], vec![]),
+            ],
+            vec![],
+        );
+        g.value_info.push(value_info("y", FLOAT, &with_batch(&[2])));
+        let mut shapes = ValueShapes::infer(&g, 20);
+        assert_eq!(shapes.shape("z"), Some(&with_batch(&[2])[..]));
+        shapes.insert(
+            "new",
+            TensorType {
+                elem_type: INT64,
+                shape: Some(fixed(&[3])),
+            },
+        );
+        assert_eq!(shapes.rank("new"), Some(1));
+        assert_eq!(shapes.elem_type("new"), Some(INT64));
+        assert_eq!(shapes.rank("absent"), None);
+    }
+
+    #[test]
+    fn narrow_integer_initializers_are_read() {
+        let int32 = TensorProto {
+            name: Some("i32".into()),
+            dims: vec![3],
+            data_type: Some(DataType::Int32 as i32),
+            raw_data: Some(
+                [-2i32, 0, 7]
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect::<Vec<u8>>()
+                    .into(),
+            ),
+            ..Default::default()
+        };
+        let int8 = TensorProto {
+            name: Some("i8".into()),
+            dims: vec![2],
+            data_type: Some(DataType::Int8 as i32),
+            int32_data: vec![-5, 5],
+            ..Default::default()
+        };
+        let shapes = infer(&with_batch(&[1]), vec![], vec![int32, int8]);
+        assert_eq!(shapes.const_ints("i32"), Some(&[-2, 0, 7][..]));
+        assert_eq!(shapes.const_ints("i8"), Some(&[-5, 5][..]));
+    }
+
+    fn tensor_attr(name: &str, t: TensorProto) -> AttributeProto {
+        AttributeProto {
+            name: Some(name.into()),
+            t: Some(t),
+            ..Default::default()
+        }
+    }
+}
