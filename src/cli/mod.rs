@@ -1,5 +1,6 @@
 //! Argument structs (clap derive) and the glue from arguments to library calls.
 
+mod sgd;
 mod train;
 
 use anyhow::{Context, Result};
@@ -9,6 +10,7 @@ use ldam_onnx::inspect;
 use ldam_onnx::ldam::{LossConfig, LossKind, Reweight};
 use ldam_onnx::onnx::io::{self, SaveOptions};
 use ldam_onnx::patch::{self, ContractNames, HeadMode, PatchOptions};
+use sgd::SgdArgs;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -64,30 +66,6 @@ struct CompileArgs {
     force: bool,
     #[command(flatten)]
     sgd: SgdArgs,
-}
-
-/// The optimizer flags `compile` and `train` share.
-#[derive(Args, Debug)]
-pub struct SgdArgs {
-    /// SGD momentum (PyTorch form: v = mu v + (g + wd w))
-    #[arg(long, default_value_t = 0.9)]
-    pub momentum: f64,
-    /// L2 weight decay applied to every trainable parameter
-    #[arg(long, default_value_t = 2e-4)]
-    pub weight_decay: f64,
-    /// Initializers to keep fixed (repeat the flag or separate with commas)
-    #[arg(long, value_name = "NAME", value_delimiter = ',')]
-    pub freeze: Vec<String>,
-}
-
-impl SgdArgs {
-    pub fn options(&self) -> ldam_onnx::compile::CompileOptions {
-        ldam_onnx::compile::CompileOptions {
-            momentum: self.momentum,
-            weight_decay: self.weight_decay,
-            freeze: self.freeze.clone(),
-        }
-    }
 }
 
 #[derive(Args, Debug)]

@@ -129,7 +129,7 @@ pub struct TrainArgs {
     #[arg(long)]
     no_shuffle: bool,
     #[command(flatten)]
-    sgd: super::SgdArgs,
+    sgd: super::sgd::SgdArgs,
     /// Evaluate on the test set every N epochs (the last epoch always)
     #[arg(long, default_value_t = 1, value_name = "N")]
     eval_every: usize,

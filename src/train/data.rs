@@ -95,6 +95,18 @@ pub struct Dataset {
     pub source: String,
 }
 
+/// Examples per class; labels outside `0..classes` are not counted ([`Dataset`]
+/// guarantees there are none).
+pub fn class_counts(labels: &[i64], classes: usize) -> Vec<u64> {
+    let mut counts = vec![0u64; classes];
+    for &label in labels {
+        if let Some(slot) = usize::try_from(label).ok().and_then(|l| counts.get_mut(l)) {
+            *slot += 1;
+        }
+    }
+    counts
+}
+
 /// A summary, for the same reason as [`Pixels`]' `Debug`.
 impl fmt::Debug for Dataset {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -193,7 +205,7 @@ impl Dataset {
 
     /// Examples per class, indexed by class.
     pub fn class_counts(&self) -> Vec<u64> {
-        crate::train::longtail::class_counts(&self.labels, self.classes)
+        class_counts(&self.labels, self.classes)
     }
 
     /// The examples at `indices`, in that order (repeats allowed); `classes` and

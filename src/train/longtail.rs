@@ -68,17 +68,7 @@ pub fn long_tail_counts(n_max: usize, classes: usize, ratio: f64, profile: Profi
     }
 }
 
-/// Examples per class; labels outside `0..classes` are not counted ([`Dataset`]
-/// guarantees there are none).
-pub fn class_counts(labels: &[i64], classes: usize) -> Vec<u64> {
-    let mut counts = vec![0u64; classes];
-    for &label in labels {
-        if let Some(slot) = usize::try_from(label).ok().and_then(|l| counts.get_mut(l)) {
-            *slot += 1;
-        }
-    }
-    counts
-}
+pub use crate::train::data::class_counts;
 
 /// A long-tailed subset of `dataset`: for each class in class order, `counts[c]`
 /// of its examples chosen by a seeded shuffle (see the module docs), concatenated
