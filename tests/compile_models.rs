@@ -11,7 +11,7 @@ use ldam_onnx::ldam::LossConfig;
 use ldam_onnx::onnx::io::load;
 use ldam_onnx::onnx::tensor::f32_values;
 use ldam_onnx::onnx::types::{tensor_type, Dim};
-use ldam_onnx::onnx::validate::check_model;
+use ldam_onnx::ops::validate::check_model;
 use ldam_onnx::patch::{patch, ContractNames, HeadMode, PatchOptions};
 use std::collections::HashMap;
 

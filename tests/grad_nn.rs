@@ -720,7 +720,7 @@ fn explicit_statistics_expose_batch_mean_biased_variance_and_count() {
         graph.output.push(value_info_any_shape(name, DOUBLE));
     }
     m.graph = Some(graph);
-    ldam_onnx::onnx::validate::check_model(&m).unwrap();
+    ldam_onnx::ops::validate::check_model(&m).unwrap();
     let out = run(&m, &[("x", x.clone())]);
 
     // Per channel: mean and biased variance over N, H, W.
@@ -822,7 +822,7 @@ fn dropout_gradient(training: Option<bool>) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
         vec![attr_int("to", FLOAT as i64)],
     ));
     graph.output.push(value_info_any_shape("mask_float", FLOAT));
-    ldam_onnx::onnx::validate::check_model(&grad_model).unwrap();
+    ldam_onnx::ops::validate::check_model(&grad_model).unwrap();
     let out = run(&grad_model, &[("x", x)]);
     let dx = out[&grads["x"]].values_f64();
     let mask = out["mask_float"].values_f64();

@@ -10,7 +10,8 @@ use ldam_onnx::ldam::{batch_loss, LossConfig};
 use ldam_onnx::onnx::io::load;
 use ldam_onnx::onnx::tensor::f32_values;
 use ldam_onnx::onnx::types::{tensor_type, value_info, Dim};
-use ldam_onnx::onnx::{validate, ModelProto};
+use ldam_onnx::onnx::ModelProto;
+use ldam_onnx::ops::validate;
 use ldam_onnx::patch::{patch, ContractNames, HeadMode, PatchOptions};
 
 const COUNTS: [u64; 10] = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50];

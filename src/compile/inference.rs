@@ -120,7 +120,7 @@ pub fn inference_model(
     model
         .metadata_props
         .retain(|p| !p.key().starts_with(keys::PREFIX));
-    crate::onnx::validate::check_model(&model).map_err(|e| {
+    crate::ops::validate::check_model(&model).map_err(|e| {
         Error::invalid(format!(
             "the recovered inference model failed its structural check (a bug): {e}"
         ))

@@ -235,7 +235,7 @@ pub fn compile(model: &ModelProto, options: &CompileOptions) -> Result<TrainStep
         let value = value.expect("lists of strings serialise");
         model.metadata_props.push(contract::entry(key, value));
     }
-    crate::onnx::validate::check_model(&model).map_err(|e| {
+    crate::ops::validate::check_model(&model).map_err(|e| {
         Error::invalid(format!(
             "the training step failed its structural check (a bug): {e}"
         ))

@@ -7,7 +7,6 @@ pub mod integrity;
 pub mod io;
 pub mod tensor;
 pub mod types;
-pub mod validate;
 
 /// Message types generated at build time from `src/onnx/onnx.proto` (ONNX 1.23.2).
 #[allow(clippy::all, missing_docs)]

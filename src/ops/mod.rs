@@ -13,6 +13,7 @@ pub mod grad;
 pub mod kernel;
 pub mod registry;
 pub mod shapes;
+pub mod validate;
 #[cfg(feature = "torch")]
 pub mod torch_tensor;
 

@@ -57,6 +57,10 @@ pub struct OpDef {
     pub since: i64,
     pub shape: Option<ShapeRule>,
     pub fold: Option<FoldRule>,
+    /// Inputs that must share one element type (ONNX's type constraint `T`).
+    pub same_type_inputs: &'static [usize],
+    /// An input holding class indices (int32 or int64).
+    pub index_input: Option<usize>,
     pub gradient: Gradient,
     pub kernel: Option<Kernel>,
 }
@@ -68,6 +72,8 @@ const fn op(op_type: &'static str) -> OpDef {
         since: 1,
         shape: None,
         fold: None,
+        same_type_inputs: &[],
+        index_input: None,
         gradient: Gradient::Missing,
         kernel: None,
     }
@@ -88,6 +94,14 @@ impl OpDef {
     }
     const fn fold(mut self, rule: FoldRule) -> Self {
         self.fold = Some(rule);
+        self
+    }
+    const fn same_type(mut self, inputs: &'static [usize]) -> Self {
+        self.same_type_inputs = inputs;
+        self
+    }
+    const fn index_input(mut self, input: usize) -> Self {
+        self.index_input = Some(input);
         self
     }
     const fn gradient(mut self, rule: GradRule) -> Self {
@@ -240,22 +254,27 @@ const OPS: &[OpDef] = &[
         .not_differentiable()
         .kernel(torch!(elementwise::torch::not)),
     op("Equal")
+        .same_type(&[0, 1])
         .one(elementwise::shape::compare)
         .not_differentiable()
         .kernel(torch!(elementwise::torch::equal)),
     op("Less")
+        .same_type(&[0, 1])
         .one(elementwise::shape::compare)
         .not_differentiable()
         .kernel(torch!(elementwise::torch::less)),
     op("Greater")
+        .same_type(&[0, 1])
         .one(elementwise::shape::compare)
         .not_differentiable()
         .kernel(torch!(elementwise::torch::greater)),
     op("LessOrEqual")
+        .same_type(&[0, 1])
         .one(elementwise::shape::compare)
         .not_differentiable()
         .kernel(torch!(elementwise::torch::less_or_equal)),
     op("GreaterOrEqual")
+        .same_type(&[0, 1])
         .one(elementwise::shape::compare)
         .not_differentiable()
         .kernel(torch!(elementwise::torch::greater_or_equal)),
@@ -268,55 +287,68 @@ const OPS: &[OpDef] = &[
         .not_differentiable()
         .kernel(torch!(elementwise::torch::or)),
     op("Add")
+        .same_type(&[0, 1])
         .one(elementwise::shape::arithmetic)
         .fold(elementwise::shape::binary_values)
         .gradient(elementwise::gradient::add)
         .kernel(torch!(elementwise::torch::add)),
     op("Sub")
+        .same_type(&[0, 1])
         .one(elementwise::shape::arithmetic)
         .fold(elementwise::shape::binary_values)
         .gradient(elementwise::gradient::sub)
         .kernel(torch!(elementwise::torch::sub)),
     op("Mul")
+        .same_type(&[0, 1])
         .one(elementwise::shape::arithmetic)
         .fold(elementwise::shape::binary_values)
         .gradient(elementwise::gradient::mul)
         .kernel(torch!(elementwise::torch::mul)),
     op("Div")
+        .same_type(&[0, 1])
         .one(elementwise::shape::arithmetic)
         .fold(elementwise::shape::binary_values)
         .gradient(elementwise::gradient::div)
         .kernel(torch!(elementwise::torch::div)),
     op("Pow")
+        .same_type(&[0, 1])
         .one(elementwise::shape::arithmetic)
         .gradient(elementwise::gradient::pow)
         .kernel(torch!(elementwise::torch::pow)),
     op("Mod").one(elementwise::shape::arithmetic),
     op("Max")
+        .same_type(&[0, 1, 2, 3])
         .one(elementwise::shape::arithmetic)
         .fold(elementwise::shape::binary_values)
         .gradient(elementwise::gradient::max)
         .kernel(torch!(elementwise::torch::max)),
     op("Min")
+        .same_type(&[0, 1, 2, 3])
         .one(elementwise::shape::arithmetic)
         .fold(elementwise::shape::binary_values)
         .gradient(elementwise::gradient::min)
         .kernel(torch!(elementwise::torch::min)),
     op("Sum")
+        .same_type(&[0, 1, 2, 3])
         .one(elementwise::shape::arithmetic)
         .gradient(elementwise::gradient::sum)
         .kernel(torch!(elementwise::torch::sum)),
-    op("Mean").one(elementwise::shape::arithmetic),
+    op("Mean")
+        .same_type(&[0, 1, 2, 3])
+        .one(elementwise::shape::arithmetic),
     op("Where")
+        .same_type(&[1, 2])
         .one(elementwise::shape::where_)
         .gradient(elementwise::gradient::where_)
         .kernel(torch!(elementwise::torch::where_)),
     // linalg
     op("MatMul")
+        .same_type(&[0, 1])
         .one(linalg::shape::matmul)
         .gradient(linalg::gradient::matmul)
         .kernel(torch!(linalg::torch::matmul)),
     op("Gemm")
+        .same_type(&[0, 1, 2])
         .one(linalg::shape::gemm)
         .gradient(linalg::gradient::gemm)
         .kernel(torch!(linalg::torch::gemm)),
@@ -367,14 +399,19 @@ const OPS: &[OpDef] = &[
         .kernel(torch!(loss::torch::log_softmax)),
     op("Hardmax").one(elementwise::shape::same),
     op("OneHot")
+        .index_input(0)
         .one(loss::shape::one_hot)
         .not_differentiable()
         .kernel(torch!(loss::torch::one_hot)),
     op("SoftmaxCrossEntropyLoss")
+        .index_input(1)
+        .same_type(&[0, 2])
         .many(loss::shape::loss)
         .gradient(loss::gradient::softmax_cross_entropy)
         .kernel(torch!(loss::torch::softmax_cross_entropy)),
-    op("NegativeLogLikelihoodLoss").many(loss::shape::loss),
+    op("NegativeLogLikelihoodLoss")
+        .index_input(1)
+        .many(loss::shape::loss),
     // nn
     op("InstanceNormalization").one(elementwise::shape::same),
     op("MeanVarianceNormalization").one(elementwise::shape::same),
@@ -453,6 +490,7 @@ const OPS: &[OpDef] = &[
         .gradient(movement::gradient::reshape_like)
         .kernel(torch!(movement::torch::unsqueeze)),
     op("Concat")
+        .same_type(&[0, 1, 2, 3])
         .one(movement::shape::concat)
         .fold(movement::shape::concat_values)
         .gradient(movement::gradient::concat)

@@ -13,7 +13,8 @@ use crate::ldam::{LossConfig, LossKind};
 use crate::onnx::builder::{Emitter, NameSet};
 use crate::onnx::tensor::{FLOAT, INT64};
 use crate::onnx::types::{value_info, Dim};
-use crate::onnx::{default_opset, validate, GraphProto, ModelProto};
+use crate::onnx::{default_opset, GraphProto, ModelProto};
+use crate::ops::validate;
 use head::Head;
 
 /// The default-domain opset the loss needs (SoftmaxCrossEntropyLoss).

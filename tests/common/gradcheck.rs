@@ -62,7 +62,7 @@ impl GradCheck {
         let (grad_model, grads) =
             ldam_onnx::autodiff::gradient_model(&loss_model, "loss", &self.wrt)
                 .unwrap_or_else(|e| panic!("gradient graph: {e}"));
-        ldam_onnx::onnx::validate::check_model(&grad_model)
+        ldam_onnx::ops::validate::check_model(&grad_model)
             .unwrap_or_else(|e| panic!("gradient graph is invalid: {e}"));
         let borrowed: Vec<(&str, Data)> = self
             .inputs

@@ -1,11 +1,14 @@
 //! Structural validation of a model before it is written: single assignment,
 //! topological order, every input defined, opsets imported, and element types
-//! consistent for the ops whose typing rules are known.
+//! consistent: each op's inputs as its registry entry constrains them, its outputs
+//! as its shape rule infers them (the same inference every pass uses).
 
-use super::tensor::{BOOL, INT64};
-use super::types::tensor_type;
-use super::{GraphProto, ModelProto, NodeProto};
+use super::registry;
+use super::shapes::ValueShapes;
 use crate::error::{Error, Result};
+use crate::onnx::tensor::{elem_type_name, INT64};
+use crate::onnx::types::tensor_type;
+use crate::onnx::{default_opset, node_label, GraphProto, ModelProto, NodeProto};
 use std::collections::{HashMap, HashSet};
 
 /// Checks the model and reports every problem found (up to a handful) in one error.
@@ -28,7 +31,20 @@ pub fn check_model(model: &ModelProto) -> Result<()> {
     match &model.graph {
         Some(graph) => {
             let mut scope = Scope::default();
-            check_graph(graph, &mut scope, &domains, "graph", &mut problems);
+            let opset = default_opset(model).unwrap_or(1);
+            let shapes = ValueShapes::infer(graph, opset);
+            let types = Types {
+                shapes: &shapes,
+                opset,
+            };
+            check_graph(
+                graph,
+                &mut scope,
+                &domains,
+                Some(types),
+                "graph",
+                &mut problems,
+            );
         }
         None => problems.push("model has no graph".to_string()),
     }
@@ -58,10 +74,19 @@ impl Scope {
     }
 }
 
+/// The inferred types of a graph's values (the top-level graph's: subgraphs read
+/// values of the enclosing scope, which its inference does not see).
+#[derive(Clone, Copy)]
+struct Types<'a> {
+    shapes: &'a ValueShapes,
+    opset: i64,
+}
+
 fn check_graph(
     graph: &GraphProto,
     scope: &mut Scope,
     domains: &HashSet<&str>,
+    types: Option<Types>,
     what: &str,
     problems: &mut Vec<String>,
 ) {
@@ -96,7 +121,7 @@ fn check_graph(
     }
 
     for node in &graph.node {
-        let label = super::node_label(node);
+        let label = node_label(node);
         let domain = if node.domain() == "ai.onnx" {
             ""
         } else {
@@ -119,26 +144,24 @@ fn check_graph(
                     sub,
                     &mut inner,
                     domains,
+                    None,
                     &format!("{label} subgraph {}#{i}", attr.name()),
                     problems,
                 );
             }
         }
-        check_input_types(node, scope, &label, problems);
-        let inferred = infer_output_elem(node, scope);
-        for (i, output) in node
-            .output
-            .iter()
-            .enumerate()
-            .filter(|(_, o)| !o.is_empty())
-        {
-            let elem = if i == 0 { inferred } else { None };
+        if let Some(op) = types.and_then(|t| registry::for_node(node, t.opset)) {
+            check_input_types(node, op, scope, &label, problems);
+        }
+        for output in node.output.iter().filter(|o| !o.is_empty()) {
+            // Inferred from the op's rule where it knows (else the declaration).
+            let elem = types.and_then(|t| t.shapes.elem_type(output));
             let elem = match (elem, declared.get(output.as_str())) {
                 (Some(e), Some(&d)) if e != d => {
                     problems.push(format!(
                         "{label}: output '{output}' is declared {} but computes {}",
-                        super::tensor::elem_type_name(d),
-                        super::tensor::elem_type_name(e)
+                        elem_type_name(d),
+                        elem_type_name(e)
                     ));
                     Some(e)
                 }
@@ -161,22 +184,15 @@ fn check_graph(
     }
 }
 
-/// Ops whose listed inputs must share one element type.
-fn same_type_inputs(op: &str) -> &'static [usize] {
-    match op {
-        "Add" | "Sub" | "Mul" | "Div" | "Pow" | "MatMul" | "Equal" | "Less" | "Greater"
-        | "LessOrEqual" | "GreaterOrEqual" => &[0, 1],
-        "Max" | "Min" | "Sum" | "Mean" | "Concat" => &[0, 1, 2, 3],
-        "Gemm" => &[0, 1, 2],
-        "Where" => &[1, 2],
-        "SoftmaxCrossEntropyLoss" => &[0, 2],
-        _ => &[],
-    }
-}
-
-fn check_input_types(node: &NodeProto, scope: &Scope, label: &str, problems: &mut Vec<String>) {
-    let op = node.op_type();
-    let elems: Vec<(usize, i32)> = same_type_inputs(op)
+fn check_input_types(
+    node: &NodeProto,
+    op: &registry::OpDef,
+    scope: &Scope,
+    label: &str,
+    problems: &mut Vec<String>,
+) {
+    let elems: Vec<(usize, i32)> = op
+        .same_type_inputs
         .iter()
         .filter_map(|&i| node.input.get(i).filter(|n| !n.is_empty()).map(|n| (i, n)))
         .filter_map(|(i, n)| Some((i, scope.elem(n)?)))
@@ -186,103 +202,22 @@ fn check_input_types(node: &NodeProto, scope: &Scope, label: &str, problems: &mu
             problems.push(format!(
                 "{label}: input {i} ('{}') is {} but input {} is {}",
                 node.input[i],
-                super::tensor::elem_type_name(other),
+                elem_type_name(other),
                 elems[0].0,
-                super::tensor::elem_type_name(first)
+                elem_type_name(first)
             ));
         }
     }
-    let index_input = match op {
-        "SoftmaxCrossEntropyLoss" | "NegativeLogLikelihoodLoss" => Some(1),
-        "OneHot" => Some(0),
-        _ => None,
-    };
-    if let Some(i) = index_input {
+    if let Some(i) = op.index_input {
         if let Some(elem) = node.input.get(i).and_then(|n| scope.elem(n)) {
-            if !matches!(elem, e if e == INT64 || e == super::proto::tensor_proto::DataType::Int32 as i32)
-            {
+            let int32 = crate::onnx::proto::tensor_proto::DataType::Int32 as i32;
+            if elem != INT64 && elem != int32 {
                 problems.push(format!(
                     "{label}: input {i} ('{}') must be int32 or int64, is {}",
                     node.input[i],
-                    super::tensor::elem_type_name(elem)
+                    elem_type_name(elem)
                 ));
             }
         }
-    }
-}
-
-/// The element type of a node's first output, for ops with a known typing rule.
-fn infer_output_elem(node: &NodeProto, scope: &Scope) -> Option<i32> {
-    let input = |i: usize| node.input.get(i).and_then(|n| scope.elem(n));
-    match node.op_type() {
-        "Cast" => super::attribute(node, "to")
-            .and_then(|a| a.i)
-            .map(|v| v as i32),
-        "CastLike" => input(1),
-        "Shape" | "Size" | "ArgMax" | "ArgMin" | "NonZero" => Some(INT64),
-        "Equal" | "Less" | "Greater" | "LessOrEqual" | "GreaterOrEqual" | "Not" | "And" | "Or"
-        | "Xor" | "IsNaN" | "IsInf" => Some(BOOL),
-        "Where" => input(1).or(input(2)),
-        "OneHot" => input(2),
-        "Constant" => super::attribute(node, "value")
-            .and_then(|a| a.t.as_ref())
-            .and_then(|t| t.data_type),
-        "Add"
-        | "Sub"
-        | "Mul"
-        | "Div"
-        | "Neg"
-        | "Abs"
-        | "Relu"
-        | "Sigmoid"
-        | "Tanh"
-        | "Exp"
-        | "Log"
-        | "Sqrt"
-        | "Pow"
-        | "Max"
-        | "Min"
-        | "Sum"
-        | "Mean"
-        | "MatMul"
-        | "Gemm"
-        | "Softmax"
-        | "LogSoftmax"
-        | "Identity"
-        | "Reshape"
-        | "Flatten"
-        | "Transpose"
-        | "Squeeze"
-        | "Unsqueeze"
-        | "Concat"
-        | "Gather"
-        | "Slice"
-        | "Expand"
-        | "ReduceSum"
-        | "ReduceMean"
-        | "ReduceL2"
-        | "ReduceMax"
-        | "ReduceMin"
-        | "ReduceSumSquare"
-        | "LpNormalization"
-        | "Conv"
-        | "BatchNormalization"
-        | "MaxPool"
-        | "AveragePool"
-        | "GlobalAveragePool"
-        | "Dropout"
-        | "Clip"
-        | "SoftmaxCrossEntropyLoss"
-        | "HardSigmoid"
-        | "HardSwish"
-        | "LeakyRelu"
-        | "Erf"
-        | "Gelu"
-        | "LayerNormalization"
-        | "Pad"
-        | "Split"
-        | "Tile"
-        | "Reciprocal" => input(0),
-        _ => None,
     }
 }
