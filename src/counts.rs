@@ -158,6 +158,17 @@ fn read_npz_labels(path: &Path) -> Result<Vec<i64>> {
 }
 
 fn count_labels(labels: &[i64], classes: usize, path: &Path) -> Result<Vec<u64>> {
+    // Every class needs an example (a zero count has no margin), so the labels
+    // must outnumber the classes; checked before one counter per class is
+    // allocated, since the class count comes from the model's declared logits.
+    if classes > labels.len() {
+        return Err(Error::config(format!(
+            "{}: {} labels cannot give each of the model's {classes} classes (the logits' \
+             declared size) an example",
+            path.display(),
+            labels.len()
+        )));
+    }
     let mut counts = vec![0u64; classes];
     for (i, &label) in labels.iter().enumerate() {
         let slot = usize::try_from(label)
