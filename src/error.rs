@@ -83,3 +83,23 @@ impl Error {
         }
     }
 }
+
+/// How a library message names a setting: by its field name, for library
+/// callers, or by the command-line flag that sets it, for the CLI. The flag is
+/// the field's name in kebab case (`batch_size` is `--batch-size`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SettingNames {
+    #[default]
+    Fields,
+    Flags,
+}
+
+impl SettingNames {
+    /// `field` as this naming writes it: `batch_size` or `--batch-size`.
+    pub fn of(self, field: &str) -> String {
+        match self {
+            SettingNames::Fields => field.to_string(),
+            SettingNames::Flags => format!("--{}", field.replace('_', "-")),
+        }
+    }
+}

@@ -48,6 +48,80 @@ pub fn load(path: &Path) -> Result<LoadedModel> {
 /// Decodes a model file's bytes as `load` does; `path` names the file in errors and
 /// locates its external data.
 pub fn decode(bytes: Vec<u8>, path: &Path) -> Result<LoadedModel> {
+    let model = parse(bytes, path)?;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let loaded = LoadedModel {
+        model,
+        path: path.to_path_buf(),
+        dir,
+    };
+    let mut spans = HashMap::new();
+    for tensor in external_tensors(loaded.graph()) {
+        let span = resolve_external(&loaded.path, &loaded.dir, tensor)?;
+        spans.insert(tensor as *const TensorProto, span);
+    }
+    check_integrity(&loaded.model, path, &mut |t| {
+        spans
+            .get(&(t as *const TensorProto))
+            .map(|span: &ExternalSpan| span.length)
+    })?;
+    Ok(loaded)
+}
+
+/// A model from bytes in memory (an embedded file, a download), checked as
+/// [`load`] checks a file. Its tensors must hold their data inline: there is no
+/// folder to find external data in.
+pub fn from_bytes(bytes: impl Into<Vec<u8>>) -> Result<ModelProto> {
+    let path = Path::new("<bytes>");
+    let model = parse(bytes.into(), path)?;
+    let graph = model
+        .graph
+        .as_ref()
+        .expect("parse rejects models without a graph");
+    if let Some(tensor) = external_tensors(graph).first() {
+        return Err(Error::ExternalData {
+            path: path.to_path_buf(),
+            tensor: tensor.name().to_string(),
+            reason: "a model read from bytes has no folder to find external data in; \
+                     load it from its file instead"
+                .to_string(),
+        });
+    }
+    check_integrity(&model, path, &mut |_| None)?;
+    Ok(model)
+}
+
+/// Every problem of the graph's declared sizes against the bytes present
+/// (`external_length` gives an external tensor's), as one error.
+fn check_integrity(
+    model: &ModelProto,
+    path: &Path,
+    external_length: &mut dyn FnMut(&TensorProto) -> Option<u64>,
+) -> Result<()> {
+    let graph = model
+        .graph
+        .as_ref()
+        .expect("parse rejects models without a graph");
+    let problems = integrity::graph_problems(graph, external_length);
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let shown = problems.len().min(4);
+    let mut reason = problems[..shown].join("; ");
+    if problems.len() > shown {
+        reason.push_str(&format!("; and {} more", problems.len() - shown));
+    }
+    Err(Error::NotOnnx {
+        path: path.to_path_buf(),
+        reason,
+    })
+}
+
+/// The protobuf decoded, and the parts every real model has checked.
+fn parse(bytes: Vec<u8>, path: &Path) -> Result<ModelProto> {
     let not_onnx = |reason: &str| Error::NotOnnx {
         path: path.to_path_buf(),
         reason: reason.to_string(),
@@ -70,34 +144,7 @@ pub fn decode(bytes: Vec<u8>, path: &Path) -> Result<LoadedModel> {
     if model.opset_import.is_empty() {
         return Err(not_onnx("no opset_import"));
     }
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let loaded = LoadedModel {
-        model,
-        path: path.to_path_buf(),
-        dir,
-    };
-    let mut spans = HashMap::new();
-    for tensor in external_tensors(loaded.graph()) {
-        let span = resolve_external(&loaded.path, &loaded.dir, tensor)?;
-        spans.insert(tensor as *const TensorProto, span);
-    }
-    let problems = integrity::graph_problems(loaded.graph(), &mut |t| {
-        spans
-            .get(&(t as *const TensorProto))
-            .map(|span: &ExternalSpan| span.length)
-    });
-    if !problems.is_empty() {
-        let shown = problems.len().min(4);
-        let mut reason = problems[..shown].join("; ");
-        if problems.len() > shown {
-            reason.push_str(&format!("; and {} more", problems.len() - shown));
-        }
-        return Err(not_onnx(&reason));
-    }
-    Ok(loaded)
+    Ok(model)
 }
 
 /// Where an external tensor's bytes are: file, offset, and length.

@@ -62,6 +62,19 @@ pub struct PatchOptions {
     pub names: ContractNames,
 }
 
+impl PatchOptions {
+    /// `config` with the head chosen automatically, the logits detected and the
+    /// contract's default names.
+    pub fn new(config: LossConfig) -> PatchOptions {
+        PatchOptions {
+            config,
+            head: HeadMode::Auto,
+            logits: None,
+            names: ContractNames::default(),
+        }
+    }
+}
+
 /// What the patch did, for the user.
 #[derive(Debug, Clone)]
 pub struct PatchSummary {

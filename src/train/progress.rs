@@ -1,7 +1,11 @@
 //! What a user sees while a run trains: a progress bar per epoch on a terminal
 //! (indicatif) and one summary line per epoch on stderr either way, so logs of
-//! non-interactive runs stay readable.
+//! non-interactive runs stay readable. [`ProgressView`] is an [`Observer`] of a
+//! `Training`.
 
+use crate::error::Result;
+use crate::train::observer::{EpochEnd, EpochStart, Observer, Start, Step, Trained};
+use crate::train::report::EpochRecord;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::time::Duration;
 
@@ -70,6 +74,68 @@ impl ProgressView {
             bar.finish_and_clear();
         }
     }
+}
+
+impl Observer for ProgressView {
+    fn started(&mut self, start: &Start<'_>) -> Result<()> {
+        for line in start.summary {
+            self.line(line);
+        }
+        self.line(&format!("runtime: {}", start.runtime));
+        if let Some((epoch, batch)) = start.resumed_at {
+            self.line(&format!("resuming at epoch {}, batch {batch}", epoch + 1));
+        }
+        Ok(())
+    }
+
+    fn epoch_started(&mut self, e: &EpochStart) -> Result<()> {
+        self.epoch_start(e.epoch, e.epochs, e.batches, e.done);
+        Ok(())
+    }
+
+    fn step(&mut self, s: &Step) -> Result<()> {
+        ProgressView::step(self, s.loss, s.accuracy, s.lr, s.images_per_s);
+        Ok(())
+    }
+
+    fn evaluating(&mut self, _epoch: usize) -> Result<()> {
+        ProgressView::evaluating(self);
+        Ok(())
+    }
+
+    fn epoch_finished(&mut self, end: &EpochEnd<'_>) -> Result<()> {
+        self.finish_bar();
+        self.line(&epoch_line(end.record, end.epochs));
+        Ok(())
+    }
+
+    fn interrupted(&mut self, _epoch: usize, _batch: usize) -> Result<()> {
+        self.finish_bar();
+        Ok(())
+    }
+
+    fn finished(&mut self, _trained: &Trained) -> Result<()> {
+        self.finish_bar();
+        Ok(())
+    }
+}
+
+/// The line that stays after an epoch.
+pub fn epoch_line(record: &EpochRecord, epochs: usize) -> String {
+    let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
+    format!(
+        "epoch {:>3}/{epochs}  lr {:.2e}  loss {:.4}  train {:.1}%  test {}%  many/medium/few {}/{}/{}  {:.0} img/s  {:.1} s",
+        record.epoch + 1,
+        record.lr,
+        record.train_loss,
+        record.train_acc,
+        pct(record.test_acc),
+        pct(record.many),
+        pct(record.medium),
+        pct(record.few),
+        record.images_per_s,
+        record.seconds
+    )
 }
 
 impl Drop for ProgressView {

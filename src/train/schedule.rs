@@ -5,7 +5,7 @@
 //!
 //! [`LossConfig::class_weights_at`]: crate::ldam::LossConfig::class_weights_at
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, SettingNames};
 use crate::ldam::effective_number_weights;
 use rand::seq::SliceRandom;
 use rand::RngExt;
@@ -39,24 +39,36 @@ impl LrSchedule {
         }
     }
 
-    /// Rejects schedules that would silently train with a meaningless rate.
+    /// Rejects schedules that would silently train with a meaningless rate,
+    /// naming the command-line flags (`--lr`, ...).
     pub fn validate(&self) -> Result<()> {
+        self.validate_named(SettingNames::Flags)
+    }
+
+    /// [`LrSchedule::validate`], naming the settings as `names` does (the
+    /// fields `lr`, `lr_factor`, `lr_steps`, `warmup_epochs` of a `TrainConfig`,
+    /// or their flags).
+    pub fn validate_named(&self, names: SettingNames) -> Result<()> {
         if !(self.base_lr.is_finite() && self.base_lr > 0.0) {
             return Err(Error::config(format!(
-                "--lr must be a positive number, got {}",
+                "{} must be a positive number, got {}",
+                names.of("lr"),
                 self.base_lr
             )));
         }
         if !(self.factor.is_finite() && self.factor > 0.0) {
             return Err(Error::config(format!(
-                "--lr-factor must be a positive number, got {}",
+                "{} must be a positive number, got {}",
+                names.of("lr_factor"),
                 self.factor
             )));
         }
         if let Some(pair) = self.steps.windows(2).find(|pair| pair[0] >= pair[1]) {
             return Err(Error::config(format!(
-                "--lr-steps must be strictly increasing, got {} before {}",
-                pair[0], pair[1]
+                "{} must be strictly increasing, got {} before {}",
+                names.of("lr_steps"),
+                pair[0],
+                pair[1]
             )));
         }
         // Warm-up is checked before the steps (as in the reference), so a step
@@ -64,8 +76,10 @@ impl LrSchedule {
         if let Some(&first) = self.steps.first() {
             if self.warmup_epochs > first {
                 return Err(Error::config(format!(
-                    "--warmup-epochs ({}) must not exceed the first of --lr-steps ({first})",
-                    self.warmup_epochs
+                    "{} ({}) must not exceed the first of {} ({first})",
+                    names.of("warmup_epochs"),
+                    self.warmup_epochs,
+                    names.of("lr_steps")
                 )));
             }
         }

@@ -1,9 +1,10 @@
 //! Everything a training run depends on, as one serialisable value: the CLI
 //! fills it, checkpoints store it, `--resume` continues with it, and the report
-//! records it.
+//! records it. [`TrainConfig`] is its part that does not read files: the recipe
+//! of a `Training` on data in memory.
 
-use crate::backend::Backend;
-use crate::error::{Error, Result};
+use crate::backend::{Backend, Device};
+use crate::error::{Error, Result, SettingNames};
 use crate::train::batches::{Augment, NormalizeChoice};
 use crate::train::longtail::Profile;
 use crate::train::schedule::{LrSchedule, Sampler};
@@ -110,17 +111,8 @@ impl TrainSettings {
 
     /// Rejects settings that cannot give a meaningful run, naming the flag.
     pub fn validate(&self) -> Result<()> {
-        let positive = |flag: &str, v: usize| {
-            if v == 0 {
-                Err(Error::config(format!("{flag} must be at least 1")))
-            } else {
-                Ok(())
-            }
-        };
-        positive("--epochs", self.epochs)?;
-        positive("--batch-size", self.batch_size)?;
-        positive("--eval-every", self.eval_every)?;
-        positive("--eval-batch-size", self.eval_batch_size)?;
+        let config = self.config();
+        config.check_counts(SettingNames::Flags)?;
         if let Some(0) = self.train_limit {
             return Err(Error::config("--train-limit must be at least 1"));
         }
@@ -130,20 +122,136 @@ impl TrainSettings {
         if let Some(r) = self.imbalance_ratio {
             crate::train::longtail::check_ratio(r)?;
         }
-        for (flag, v) in [
-            ("--momentum", self.momentum),
-            ("--weight-decay", self.weight_decay),
-        ] {
-            if !(v.is_finite() && v >= 0.0) {
-                return Err(Error::config(format!(
-                    "{flag} must be a number >= 0, got {v}"
-                )));
-            }
+        config.check_rates(SettingNames::Flags)
+    }
+
+    /// The settings that do not read files: the recipe of the run, on the CPU.
+    pub fn config(&self) -> TrainConfig {
+        TrainConfig {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            warmup_epochs: self.warmup_epochs,
+            lr_steps: self.lr_steps.clone(),
+            lr_factor: self.lr_factor,
+            drw_epoch: self.drw_epoch,
+            sampler: self.sampler,
+            seed: self.seed,
+            shuffle: self.shuffle,
+            momentum: self.momentum,
+            weight_decay: self.weight_decay,
+            freeze: self.freeze.clone(),
+            eval_every: self.eval_every,
+            eval_batch_size: self.eval_batch_size,
+            augment: self.augment,
+            normalize: self.normalize.clone(),
+            grey_to_rgb: self.grey_to_rgb,
+            allow_count_mismatch: self.allow_count_mismatch,
+            backend: self.backend,
+            device: Device::Cpu,
         }
-        self.schedule().validate()
     }
 
     /// The LR schedule: explicit flags, or the reference's scaled to `epochs`.
+    pub fn schedule(&self) -> LrSchedule {
+        self.config().schedule()
+    }
+
+    /// The sampler, given the DRW epoch in force (DRS defers to it).
+    pub fn sampler(&self, drw_epoch: i64) -> Sampler {
+        self.config().sampler(drw_epoch)
+    }
+}
+
+/// The recipe of a run on data already in memory: everything a `Training`
+/// needs besides the patched model and the datasets. The default is the
+/// reference recipe on the CPU.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    /// Base learning rate.
+    pub lr: f64,
+    /// `None`: the reference's 5, or less when the first LR step comes earlier.
+    pub warmup_epochs: Option<usize>,
+    /// 1-based epoch counts after which `lr` is multiplied by `lr_factor`;
+    /// `None`: the reference's 160 and 180, scaled to `epochs`.
+    pub lr_steps: Option<Vec<usize>>,
+    pub lr_factor: f64,
+    /// `None`: the DRW epoch recorded in the patched model.
+    pub drw_epoch: Option<i64>,
+    pub sampler: SamplerChoice,
+    /// Seeds the epoch order and the augmentation.
+    pub seed: u64,
+    pub shuffle: bool,
+    /// SGD momentum (PyTorch form: v = mu v + (g + wd w)).
+    pub momentum: f64,
+    pub weight_decay: f64,
+    /// Initializers to keep fixed.
+    pub freeze: Vec<String>,
+    /// Evaluate on the test set every this many epochs (and after the last).
+    pub eval_every: usize,
+    pub eval_batch_size: usize,
+    pub augment: Augment,
+    /// `None`: the default for the training set (its own statistics for u8
+    /// images, none for float data).
+    pub normalize: Option<NormalizeChoice>,
+    /// Repeat grey images into the model's channels.
+    pub grey_to_rgb: bool,
+    /// Train even when the training set's class counts differ from the model's.
+    pub allow_count_mismatch: bool,
+    pub backend: Backend,
+    pub device: Device,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainSettings::new(PathBuf::new(), PathBuf::new(), PathBuf::new()).config()
+    }
+}
+
+impl TrainConfig {
+    /// Rejects a recipe that cannot give a meaningful run, naming the setting.
+    pub fn validate(&self) -> Result<()> {
+        self.check_counts(SettingNames::Fields)?;
+        self.check_rates(SettingNames::Fields)
+    }
+
+    /// Epochs, batch sizes and the evaluation interval are at least 1.
+    fn check_counts(&self, names: SettingNames) -> Result<()> {
+        for (field, value) in [
+            ("epochs", self.epochs),
+            ("batch_size", self.batch_size),
+            ("eval_every", self.eval_every),
+            ("eval_batch_size", self.eval_batch_size),
+        ] {
+            if value == 0 {
+                return Err(Error::config(format!(
+                    "{} must be at least 1",
+                    names.of(field)
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The optimizer's numbers and the LR schedule make sense.
+    fn check_rates(&self, names: SettingNames) -> Result<()> {
+        for (field, v) in [
+            ("momentum", self.momentum),
+            ("weight_decay", self.weight_decay),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(Error::config(format!(
+                    "{} must be a number >= 0, got {v}",
+                    names.of(field)
+                )));
+            }
+        }
+        self.schedule().validate_named(names)
+    }
+
+    /// The LR schedule: the explicit settings, or the reference's scaled to `epochs`.
     pub fn schedule(&self) -> LrSchedule {
         let steps = self.lr_steps.clone().unwrap_or_else(|| {
             let mut steps: Vec<usize> = REFERENCE_LR_STEPS
@@ -214,6 +322,26 @@ mod tests {
         assert_eq!(json["sampler"], "deferred");
         let back: TrainSettings = serde_json::from_value(json).expect("reads back");
         assert_eq!(back, s);
+    }
+
+    #[test]
+    fn a_recipe_names_its_settings_where_the_run_settings_name_flags() {
+        let config = TrainConfig {
+            batch_size: 0,
+            ..TrainConfig::default()
+        };
+        let e = config.validate().unwrap_err().to_string();
+        assert_eq!(e, "batch_size must be at least 1");
+        let config = TrainConfig {
+            lr_steps: Some(vec![5, 3]),
+            ..TrainConfig::default()
+        };
+        let e = config.validate().unwrap_err().to_string();
+        assert!(e.starts_with("lr_steps must be strictly increasing"), "{e}");
+        let mut s = settings(5);
+        s.momentum = -1.0;
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.starts_with("--momentum must be"), "{e}");
     }
 
     #[test]
