@@ -44,7 +44,40 @@ pub fn attribute<'n>(node: &'n NodeProto, name: &str) -> Option<&'n AttributePro
 
 /// An integer attribute, or `default` when absent (the ONNX default at the call).
 pub fn attr_int(node: &NodeProto, name: &str, default: i64) -> i64 {
-    attribute(node, name).and_then(|a| a.i).unwrap_or(default)
+    node.int_attr(name, default)
+}
+
+/// Typed readers of a node's attributes, the ONNX default given at the call
+/// (`node.int_attr("axis", 1)`); every pass reads attributes through these.
+pub trait NodeAttributes {
+    fn int_attr(&self, name: &str, default: i64) -> i64;
+    fn float_attr(&self, name: &str, default: f32) -> f32;
+    /// A list of integers; `None` when absent.
+    fn ints_attr(&self, name: &str) -> Option<&[i64]>;
+    /// A string attribute; `None` when absent (or not UTF-8, which no ONNX
+    /// enumeration is).
+    fn string_attr(&self, name: &str) -> Option<&str>;
+    fn tensor_attr(&self, name: &str) -> Option<&TensorProto>;
+}
+
+impl NodeAttributes for NodeProto {
+    fn int_attr(&self, name: &str, default: i64) -> i64 {
+        attribute(self, name).and_then(|a| a.i).unwrap_or(default)
+    }
+    fn float_attr(&self, name: &str, default: f32) -> f32 {
+        attribute(self, name).and_then(|a| a.f).unwrap_or(default)
+    }
+    fn ints_attr(&self, name: &str) -> Option<&[i64]> {
+        attribute(self, name).map(|a| a.ints.as_slice())
+    }
+    fn string_attr(&self, name: &str) -> Option<&str> {
+        attribute(self, name)
+            .and_then(|a| a.s.as_deref())
+            .and_then(|s| std::str::from_utf8(s).ok())
+    }
+    fn tensor_attr(&self, name: &str) -> Option<&TensorProto> {
+        attribute(self, name).and_then(|a| a.t.as_ref())
+    }
 }
 
 /// A human-readable node label for error messages: its name, or its first output.

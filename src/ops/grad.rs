@@ -5,10 +5,10 @@
 
 use crate::error::{Error, Result};
 use crate::onnx::builder::{attr_int, Emitter};
-use crate::ops::shapes::ValueShapes;
 use crate::onnx::tensor::FLOAT;
 use crate::onnx::types::Dim;
-use crate::onnx::{AttributeProto, NodeProto, TensorProto};
+use crate::onnx::{AttributeProto, NodeAttributes, NodeProto, TensorProto};
+use crate::ops::shapes::ValueShapes;
 use std::collections::HashMap;
 
 /// A gradient rule: one entry per node input, the gradient for the inputs that
@@ -79,20 +79,16 @@ impl<'a> GradCtx<'a> {
         self.needs.get(k).copied().unwrap_or(false)
     }
     pub fn attr_int(&self, name: &str, default: i64) -> i64 {
-        crate::onnx::attr_int(self.node, name, default)
+        self.node.int_attr(name, default)
     }
     pub fn attr_float(&self, name: &str, default: f32) -> f32 {
-        crate::onnx::attribute(self.node, name)
-            .and_then(|a| a.f)
-            .unwrap_or(default)
+        self.node.float_attr(name, default)
     }
     pub fn attr_ints(&self, name: &str) -> Option<Vec<i64>> {
-        crate::onnx::attribute(self.node, name).map(|a| a.ints.clone())
+        self.node.ints_attr(name).map(<[i64]>::to_vec)
     }
     pub fn attr_string(&self, name: &str) -> Option<String> {
-        crate::onnx::attribute(self.node, name)
-            .and_then(|a| a.s.as_ref())
-            .map(|s| String::from_utf8_lossy(s).into_owned())
+        self.node.string_attr(name).map(str::to_string)
     }
     pub fn opset(&self) -> i64 {
         self.b.opset

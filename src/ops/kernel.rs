@@ -3,7 +3,7 @@
 //! [`OpCtx`], with the ONNX default written at the point of use, and returns the
 //! node's outputs in order (an optional output nobody reads may be left out).
 
-use crate::onnx::{attribute, AttributeProto, NodeProto, TensorProto};
+use crate::onnx::{NodeAttributes, NodeProto, TensorProto};
 use crate::ops::torch_tensor as convert;
 use tch::{Kind, Tensor};
 
@@ -58,31 +58,29 @@ impl<'a> OpCtx<'a> {
         self.node.output.get(index).is_some_and(|o| !o.is_empty())
     }
 
-    pub fn attr(&self, name: &str) -> Option<&'a AttributeProto> {
-        attribute(self.node, name)
-    }
-
     pub fn attr_int(&self, name: &str, default: i64) -> i64 {
-        self.attr(name).and_then(|a| a.i).unwrap_or(default)
+        self.node.int_attr(name, default)
     }
 
     pub fn attr_float(&self, name: &str, default: f32) -> f32 {
-        self.attr(name).and_then(|a| a.f).unwrap_or(default)
+        self.node.float_attr(name, default)
     }
 
     pub fn attr_ints(&self, name: &str) -> Option<Vec<i64>> {
-        self.attr(name).map(|a| a.ints.clone())
+        self.node.ints_attr(name).map(<[i64]>::to_vec)
     }
 
     pub fn attr_string(&self, name: &str, default: &str) -> String {
-        self.attr(name)
-            .and_then(|a| a.s.as_ref())
-            .map(|s| String::from_utf8_lossy(s).into_owned())
-            .unwrap_or_else(|| default.to_string())
+        self.node.string_attr(name).unwrap_or(default).to_string()
+    }
+
+    /// The raw attribute, for ops whose attributes come in alternative forms.
+    pub fn attr(&self, name: &str) -> Option<&'a crate::onnx::AttributeProto> {
+        crate::onnx::attribute(self.node, name)
     }
 
     pub fn attr_tensor(&self, name: &str) -> Option<&'a TensorProto> {
-        self.attr(name).and_then(|a| a.t.as_ref())
+        self.node.tensor_attr(name)
     }
 
     /// An integer input read to the host (shapes, axes, pads, slice bounds).

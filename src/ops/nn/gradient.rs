@@ -13,6 +13,7 @@
 //! calculus with gradients for the mean and variance too.
 
 use super::batchnorm;
+use super::window::Window;
 use crate::error::{Error, Result};
 use crate::onnx::builder::{attr_int, attr_ints, attr_string};
 use crate::onnx::proto::tensor_proto::DataType;
@@ -31,103 +32,43 @@ fn unsupported(ctx: &GradCtx, what: String) -> Error {
 // ---------------------------------------------------------------------------
 // Window geometry shared by Conv, AveragePool and MaxPool.
 
-/// A sliding window over the spatial axes, pads resolved to explicit numbers
-/// (`pads` holds every begin, then every end, as ONNX writes them).
-struct Window {
-    kernel: Vec<i64>,
-    strides: Vec<i64>,
-    dilations: Vec<i64>,
-    pads: Vec<i64>,
+/// The node's window over a static `input`, `auto_pad` resolved into explicit
+/// pads (`pads` holds every begin, then every end, as ONNX writes them).
+fn read_window(ctx: &GradCtx, kernel: Vec<i64>, input: &[i64]) -> Result<Window> {
+    let window =
+        Window::read(ctx.node, kernel.len(), Some(&kernel)).map_err(|e| unsupported(ctx, e))?;
+    if input.len() != kernel.len() || input.iter().any(|&s| s < 1) {
+        return Err(unsupported(
+            ctx,
+            format!(
+                "the input's spatial size {input:?} does not suit kernel_shape {:?}",
+                window.kernel
+            ),
+        ));
+    }
+    window.resolved(input).ok_or_else(|| {
+        unsupported(
+            ctx,
+            format!(
+                "auto_pad of kernel {:?} overflows over {input:?}",
+                window.kernel
+            ),
+        )
+    })
 }
 
+/// What the gradient rules compute from a resolved window (explicit pads).
 impl Window {
-    /// Reads strides, dilations, pads and auto_pad (ONNX defaults: 1, 1, 0,
-    /// NOTSET); SAME_* pads are computed from the static input size.
-    fn read(ctx: &GradCtx, kernel: Vec<i64>, input: &[i64]) -> Result<Window> {
-        let rank = kernel.len();
-        let ones = vec![1; rank];
-        let strides = ctx
-            .attr_ints("strides")
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| ones.clone());
-        let dilations = ctx
-            .attr_ints("dilations")
-            .filter(|d| !d.is_empty())
-            .unwrap_or(ones);
-        let pads = ctx
-            .attr_ints("pads")
-            .filter(|p| !p.is_empty())
-            .unwrap_or_else(|| vec![0; 2 * rank]);
-        if strides.len() != rank
-            || dilations.len() != rank
-            || pads.len() != 2 * rank
-            || input.len() != rank
-        {
-            return Err(unsupported(
-                ctx,
-                format!(
-                    "kernel_shape {kernel:?}, strides {strides:?}, dilations {dilations:?} and pads {pads:?} \
-                     do not all match the {} spatial axes of the input",
-                    input.len()
-                ),
-            ));
-        }
-        let positive = |v: &[i64]| v.iter().all(|&x| x >= 1);
-        if !positive(&kernel) || !positive(&strides) || !positive(&dilations) {
-            return Err(unsupported(
-                ctx,
-                format!(
-                    "kernel_shape {kernel:?}, strides {strides:?} and dilations {dilations:?} must be >= 1"
-                ),
-            ));
-        }
-        if pads.iter().any(|&p| p < 0) || !positive(input) {
-            return Err(unsupported(
-                ctx,
-                format!("pads {pads:?} must be >= 0 and the input's spatial size {input:?} >= 1"),
-            ));
-        }
-        let mut window = Window {
-            kernel,
-            strides,
-            dilations,
-            pads,
-        };
-        match ctx.attr_string("auto_pad").as_deref().unwrap_or("NOTSET") {
-            "NOTSET" | "" => {}
-            "VALID" => window.pads.fill(0),
-            same @ ("SAME_UPPER" | "SAME_LOWER") => {
-                // ONNX: output = ceil(input / stride), the total pad split evenly,
-                // the odd one at the end (UPPER) or the beginning (LOWER).
-                for (axis, &size) in input.iter().enumerate() {
-                    let stride = window.strides[axis];
-                    let out = (size + stride - 1) / stride;
-                    let total = ((out - 1) * stride + window.extent(axis) - size).max(0);
-                    let small = total / 2;
-                    let (begin, end) = if same == "SAME_UPPER" {
-                        (small, total - small)
-                    } else {
-                        (total - small, small)
-                    };
-                    window.pads[axis] = begin;
-                    window.pads[axis + rank] = end;
-                }
-            }
-            other => {
-                return Err(unsupported(
-                    ctx,
-                    format!("auto_pad '{other}' is not an ONNX value"),
-                ))
-            }
-        }
-        Ok(window)
+    /// Span of the dilated kernel along `axis`, once `output_size_checked` has
+    /// shown the geometry fits.
+    fn span(&self, axis: usize) -> i64 {
+        self.extent(axis) as i64
     }
-
     /// The output size over `input`, checked: an error where the arithmetic
     /// overflows or the window does not fit the padded input once. Every later
     /// computation with the geometry stays in range once this succeeds.
     fn output_size_checked(&self, ctx: &GradCtx, input: &[i64]) -> Result<Vec<i64>> {
-        self.checked_output_size(input).ok_or_else(|| {
+        self.output_size(input).ok_or_else(|| {
             unsupported(
                 ctx,
                 format!(
@@ -162,47 +103,15 @@ impl Window {
         }
     }
 
-    fn checked_output_size(&self, input: &[i64]) -> Option<Vec<i64>> {
-        let rank = self.rank();
-        (0..rank)
-            .map(|a| {
-                let extent = (self.kernel[a] - 1).checked_mul(self.dilations[a])? + 1;
-                let padded = input[a]
-                    .checked_add(self.pads[a])?
-                    .checked_add(self.pads[a + rank])?;
-                let out = (padded - extent).checked_div(self.strides[a])? + 1;
-                (padded >= extent && out >= 1).then_some(out)
-            })
-            .collect()
-    }
-
-    fn rank(&self) -> usize {
-        self.kernel.len()
-    }
-
-    /// Span of the dilated kernel along `axis`: (k - 1) d + 1.
-    fn extent(&self, axis: usize) -> i64 {
-        (self.kernel[axis] - 1) * self.dilations[axis] + 1
-    }
-
-    /// Output size along each axis (floor mode, ONNX's formula).
-    fn output_size(&self, input: &[i64]) -> Vec<i64> {
-        let rank = self.rank();
-        (0..rank)
-            .map(|a| {
-                (input[a] + self.pads[a] + self.pads[a + rank] - self.extent(a)) / self.strides[a]
-                    + 1
-            })
-            .collect()
-    }
-
     /// For every kernel offset k (row-major) and output position p (row-major),
     /// the flat index into the input's spatial positions that k meets from p:
     /// p s + k d - pad along each axis. Positions in the padding get the index
     /// one past the last position; the flag says whether any did.
     fn unfold_indices(&self, input: &[i64]) -> (Vec<i64>, bool) {
         let rank = self.rank();
-        let output = self.output_size(input);
+        let output = self
+            .output_size(input)
+            .expect("callers checked the output size");
         let outside: i64 = input.iter().product();
         let offsets = grid(&self.kernel);
         let positions = grid(&output);
@@ -228,7 +137,7 @@ impl Window {
 
     /// Whether no input element lies in two windows.
     fn windows_disjoint(&self) -> bool {
-        (0..self.rank()).all(|a| self.strides[a] >= self.extent(a))
+        (0..self.rank()).all(|a| self.strides[a] >= self.span(a))
     }
 
     /// Attributes of the `ConvTranspose` that maps an output-shaped gradient back
@@ -246,8 +155,7 @@ impl Window {
         let mut output_padding = Vec::with_capacity(rank);
         let mut end_pads = Vec::with_capacity(rank);
         for a in 0..rank {
-            let excess =
-                self.strides[a] * (output[a] - 1) + self.extent(a) - self.pads[a] - input[a];
+            let excess = self.strides[a] * (output[a] - 1) + self.span(a) - self.pads[a] - input[a];
             end_pads.push(excess.max(0));
             output_padding.push((-excess).max(0));
         }
@@ -404,7 +312,7 @@ pub fn conv(ctx: &mut GradCtx) -> Grads {
     let mut grads = vec![None; ctx.node.input.len()];
     if ctx.needs(0) || ctx.needs(1) {
         let input = spatial_size(ctx, x)?;
-        let window = Window::read(ctx, kernel.clone(), &input)?;
+        let window = read_window(ctx, kernel.clone(), &input)?;
         let output = window.output_size_checked(ctx, &input)?;
         if let Ok((out_channels, _)) = weight_channels(ctx, w) {
             if out_channels % group != 0 {
@@ -452,7 +360,7 @@ fn conv_input_grad(
     let (x, w) = (ctx.i(0), ctx.i(1));
     let rank = window.rank();
     let flipped_pads: Vec<i64> = (0..2 * rank)
-        .map(|i| window.extent(i % rank) - 1 - window.pads[i])
+        .map(|i| window.span(i % rank) - 1 - window.pads[i])
         .collect();
     if window.strides.iter().any(|&s| s != 1) || flipped_pads.iter().any(|&p| p < 0) {
         let attrs = window.transposed(input, output, group);
@@ -656,7 +564,7 @@ pub fn max_pool(ctx: &mut GradCtx) -> Grads {
     } else {
         let kernel = kernel_shape(ctx, None)?;
         let rank = kernel.len();
-        let window = Window::read(ctx, kernel, &vec![1; rank])?;
+        let window = read_window(ctx, kernel, &vec![1; rank])?;
         if !window.windows_disjoint() {
             return Err(unsupported(
                 ctx,
@@ -727,7 +635,7 @@ pub fn average_pool(ctx: &mut GradCtx) -> Grads {
     let g = ctx.g()?;
     let x = ctx.i(0);
     let input = spatial_size(ctx, x)?;
-    let window = Window::read(ctx, kernel_shape(ctx, None)?, &input)?;
+    let window = read_window(ctx, kernel_shape(ctx, None)?, &input)?;
     let output = window.output_size_checked(ctx, &input)?;
     window.check_table_len(ctx, &input, &output)?;
     let window_size: i64 = window.kernel.iter().product();

@@ -7,3 +7,4 @@ pub mod gradient;
 pub mod shape;
 #[cfg(feature = "torch")]
 pub mod torch;
+pub mod window;

@@ -1,56 +1,12 @@
 //! Convolution, pooling, normalisation and Dropout.
 
 use super::batchnorm;
+use super::window::Window;
 use crate::ops::kernel::{normalize_axis, one, OpCtx, OpError, OpResult};
 use tch::{Kind, Tensor};
 
-/// Begin and end padding of each spatial axis: `auto_pad` (NOTSET by default,
-/// then the `pads` attribute [x1_begin, x2_begin, ..., x1_end, x2_end, ...]).
-fn spatial_pads(
-    ctx: &OpCtx,
-    input: &[i64],
-    kernel: &[i64],
-    strides: &[i64],
-    dilations: &[i64],
-) -> Result<(Vec<i64>, Vec<i64>), OpError> {
-    let n = kernel.len();
-    match ctx.attr_string("auto_pad", "NOTSET").as_str() {
-        "NOTSET" => {
-            let pads = ctx.attr_ints("pads").unwrap_or_else(|| vec![0; 2 * n]);
-            if pads.len() != 2 * n {
-                return Err(ctx.error(format!(
-                    "pads has {} values, expected {}",
-                    pads.len(),
-                    2 * n
-                )));
-            }
-            Ok((pads[..n].to_vec(), pads[n..].to_vec()))
-        }
-        "VALID" => Ok((vec![0; n], vec![0; n])),
-        mode @ ("SAME_UPPER" | "SAME_LOWER") => {
-            let (mut begin, mut end) = (Vec::with_capacity(n), Vec::with_capacity(n));
-            for i in 0..n {
-                let size = input[i];
-                let out = (size + strides[i] - 1) / strides[i];
-                let total =
-                    ((out - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 - size).max(0);
-                let small = total / 2;
-                let (b, e) = if mode == "SAME_UPPER" {
-                    (small, total - small)
-                } else {
-                    (total - small, small)
-                };
-                begin.push(b);
-                end.push(e);
-            }
-            Ok((begin, end))
-        }
-        other => Err(ctx.error(format!("unknown auto_pad '{other}'"))),
-    }
-}
-
-/// The window geometry shared by Conv and the pools.
-struct Window {
+/// The window geometry of Conv and the pools, as libtorch takes it.
+struct TorchWindow {
     kernel: Vec<i64>,
     strides: Vec<i64>,
     dilations: Vec<i64>,
@@ -61,43 +17,52 @@ struct Window {
     pre_pad: Option<Vec<i64>>,
 }
 
-fn window(ctx: &OpCtx, x: &Tensor, kernel: Vec<i64>, pool: bool) -> Result<Window, OpError> {
-    let n = kernel.len();
-    if x.dim() != n + 2 {
-        return Err(ctx.error(format!(
-            "input of shape {:?} does not match a {n}-D kernel",
-            x.size()
-        )));
-    }
-    let strides = ctx.attr_ints("strides").unwrap_or_else(|| vec![1; n]);
-    let dilations = ctx.attr_ints("dilations").unwrap_or_else(|| vec![1; n]);
-    if strides.len() != n || dilations.len() != n {
-        return Err(ctx.error("strides and dilations must have one value per spatial axis"));
-    }
+/// The node's [`Window`] over `x`, its pads resolved for `x`'s size.
+fn window(
+    ctx: &OpCtx,
+    x: &Tensor,
+    weight_kernel: Option<&[i64]>,
+    pool: bool,
+) -> Result<TorchWindow, OpError> {
+    let n = x
+        .dim()
+        .checked_sub(2)
+        .ok_or_else(|| ctx.error(format!("input of shape {:?} has no spatial axes", x.size())))?;
+    let geometry = Window::read(ctx.node, n, weight_kernel).map_err(|e| ctx.error(e))?;
     let spatial = &x.size()[2..];
-    let (begin, end) = spatial_pads(ctx, spatial, &kernel, &strides, &dilations)?;
+    let resolved = geometry
+        .resolved(spatial)
+        .ok_or_else(|| ctx.error(format!("pads overflow over the input {spatial:?}")))?;
+    let Window {
+        kernel,
+        strides,
+        dilations,
+        pads,
+        ..
+    } = resolved;
+    let (begin, end) = pads.split_at(n);
     // libtorch pools allow at most half the kernel as padding.
     let pool_limit = |i: usize| pool && 2 * begin[i] > kernel[i];
     if (0..n).all(|i| begin[i] == end[i] && !pool_limit(i)) {
-        return Ok(Window {
+        return Ok(TorchWindow {
+            padding: begin.to_vec(),
             kernel,
             strides,
             dilations,
-            padding: begin,
             pre_pad: None,
         });
     }
     let pre_pad = (0..n).rev().flat_map(|i| [begin[i], end[i]]).collect();
-    Ok(Window {
+    Ok(TorchWindow {
+        padding: vec![0; n],
         kernel,
         strides,
         dilations,
-        padding: vec![0; n],
         pre_pad: Some(pre_pad),
     })
 }
 
-fn pre_padded(x: &Tensor, w: &Window, value: f64) -> Result<Tensor, tch::TchError> {
+fn pre_padded(x: &Tensor, w: &TorchWindow, value: f64) -> Result<Tensor, tch::TchError> {
     match &w.pre_pad {
         None => Ok(x.shallow_clone()),
         Some(pads) if value == 0.0 => x.f_constant_pad_nd(pads.as_slice()),
@@ -107,10 +72,8 @@ fn pre_padded(x: &Tensor, w: &Window, value: f64) -> Result<Tensor, tch::TchErro
 
 pub fn conv(ctx: &OpCtx) -> OpResult {
     let (x, weight, bias) = (ctx.input(0)?, ctx.input(1)?, ctx.opt_input(2));
-    let kernel = ctx
-        .attr_ints("kernel_shape")
-        .unwrap_or_else(|| weight.size()[2..].to_vec());
-    let w = window(ctx, x, kernel, false)?;
+    let weight_kernel = weight.size()[2..].to_vec();
+    let w = window(ctx, x, Some(&weight_kernel), false)?;
     let group = ctx.attr_int("group", 1);
     let x = pre_padded(x, &w, 0.0)?;
     let zeros = vec![0; w.kernel.len()];
@@ -126,11 +89,6 @@ pub fn conv(ctx: &OpCtx) -> OpResult {
     )?)
 }
 
-fn kernel_shape(ctx: &OpCtx) -> Result<Vec<i64>, OpError> {
-    ctx.attr_ints("kernel_shape")
-        .ok_or_else(|| ctx.error("kernel_shape is required"))
-}
-
 pub fn max_pool(ctx: &OpCtx) -> OpResult {
     if ctx.wants_output(1) {
         return Err(ctx.error(
@@ -141,7 +99,7 @@ pub fn max_pool(ctx: &OpCtx) -> OpResult {
         return Err(ctx.error("storage_order 1 is not supported"));
     }
     let x = ctx.input(0)?;
-    let w = window(ctx, x, kernel_shape(ctx)?, true)?;
+    let w = window(ctx, x, None, true)?;
     let ceil = ctx.attr_int("ceil_mode", 0) != 0;
     let x = pre_padded(x, &w, f64::NEG_INFINITY)?;
     let (k, s, p, d) = (
@@ -160,7 +118,7 @@ pub fn max_pool(ctx: &OpCtx) -> OpResult {
 
 pub fn average_pool(ctx: &OpCtx) -> OpResult {
     let x = ctx.input(0)?;
-    let w = window(ctx, x, kernel_shape(ctx)?, true)?;
+    let w = window(ctx, x, None, true)?;
     if w.dilations.iter().any(|&d| d != 1) {
         return Err(ctx.error("dilated average pooling is not supported"));
     }

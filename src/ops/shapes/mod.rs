@@ -23,7 +23,7 @@ pub(crate) mod prelude {
     pub(crate) use crate::onnx::proto::tensor_proto::DataType;
     pub(crate) use crate::onnx::tensor::{f32_values, i64_values, is_external, BOOL, FLOAT, INT64};
     pub(crate) use crate::onnx::types::{tensor_type, Dim, TensorType};
-    pub(crate) use crate::onnx::{attribute, GraphProto, NodeProto, TensorProto};
+    pub(crate) use crate::onnx::{attribute, GraphProto, NodeAttributes, NodeProto, TensorProto};
     pub(crate) use std::collections::{HashMap, HashSet};
 }
 
@@ -301,16 +301,13 @@ impl<'a> Ctx<'a> {
             .copied()
     }
     pub(crate) fn int(&self, name: &str, default: i64) -> i64 {
-        crate::onnx::attr_int(self.node, name, default)
+        self.node.int_attr(name, default)
     }
     pub(crate) fn ints_attr(&self, name: &str) -> Option<&'a [i64]> {
-        attribute(self.node, name).map(|a| a.ints.as_slice())
+        self.node.ints_attr(name)
     }
     pub(crate) fn string(&self, name: &str, default: &'a str) -> &'a str {
-        attribute(self.node, name)
-            .and_then(|a| a.s.as_deref())
-            .and_then(|s| std::str::from_utf8(s).ok())
-            .unwrap_or(default)
+        self.node.string_attr(name).unwrap_or(default)
     }
     /// Reads an operand that is an attribute before opset `since` and input `input`
     /// from then on; the other form is accepted as a fallback for mixed exporters.
@@ -404,11 +401,11 @@ pub(crate) fn refine_dim(a: &Dim, b: &Dim) -> Dim {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::movement::shape::{slice_range, SliceAxis};
     use crate::onnx::builder::{attr_int, attr_ints, attr_string};
     use crate::onnx::tensor::{f32_tensor, i64_tensor};
     use crate::onnx::types::value_info;
     use crate::onnx::AttributeProto;
+    use crate::ops::movement::shape::{slice_range, SliceAxis};
 
     fn n() -> Dim {
         Dim::Symbolic("N".into())
