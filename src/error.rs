@@ -49,6 +49,11 @@ pub enum Error {
     /// was kept.
     #[error("{reason}")]
     Training { reason: String },
+
+    /// The class counts could not be read (a list, a counts file, a labels
+    /// file): a problem of the counts' source rather than of the model.
+    #[error(transparent)]
+    Counts(Box<Error>),
 }
 
 impl Error {

@@ -210,9 +210,6 @@ fn run_patch(args: PatchArgs) -> Result<()> {
     if output.exists() && !args.force {
         return Err(ldam_onnx::Error::OutputExists { path: output }.into());
     }
-    let context = || format!("{}", args.model.display());
-    patch::check_patchable(&loaded.model).with_context(context)?;
-    let head = patch::head::detect(loaded.graph(), args.logits.as_deref()).with_context(context)?;
     let source = match (
         &args.class_counts,
         &args.class_counts_file,
@@ -223,9 +220,9 @@ fn run_patch(args: PatchArgs) -> Result<()> {
         (_, _, Some(file)) => CountsSource::Labels(file.clone()),
         _ => unreachable!("clap requires one of the counts flags"),
     };
-    let class_counts = ldam_onnx::counts::resolve(&source, head.classes)?;
     let config = LossConfig {
-        class_counts,
+        // Read from `source` once the model's classes are known.
+        class_counts: Vec::new(),
         loss: match args.loss {
             LossArg::Ldam => LossKind::Ldam,
             LossArg::Ce => LossKind::Ce,
@@ -257,7 +254,12 @@ fn run_patch(args: PatchArgs) -> Result<()> {
             logits: args.logits_output_name.clone(),
         },
     };
-    let (patched, summary) = patch::patch(&loaded.model, &options).with_context(context)?;
+    let (patched, summary) =
+        patch::patch_with_counts(&loaded.model, &source, &options).map_err(|e| match e {
+            // The counts' own errors name their flag or file, not the model.
+            counts @ ldam_onnx::Error::Counts(_) => anyhow::Error::from(counts),
+            other => anyhow::Error::from(other).context(args.model.display().to_string()),
+        })?;
     io::save(
         &patched,
         Some(&loaded),

@@ -7,6 +7,7 @@ pub mod head;
 pub mod loss;
 pub mod metadata;
 
+use crate::counts::CountsSource;
 use crate::error::{Error, Result};
 use crate::ldam::contract::{self, PatchRecord};
 use crate::ldam::{LossConfig, LossKind};
@@ -105,6 +106,43 @@ pub fn check_patchable(model: &ModelProto) -> Result<i64> {
         )));
     }
     Ok(opset)
+}
+
+/// What `ldam-onnx patch` does: checks that `model` can be patched, finds its
+/// logits to learn the number of classes, reads that many class counts from
+/// `counts` (they replace `options.config.class_counts`), and patches. A
+/// problem with the counts is an [`Error::Counts`]; any other names the model.
+///
+/// ```
+/// use ldam_onnx::counts::CountsSource;
+/// use ldam_onnx::ldam::LossConfig;
+/// use ldam_onnx::patch::{patch_with_counts, PatchOptions};
+///
+/// let path = concat!(env!("CARGO_MANIFEST_DIR"), "/models/mlp.onnx");
+/// let model = ldam_onnx::onnx::io::load(path.as_ref())?.model;
+/// let counts = CountsSource::List("5000,2997,1796,1077,645,387,232,139,83,50".into());
+/// let options = PatchOptions::new(LossConfig::reference(Vec::new()));
+/// let (patched, summary) = patch_with_counts(&model, &counts, &options)?;
+/// assert_eq!(summary.head.classes, 10);
+/// assert!(ldam_onnx::ldam::contract::is_patched(&patched));
+/// # Ok::<(), ldam_onnx::Error>(())
+/// ```
+pub fn patch_with_counts(
+    model: &ModelProto,
+    counts: &CountsSource,
+    options: &PatchOptions,
+) -> Result<(ModelProto, PatchSummary)> {
+    check_patchable(model)?;
+    let graph = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| Error::patch("the model has no graph"))?;
+    let head = head::detect(graph, options.logits.as_deref())?;
+    let class_counts =
+        crate::counts::resolve(counts, head.classes).map_err(|e| Error::Counts(Box::new(e)))?;
+    let mut options = options.clone();
+    options.config.class_counts = class_counts;
+    patch(model, &options)
 }
 
 /// Appends the loss subgraph (and the cosine head when chosen) to `model`.
