@@ -50,6 +50,15 @@ pub enum Error {
     #[error("{reason}")]
     Training { reason: String },
 
+    /// A setting outside its range. The message names the setting's field
+    /// (`momentum must lie in [0, 1)`); [`Error::naming_settings`] gives it with
+    /// the command-line flag instead (`--momentum must lie in [0, 1)`).
+    #[error("{setting} {problem}")]
+    Setting {
+        setting: &'static str,
+        problem: String,
+    },
+
     /// The class counts could not be read (a list, a counts file, a labels
     /// file): a problem of the counts' source rather than of the model.
     #[error(transparent)]
@@ -85,6 +94,23 @@ impl Error {
     pub fn invalid(reason: impl Into<String>) -> Self {
         Error::Invalid {
             reason: reason.into(),
+        }
+    }
+
+    /// A problem with the setting whose field is `setting`.
+    pub fn setting(setting: &'static str, problem: impl Into<String>) -> Self {
+        Error::Setting {
+            setting,
+            problem: problem.into(),
+        }
+    }
+
+    /// The message, with settings named as `names` does.
+    pub fn naming_settings(&self, names: SettingNames) -> String {
+        match self {
+            Error::Setting { setting, problem } => format!("{} {problem}", names.of(setting)),
+            Error::Counts(inner) => inner.naming_settings(names),
+            other => other.to_string(),
         }
     }
 }

@@ -67,34 +67,35 @@ impl LossConfig {
     /// Rejects settings for which the formulas are undefined.
     pub fn validate(&self) -> Result<()> {
         check_counts(&self.class_counts)?;
-        let positive = |flag: &str, v: f64| {
+        let positive = |setting: &'static str, v: f64| {
             if v.is_finite() && v > 0.0 {
                 Ok(())
             } else {
-                Err(Error::config(format!(
-                    "{flag} must be a positive number, got {v}"
-                )))
+                Err(Error::setting(
+                    setting,
+                    format!("must be a positive number, got {v}"),
+                ))
             }
         };
-        positive("--max-m", self.max_m)?;
-        positive("--scale", self.scale)?;
+        positive("max_m", self.max_m)?;
+        positive("scale", self.scale)?;
         if !(self.gamma.is_finite() && self.gamma >= 0.0) {
-            return Err(Error::config(format!(
-                "--gamma must be >= 0, got {}",
-                self.gamma
-            )));
+            return Err(Error::setting(
+                "gamma",
+                format!("must be >= 0, got {}", self.gamma),
+            ));
         }
         if !(self.beta > 0.0 && self.beta < 1.0) {
-            return Err(Error::config(format!(
-                "--beta must lie in (0, 1), got {}",
-                self.beta
-            )));
+            return Err(Error::setting(
+                "beta",
+                format!("must lie in (0, 1), got {}", self.beta),
+            ));
         }
         if self.drw_epoch < 0 {
-            return Err(Error::config(format!(
-                "--drw-epoch must be >= 0, got {}",
-                self.drw_epoch
-            )));
+            return Err(Error::setting(
+                "drw_epoch",
+                format!("must be >= 0, got {}", self.drw_epoch),
+            ));
         }
         Ok(())
     }

@@ -11,9 +11,7 @@ fn main() -> ExitCode {
     match cli::run(args) {
         Ok(code) => code,
         Err(error) => {
-            // One line: the error and its causes, outermost first.
-            let message = format!("{error:#}").replace('\n', " ");
-            eprintln!("error: {message}");
+            eprintln!("error: {}", cli::message(&error));
             ExitCode::FAILURE
         }
     }

@@ -80,3 +80,42 @@ fn patching_with_counts_tells_a_counts_problem_from_a_model_problem() {
         other => panic!("expected a patch error, got {other:?}"),
     }
 }
+
+#[test]
+fn the_library_names_a_bad_setting_and_the_cli_names_its_flag() {
+    let patched = common::patch_with(&common::bundled("mlp"), LossConfig::reference(vec![10; 10]));
+    let options = ldam_onnx::compile::CompileOptions {
+        momentum: 1.5,
+        ..Default::default()
+    };
+    let error = ldam_onnx::compile::compile(&patched, &options).unwrap_err();
+    assert_eq!(error.to_string(), "momentum must lie in [0, 1), got 1.5");
+    assert_eq!(
+        error.naming_settings(ldam_onnx::error::SettingNames::Flags),
+        "--momentum must lie in [0, 1), got 1.5"
+    );
+    let beta = LossConfig {
+        beta: 2.0,
+        ..LossConfig::reference(vec![10; 10])
+    };
+    let error = beta.validate().unwrap_err().to_string();
+    assert_eq!(error, "beta must lie in (0, 1), got 2");
+
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("mlp.ldam.onnx");
+    std::fs::write(&model, to_bytes(&patched)).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ldam-onnx"))
+        .arg("compile")
+        .arg(&model)
+        .args(["--momentum", "1.5"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        format!(
+            "error: {}: --momentum must lie in [0, 1), got 1.5\n",
+            model.display()
+        )
+    );
+}

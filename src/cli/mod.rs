@@ -6,6 +6,7 @@ mod train;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ldam_onnx::counts::CountsSource;
+use ldam_onnx::error::SettingNames;
 use ldam_onnx::inspect;
 use ldam_onnx::ldam::{LossConfig, LossKind, Reweight};
 use ldam_onnx::onnx::io::{self, SaveOptions};
@@ -176,6 +177,19 @@ struct PatchArgs {
     /// Name of the logits output added when the logits are not already an output
     #[arg(long, default_value = "logits", value_name = "NAME")]
     logits_output_name: String,
+}
+
+/// An error as one line: its causes, outermost first, with the library's
+/// settings named by the flags that set them.
+pub fn message(error: &anyhow::Error) -> String {
+    let causes: Vec<String> = error
+        .chain()
+        .map(|cause| match cause.downcast_ref::<ldam_onnx::Error>() {
+            Some(error) => error.naming_settings(SettingNames::Flags),
+            None => cause.to_string(),
+        })
+        .collect();
+    causes.join(": ").replace('\n', " ")
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode> {

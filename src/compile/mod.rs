@@ -252,23 +252,23 @@ pub fn compile(model: &ModelProto, options: &CompileOptions) -> Result<TrainStep
 
 fn check_options(options: &CompileOptions) -> Result<()> {
     if !(options.momentum.is_finite() && (0.0..1.0).contains(&options.momentum)) {
-        return Err(Error::config(format!(
-            "--momentum must lie in [0, 1), got {}",
-            options.momentum
-        )));
+        return Err(Error::setting(
+            "momentum",
+            format!("must lie in [0, 1), got {}", options.momentum),
+        ));
     }
     if !(options.weight_decay.is_finite() && options.weight_decay >= 0.0) {
-        return Err(Error::config(format!(
-            "--weight-decay must be >= 0, got {}",
-            options.weight_decay
-        )));
+        return Err(Error::setting(
+            "weight_decay",
+            format!("must be >= 0, got {}", options.weight_decay),
+        ));
     }
     Ok(())
 }
 
 /// Float initializers of rank >= 1 that the model computes with: weights, biases,
 /// normalisation scales. Excluded: the loss constants, normalisation statistics,
-/// scalars (exported constants), the tool's own tensors and `--freeze`d names.
+/// scalars (exported constants), the tool's own tensors and frozen names.
 fn trainable_parameters(
     graph: &crate::onnx::GraphProto,
     options: &CompileOptions,
@@ -276,9 +276,10 @@ fn trainable_parameters(
     let initializers: HashSet<&str> = graph.initializer.iter().map(|t| t.name()).collect();
     for name in &options.freeze {
         if !initializers.contains(name.as_str()) {
-            return Err(Error::config(format!(
-                "--freeze '{name}': the model has no initializer of that name"
-            )));
+            return Err(Error::setting(
+                "freeze",
+                format!("'{name}': the model has no initializer of that name"),
+            ));
         }
     }
     let statistics: HashSet<&str> = graph

@@ -374,9 +374,10 @@ pub fn with_drw_epoch(model: &ModelProto, drw_epoch: i64) -> Result<ModelProto> 
         )));
     }
     if drw_epoch < 0 {
-        return Err(Error::config(format!(
-            "--drw-epoch must be >= 0, got {drw_epoch}"
-        )));
+        return Err(Error::setting(
+            "drw_epoch",
+            format!("must be >= 0, got {drw_epoch}"),
+        ));
     }
     let mut model = model.clone();
     let graph = model
