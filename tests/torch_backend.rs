@@ -390,3 +390,46 @@ fn cuda_is_an_error_without_a_gpu_and_matches_onnx_runtime_with_one() {
         &tolerance,
     );
 }
+
+/// The torch backend names its state without the ONNX autodiff, so it trains a
+/// graph whose gradient only libtorch's autograd has: here a CastLike (no ONNX
+/// gradient rule) on the path to the loss. Its state is named as a compiled step
+/// would name it (the parameters, their momentum buffers) and one step moves
+/// every parameter.
+#[test]
+fn a_graph_without_an_onnx_gradient_rule_trains_on_libtorch() {
+    let mut model = patched(&common::repo_dir().join("models/mlp.onnx"));
+    let graph = model.graph.as_mut().unwrap();
+    let relu = graph
+        .node
+        .iter_mut()
+        .find(|n| n.op_type() == "Relu")
+        .unwrap();
+    relu.op_type = Some("CastLike".into());
+    let x = relu.input[0].clone();
+    relu.input.push(x);
+    let options = CompileOptions::default();
+    let err = compile(&model, &options)
+        .err()
+        .expect("the ONNX autodiff has no CastLike rule")
+        .to_string();
+    assert!(err.contains("no gradient rule for op 'CastLike'"), "{err}");
+
+    let mut torch = TorchTrainer::new(&model, &options, Device::Cpu).unwrap();
+    let before = torch.state().unwrap();
+    let parameters: Vec<&String> = before
+        .keys()
+        .filter(|k| !k.ends_with(".momentum"))
+        .collect();
+    assert!(!parameters.is_empty());
+    for p in &parameters {
+        assert!(before.contains_key(&format!("{p}.momentum")), "{p}");
+    }
+    let out = torch.step(&batch(&model, 7), 0, LR).unwrap();
+    assert!(out.loss.is_finite());
+    let after = torch.state().unwrap();
+    for p in parameters {
+        let moved = tolerance::normwise_error(&values(&after[p]), &values(&before[p]), 1e-12);
+        assert!(moved > 0.0, "{p} did not move");
+    }
+}

@@ -12,11 +12,11 @@ pub use crate::ops::nn::batchnorm;
 
 use crate::error::{Error, Result};
 use crate::onnx::builder::Emitter;
-use crate::ops::shapes::ValueShapes;
 use crate::onnx::tensor::{is_float_type, FLOAT};
 use crate::onnx::{node_label, GraphProto, NodeProto, TensorProto};
 use crate::ops::grad::sanitize;
 use crate::ops::registry::{self, Gradient};
+use crate::ops::shapes::ValueShapes;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// The backward pass appended to a forward graph.
@@ -148,6 +148,30 @@ pub fn differentiate(
         initializers: std::mem::take(&mut b.initializers),
         gradients,
     })
+}
+
+/// The `wrt` tensors the loss depends on through differentiable ops: those
+/// [`differentiate`] returns a gradient for, found without emitting anything.
+pub fn reaching_loss(
+    graph: &GraphProto,
+    shapes: &ValueShapes,
+    loss: &str,
+    wrt: &[String],
+) -> HashSet<String> {
+    let active = differentiable_values(&graph.node, shapes, wrt);
+    if !active.contains(loss) {
+        return HashSet::new();
+    }
+    let relevant = nodes_on_path_to(&graph.node, &active, loss);
+    graph
+        .node
+        .iter()
+        .zip(relevant)
+        .filter(|(_, on_path)| *on_path)
+        .flat_map(|(node, _)| node.input.iter())
+        .filter(|i| wrt.contains(i))
+        .cloned()
+        .collect()
 }
 
 /// Float values computed from a `wrt` tensor through differentiable ops.

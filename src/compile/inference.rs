@@ -3,8 +3,9 @@
 //! statistics, Dropout off, the loss, backward and update removed, and the
 //! trained values as initializers.
 
+use super::state::PlannedState;
 use crate::error::{Error, Result};
-use crate::ldam::contract::{self, keys};
+use crate::ldam::contract::{self, keys, PatchRecord, StateKind};
 use crate::onnx::{metadata, ModelProto, TensorProto};
 use std::collections::{HashMap, HashSet};
 
@@ -23,11 +24,72 @@ pub fn inference_model(
     })?;
     let outputs: Vec<String> = parse_json(step, keys::INFERENCE_OUTPUTS)?;
     let batchnorm: Vec<[String; 4]> = parse_json(step, keys::BATCHNORM)?;
-    let mut model = step.clone();
+    let running: HashMap<&str, &str> = batchnorm
+        .iter()
+        .flat_map(|[batch_mean, running_mean, batch_var, running_var]| {
+            [
+                (batch_mean.as_str(), running_mean.as_str()),
+                (batch_var.as_str(), running_var.as_str()),
+            ]
+        })
+        .collect();
+    deployable(step.clone(), &state_names, state, &outputs, &running)
+}
+
+/// The inference model of a patched (not compiled) model whose planned state
+/// ([`super::state::plan`]) takes the values in `state`: what a trainer that runs
+/// the patched graph itself (libtorch) deploys, the same model [`inference_model`]
+/// recovers from the compiled step. Momentum buffers are not part of it.
+pub fn inference_model_of_patched(
+    patched: &ModelProto,
+    plan: &[PlannedState],
+    state: &HashMap<String, TensorProto>,
+) -> Result<ModelProto> {
+    let deployed: Vec<String> = plan
+        .iter()
+        .filter(|s| s.kind != StateKind::Momentum)
+        .map(|s| s.name.clone())
+        .collect();
+    let state: HashMap<String, TensorProto> = state
+        .iter()
+        .filter(|(name, _)| deployed.contains(name))
+        .map(|(name, tensor)| (name.clone(), tensor.clone()))
+        .collect();
+    let record = PatchRecord::read(patched)?
+        .ok_or_else(|| Error::invalid("the model is not patched (no ldam_onnx metadata)"))?;
+    let outputs: Vec<String> = patched
+        .graph
+        .as_ref()
+        .ok_or_else(|| Error::invalid("the model has no graph"))?
+        .output
+        .iter()
+        .map(|o| o.name().to_string())
+        .filter(|o| *o != record.loss_output)
+        .collect();
+    deployable(
+        patched.clone(),
+        &deployed,
+        &state,
+        &outputs,
+        &HashMap::new(),
+    )
+}
+
+/// `model` (a step or a patched model) as a deployable model: the state values
+/// as initializers, BatchNorm reading its running statistics (`running` maps the
+/// step's explicit batch statistics to them), Dropout off, only what `outputs`
+/// need kept.
+fn deployable(
+    mut model: ModelProto,
+    state_names: &[String],
+    state: &HashMap<String, TensorProto>,
+    outputs: &[String],
+    running: &HashMap<&str, &str>,
+) -> Result<ModelProto> {
     let graph = model
         .graph
         .as_mut()
-        .ok_or_else(|| Error::invalid("the training step has no graph"))?;
+        .ok_or_else(|| Error::invalid("the model has no graph"))?;
 
     for (name, tensor) in state {
         if !state_names.contains(name) {
@@ -56,15 +118,6 @@ pub fn inference_model(
     }
 
     // BatchNorm normalises with its running statistics again; Dropout is off.
-    let running: HashMap<&str, &str> = batchnorm
-        .iter()
-        .flat_map(|[batch_mean, running_mean, batch_var, running_var]| {
-            [
-                (batch_mean.as_str(), running_mean.as_str()),
-                (batch_var.as_str(), running_var.as_str()),
-            ]
-        })
-        .collect();
     for node in &mut graph.node {
         match node.op_type() {
             "BatchNormalization" => {

@@ -11,6 +11,7 @@
 
 pub mod inference;
 pub mod sgd;
+pub mod state;
 
 pub use inference::inference_model;
 
@@ -74,6 +75,7 @@ pub fn compile(model: &ModelProto, options: &CompileOptions) -> Result<TrainStep
         ));
     }
     check_options(options)?;
+    let planned = state::plan(model, options)?;
     let opset = default_opset(model)
         .ok_or_else(|| Error::patch("the model imports no default-domain opset"))?;
     let mut model = model.clone();
@@ -93,8 +95,12 @@ pub fn compile(model: &ModelProto, options: &CompileOptions) -> Result<TrainStep
     let mut b = Emitter::new(NameSet::of_graph(&graph), contract::STEP_PREFIX, opset);
 
     // Parameters are chosen on the exported graph, before BatchNorm's statistics
-    // become explicit values.
-    let trainable = trainable_parameters(&graph, options)?;
+    // become explicit values: the planned state's (one naming for every trainer).
+    let trainable: Vec<String> = planned
+        .iter()
+        .filter(|s| s.kind == StateKind::Parameter)
+        .map(|s| s.name.clone())
+        .collect();
     let statistics = batchnorm::explicit_statistics(&mut graph, &mut b, &mut shapes)?;
     let backward =
         autodiff::differentiate(&graph, &mut shapes, &mut b, &record.loss_output, &trainable)?;
@@ -105,16 +111,18 @@ pub fn compile(model: &ModelProto, options: &CompileOptions) -> Result<TrainStep
     let mut state = Vec::new();
     let mut new_initializers: Vec<TensorProto> = Vec::new();
     let mut optimizer = sgd::Sgd::new(&mut b, options.momentum, options.weight_decay);
-    for name in trainable
-        .iter()
-        .filter(|n| backward.gradients.contains_key(*n))
-    {
+    for name in &trainable {
         let initializer = graph
             .initializer
             .iter()
             .find(|t| t.name() == name)
             .expect("trainable parameters are initializers");
-        let update = optimizer.step(&mut b, initializer, &backward.gradients[name], LR_INPUT)?;
+        let gradient = backward.gradients.get(name).ok_or_else(|| {
+            Error::invalid(format!(
+                "the loss depends on '{name}' but its gradient rules gave it no gradient (a bug)"
+            ))
+        })?;
+        let update = optimizer.step(&mut b, initializer, gradient, LR_INPUT)?;
         new_initializers.push(update.momentum_initial);
         state.push(StateTensor {
             name: name.clone(),

@@ -2,11 +2,11 @@
 //! runs in an ONNX interpreter over libtorch tensors, libtorch's autograd supplies
 //! the gradients, and the update is torch.optim.SGD's.
 //!
-//! The trainer compiles the ONNX training step once, without running it: the step
-//! names the state (parameters, `NAME.momentum`, BatchNorm running statistics)
-//! exactly as the ONNX Runtime trainer does, so checkpoints move between the two
-//! runtimes, and it yields the deployable model through
-//! [`crate::compile::inference_model`].
+//! The state (parameters, `NAME.momentum`, BatchNorm running statistics) is named
+//! by [`crate::compile::state::plan`], as the compiled ONNX step names it, so
+//! checkpoints move between the two runtimes; the ONNX autodiff is never run, so
+//! a graph trains here whenever libtorch runs its ops. The deployable model comes
+//! from [`crate::compile::inference::inference_model_of_patched`].
 
 mod program;
 mod sgd;
@@ -14,8 +14,11 @@ mod sgd;
 use crate::ops::torch_tensor as convert;
 
 use super::{Batch, Device, StepOutput, Trainer};
-use crate::compile::{compile, inference_model, CompileOptions, StateKind, TrainStep};
+use crate::compile::inference::inference_model_of_patched;
+use crate::compile::state;
+use crate::compile::{CompileOptions, StateKind};
 use crate::error::{Error, Result};
+use crate::ldam::contract::PatchRecord;
 use crate::onnx::{default_opset, ModelProto, TensorProto};
 use program::{Plan, Program};
 use std::collections::{HashMap, HashSet};
@@ -37,7 +40,9 @@ pub struct TorchTrainer {
     program: Program,
     train_plan: Plan,
     eval_plan: Plan,
-    step: TrainStep,
+    /// The patched model and its planned state, for the deployable model.
+    patched: ModelProto,
+    plan: Vec<state::PlannedState>,
     device: Device,
     torch_device: tch::Device,
     data_slot: usize,
@@ -84,7 +89,7 @@ fn libtorch(context: &str) -> impl Fn(tch::TchError) -> Error + '_ {
 impl TorchTrainer {
     /// Prepares training of a patched model. Fails before any computation when the
     /// graph holds an op the interpreter does not run (naming op and node), when the
-    /// device is not available, or when the model cannot be compiled.
+    /// device is not available, or when the model is not patched.
     pub fn new(patched: &ModelProto, options: &CompileOptions, device: Device) -> Result<Self> {
         let graph = patched
             .graph
@@ -94,8 +99,9 @@ impl TorchTrainer {
             .ok_or_else(|| Error::patch("the model imports no default-domain opset"))?;
         let program = Program::new(graph, opset)?;
         let torch_device = torch_device(device)?;
-        let step = compile(patched, options)?;
-        let record = &step.record;
+        let plan = state::plan(patched, options)?;
+        let record = &PatchRecord::read(patched)?
+            .ok_or_else(|| Error::patch("the model is not patched (no ldam_onnx metadata)"))?;
 
         let initializers: HashMap<&str, &TensorProto> =
             graph.initializer.iter().map(|t| (t.name(), t)).collect();
@@ -120,34 +126,29 @@ impl TorchTrainer {
             }
         };
 
-        // State values as the compiled step holds them (momentum buffers are zeros).
-        let step_graph = step
-            .model
-            .graph
-            .as_ref()
-            .ok_or_else(|| Error::invalid("the training step has no graph"))?;
-        let step_values: HashMap<&str, &TensorProto> = step_graph
-            .initializer
-            .iter()
-            .map(|t| (t.name(), t))
-            .collect();
+        // Initial state: the model's initializers; momentum buffers start at zero.
         let load = |name: &str| -> Result<Tensor> {
-            let proto = step_values.get(name).ok_or_else(|| {
-                Error::invalid(format!("state tensor '{name}' has no initializer"))
+            let proto = initializers.get(name).ok_or_else(|| {
+                Error::patch(format!(
+                    "the state tensor '{name}' is not an initializer: a trainer keeps it as state, so it must be one"
+                ))
             })?;
             convert::from_proto(proto, torch_device)
         };
         let mut parameters = Vec::new();
         let mut statistics = Vec::new();
-        for state in &step.state {
+        for state in &plan {
             match state.kind {
                 StateKind::Parameter => {
-                    let momentum_name = format!("{}.momentum", state.name);
+                    let value = load(&state.name)?;
+                    let momentum = value
+                        .f_zeros_like()
+                        .map_err(libtorch("a momentum buffer"))?;
                     parameters.push(Parameter {
                         slot: program.slot(&state.name)?,
-                        value: load(&state.name)?.set_requires_grad(true),
-                        momentum: load(&momentum_name)?,
-                        momentum_name,
+                        value: value.set_requires_grad(true),
+                        momentum,
+                        momentum_name: format!("{}.momentum", state.name),
                         name: state.name.clone(),
                     });
                 }
@@ -159,7 +160,7 @@ impl TorchTrainer {
                 StateKind::Momentum => {}
             }
         }
-        let state_names: HashSet<&str> = step.state.iter().map(|s| s.name.as_str()).collect();
+        let state_names: HashSet<&str> = plan.iter().map(|s| s.name.as_str()).collect();
         let constants = graph
             .initializer
             .iter()
@@ -180,7 +181,8 @@ impl TorchTrainer {
             epoch_slot: program.slot(&record.epoch_input)?,
             program,
             sgd: sgd::Sgd::new(options.momentum, options.weight_decay),
-            step,
+            patched: patched.clone(),
+            plan,
             device,
             torch_device,
             parameters,
@@ -322,7 +324,7 @@ impl Trainer for TorchTrainer {
     }
 
     fn inference_model(&self) -> Result<ModelProto> {
-        inference_model(&self.step.model, &self.state()?)
+        inference_model_of_patched(&self.patched, &self.plan, &self.state()?)
     }
 
     fn describe(&self) -> String {
