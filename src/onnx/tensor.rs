@@ -3,6 +3,7 @@
 use super::proto::tensor_proto::{DataLocation, DataType};
 use super::TensorProto;
 use prost::bytes::Bytes;
+use std::borrow::Cow;
 
 /// ONNX element type code for float32 (`TensorProto.FLOAT`).
 pub const FLOAT: i32 = DataType::Float as i32;
@@ -101,32 +102,69 @@ pub fn i64_tensor(name: &str, dims: &[i64], values: &[i64]) -> TensorProto {
     }
 }
 
-/// The values of an inline float32 tensor (`raw_data` or `float_data`).
-pub fn f32_values(tensor: &TensorProto) -> Option<Vec<f32>> {
-    if tensor.data_type != Some(FLOAT) || is_external(tensor) {
+/// A tensor's elements as little-endian bytes of its element type, wherever they
+/// are stored: `raw_data`, or the typed field onnx.proto assigns the type
+/// (`int32_data` carries the narrower integers, bool and the 16- and 8-bit
+/// floats as bit patterns; `uint64_data` carries uint32 and uint64). `None` for
+/// external tensors, strings and the sub-byte types. The length is what the
+/// tensor holds; `load` has checked it against the dims of every tensor it read.
+pub fn le_bytes(tensor: &TensorProto) -> Option<Cow<'_, [u8]>> {
+    if is_external(tensor) {
         return None;
     }
-    match &tensor.raw_data {
-        Some(raw) => Some(
-            raw.chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-        ),
-        None => Some(tensor.float_data.clone()),
+    if let Some(raw) = &tensor.raw_data {
+        return Some(Cow::Borrowed(raw.as_ref()));
     }
+    fn bytes<T, const N: usize>(values: &[T], f: impl Fn(&T) -> [u8; N]) -> Vec<u8> {
+        values.iter().flat_map(f).collect()
+    }
+    let data = match DataType::try_from(tensor.data_type()).ok()? {
+        DataType::Float | DataType::Complex64 => bytes(&tensor.float_data, |v| v.to_le_bytes()),
+        DataType::Double | DataType::Complex128 => bytes(&tensor.double_data, |v| v.to_le_bytes()),
+        DataType::Int64 => bytes(&tensor.int64_data, |v| v.to_le_bytes()),
+        DataType::Uint64 => bytes(&tensor.uint64_data, |v| v.to_le_bytes()),
+        DataType::Uint32 => bytes(&tensor.uint64_data, |&v| (v as u32).to_le_bytes()),
+        DataType::Int32 => bytes(&tensor.int32_data, |v| v.to_le_bytes()),
+        DataType::Int16 | DataType::Uint16 | DataType::Float16 | DataType::Bfloat16 => {
+            bytes(&tensor.int32_data, |&v| (v as u16).to_le_bytes())
+        }
+        DataType::Int8
+        | DataType::Uint8
+        | DataType::Bool
+        | DataType::Float8e4m3fn
+        | DataType::Float8e4m3fnuz
+        | DataType::Float8e5m2
+        | DataType::Float8e5m2fnuz
+        | DataType::Float8e8m0 => bytes(&tensor.int32_data, |&v| [v as u8]),
+        _ => return None,
+    };
+    Some(Cow::Owned(data))
 }
 
-/// The values of an inline int64 tensor (`raw_data` or `int64_data`).
-pub fn i64_values(tensor: &TensorProto) -> Option<Vec<i64>> {
-    if tensor.data_type != Some(INT64) || is_external(tensor) {
+/// The values of an inline float32 tensor.
+pub fn f32_values(tensor: &TensorProto) -> Option<Vec<f32>> {
+    if tensor.data_type != Some(FLOAT) {
         return None;
     }
-    match &tensor.raw_data {
-        Some(raw) => Some(
-            raw.chunks_exact(8)
-                .map(|b| i64::from_le_bytes(b.try_into().expect("chunks_exact(8) yields 8 bytes")))
-                .collect(),
-        ),
-        None => Some(tensor.int64_data.clone()),
+    let bytes = le_bytes(tensor)?;
+    Some(
+        bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+    )
+}
+
+/// The values of an inline int64 tensor.
+pub fn i64_values(tensor: &TensorProto) -> Option<Vec<i64>> {
+    if tensor.data_type != Some(INT64) {
+        return None;
     }
+    let bytes = le_bytes(tensor)?;
+    Some(
+        bytes
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().expect("chunks_exact(8) yields 8 bytes")))
+            .collect(),
+    )
 }

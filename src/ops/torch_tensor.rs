@@ -39,10 +39,11 @@ pub fn from_proto(tensor: &TensorProto, device: Device) -> Result<Tensor> {
     })?;
     let dims = &tensor.dims;
     let count: i64 = dims.iter().product();
-    let bytes: Vec<u8> = match &tensor.raw_data {
-        Some(raw) => raw.to_vec(),
-        None => typed_field_bytes(tensor, kind),
-    };
+    let bytes = crate::onnx::tensor::le_bytes(tensor).ok_or_else(|| {
+        Error::invalid(format!(
+            "tensor '{name}' has no data the torch backend can read"
+        ))
+    })?;
     let expected = count as usize * kind.elt_size_in_bytes();
     if bytes.len() != expected {
         return Err(Error::invalid(format!(
@@ -58,40 +59,6 @@ pub fn from_proto(tensor: &TensorProto, device: Device) -> Result<Tensor> {
         value
             .f_to_device(device)
             .map_err(|e| Error::torch(format!("moving '{name}' to {device:?}: {e}")))
-    }
-}
-
-/// The payload of a tensor stored in its typed field (`float_data`, `int64_data`,
-/// ...), as little-endian bytes of `kind`. `int32_data` carries every narrower
-/// integer type, bool and the 16-bit floats as bit patterns (onnx.proto).
-fn typed_field_bytes(tensor: &TensorProto, kind: Kind) -> Vec<u8> {
-    match kind {
-        Kind::Float => tensor
-            .float_data
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect(),
-        Kind::Double => tensor
-            .double_data
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect(),
-        Kind::Int64 => tensor
-            .int64_data
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect(),
-        Kind::Int => tensor
-            .int32_data
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect(),
-        Kind::Int16 | Kind::Half | Kind::BFloat16 => tensor
-            .int32_data
-            .iter()
-            .flat_map(|&v| (v as u16).to_le_bytes())
-            .collect(),
-        _ => tensor.int32_data.iter().map(|&v| v as u8).collect(),
     }
 }
 

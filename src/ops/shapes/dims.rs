@@ -244,11 +244,8 @@ pub(crate) fn int_values(tensor: &TensorProto) -> Option<Vec<i64>> {
         return None;
     }
     let width = crate::onnx::tensor::elem_size(elem)?;
-    match &tensor.raw_data {
-        Some(raw) => Some(raw.chunks_exact(width).map(|b| le_int(b, elem)).collect()),
-        // Narrow integer types are stored one per int32_data entry.
-        None => Some(tensor.int32_data.iter().map(|&v| i64::from(v)).collect()),
-    }
+    let bytes = crate::onnx::tensor::le_bytes(tensor)?;
+    Some(bytes.chunks_exact(width).map(|b| le_int(b, elem)).collect())
 }
 
 pub(crate) fn le_int(bytes: &[u8], elem: i32) -> i64 {
