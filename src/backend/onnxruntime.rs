@@ -4,9 +4,9 @@
 //! same runtime value, without a copy through host arrays.
 
 use super::{Batch, Device, StepOutput, Trainer};
-use crate::compile::{inference_model, TrainStep, LR_INPUT};
+use crate::compile::{inference_model, TrainStep};
 use crate::error::{Error, Result};
-use crate::ldam::contract::{self, PatchRecord};
+use crate::ldam::contract::{self, PatchRecord, LR_INPUT};
 use crate::onnx::tensor::{f32_values, FLOAT};
 use crate::onnx::types::Dim;
 use crate::onnx::{ModelProto, TensorProto};

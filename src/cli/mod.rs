@@ -311,7 +311,7 @@ fn run_patch(args: PatchArgs) -> Result<()> {
         summary
             .appended_initializers
             .iter()
-            .filter(|n| n.starts_with("ldam."))
+            .filter(|n| n.starts_with(ldam_onnx::ldam::contract::CONSTANT_PREFIX))
             .cloned()
             .collect::<Vec<_>>()
             .join(", "),
