@@ -189,11 +189,14 @@ impl Preprocess {
         if let Some(n) = &self.normalization {
             let channels = channels_of(dataset)?;
             if n.mean.len() != channels {
-                return Err(Error::config(format!(
-                    "--normalize gives {} channel(s), but {} has {channels}",
-                    n.mean.len(),
-                    dataset.source
-                )));
+                return Err(Error::setting(
+                    "normalize",
+                    format!(
+                        "gives {} channel(s), but {} has {channels}",
+                        n.mean.len(),
+                        dataset.source
+                    ),
+                ));
             }
         }
         if self.augment == Augment::CropFlip && dataset.shape.len() != 3 {
