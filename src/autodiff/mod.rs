@@ -242,7 +242,7 @@ pub fn gradient_model(
         .graph
         .as_ref()
         .ok_or_else(|| Error::invalid("the model has no graph"))?;
-    let opset = crate::onnx::default_opset(model).unwrap_or(crate::patch::MIN_OPSET);
+    let opset = crate::onnx::default_opset(model).unwrap_or(crate::ldam::contract::MIN_OPSET);
     let mut shapes = ValueShapes::infer(graph, opset);
     let mut b = Emitter::new(
         crate::onnx::builder::NameSet::of_graph(graph),

@@ -8,7 +8,7 @@ use crate::onnx::builder::{attr_int, Emitter};
 use crate::onnx::tensor::FLOAT;
 use crate::onnx::types::Dim;
 use crate::onnx::{AttributeProto, NodeAttributes, NodeProto, TensorProto};
-use crate::ops::shapes::ValueShapes;
+use crate::ops::shapes::values::ValueShapes;
 use std::collections::HashMap;
 
 /// A gradient rule: one entry per node input, the gradient for the inputs that

@@ -1,5 +1,5 @@
 //! What a libtorch kernel sees: each op's kernel (in its family's `torch.rs`,
-//! registered in [`crate::ops::registry`]) reads its inputs and attributes through
+//! registered in the op registry) reads its inputs and attributes through
 //! [`OpCtx`], with the ONNX default written at the point of use, and returns the
 //! node's outputs in order (an optional output nobody reads may be left out).
 

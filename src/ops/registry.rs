@@ -8,7 +8,7 @@
 //! with a standard name is not the standard op.
 
 use super::grad::GradRule;
-use super::shapes::{Ctx, FoldRule, ShapeRule};
+use super::shapes::values::{Ctx, FoldRule, ShapeRule};
 use super::{elementwise, linalg, loss, movement, nn, reduce};
 use crate::onnx::types::TensorType;
 use std::collections::HashMap;

@@ -1,5 +1,5 @@
 //! Shape and type inference of the loss ops and one-hot, and the integer contents
-//! (shape arithmetic) they fold; the engine is [`crate::ops::shapes`].
+//! (shape arithmetic) they fold, for the inference engine (`ValueShapes::infer`).
 
 #![allow(unused_imports)]
 use crate::ops::shapes::prelude::*;

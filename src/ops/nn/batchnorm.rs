@@ -14,7 +14,7 @@ use crate::onnx::builder::{attr_int, attr_ints, Emitter};
 use crate::onnx::tensor::{i64_tensor, FLOAT};
 use crate::onnx::types::{Dim, TensorType};
 use crate::onnx::{attribute, node_label, GraphProto, NodeProto};
-use crate::ops::shapes::ValueShapes;
+use crate::ops::shapes::values::ValueShapes;
 use std::collections::HashSet;
 
 /// The values one rewritten BatchNormalization exposes to the training step.

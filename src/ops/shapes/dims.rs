@@ -1,7 +1,10 @@
 //! Dimension arithmetic and small integer-tensor helpers shared by the shape rules.
 
-#![allow(unused_imports)]
-use super::prelude::*;
+use crate::onnx::proto::tensor_proto::DataType;
+use crate::onnx::tensor::{f32_values, i64_values, is_external, INT64};
+use crate::onnx::types::Dim;
+use crate::onnx::{attribute, NodeProto, TensorProto};
+use std::collections::HashSet;
 
 /// Broadcasts one dimension pair: 1 yields to the other, equal dims stay, a fixed
 /// size above 1 decides (the other must be 1 or equal), anything else is unknown.
