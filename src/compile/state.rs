@@ -5,7 +5,7 @@
 use super::{trainable_parameters, CompileOptions};
 use crate::autodiff;
 use crate::error::{Error, Result};
-use crate::ldam::contract::{PatchRecord, StateKind};
+use crate::ldam::contract::{self, PatchRecord, StateKind};
 use crate::onnx::{default_opset, ModelProto};
 use crate::ops::nn::batchnorm;
 use crate::ops::shapes::ValueShapes;
@@ -38,7 +38,7 @@ pub fn plan(model: &ModelProto, options: &CompileOptions) -> Result<Vec<PlannedS
     let reaching = autodiff::reaching_loss(graph, &shapes, &record.loss_output, &trainable);
     let mut state = Vec::new();
     for name in trainable.into_iter().filter(|n| reaching.contains(n)) {
-        let momentum = format!("{name}.momentum");
+        let momentum = contract::momentum_name(&name);
         state.push(PlannedState {
             name,
             kind: StateKind::Parameter,

@@ -18,7 +18,7 @@ use crate::compile::inference::inference_model_of_patched;
 use crate::compile::state;
 use crate::compile::{CompileOptions, StateKind};
 use crate::error::{Error, Result};
-use crate::ldam::contract::PatchRecord;
+use crate::ldam::contract::{self, PatchRecord};
 use crate::onnx::{default_opset, ModelProto, TensorProto};
 use program::{Plan, Program};
 use std::collections::{HashMap, HashSet};
@@ -105,26 +105,9 @@ impl TorchTrainer {
 
         let initializers: HashMap<&str, &TensorProto> =
             graph.initializer.iter().map(|t| (t.name(), t)).collect();
-        let data_inputs: Vec<&str> = graph
-            .input
-            .iter()
-            .map(|i| i.name())
-            .filter(|n| {
-                !initializers.contains_key(n)
-                    && *n != record.labels_input
-                    && *n != record.epoch_input
-            })
-            .collect();
-        let data_input = match data_inputs.as_slice() {
-            [one] => *one,
-            other => {
-                return Err(Error::config(format!(
-                    "training needs a model with exactly one data input, this one has {}: {}",
-                    other.len(),
-                    other.join(", ")
-                )))
-            }
-        };
+        let (data_input, _) =
+            contract::data_input(patched, &[&record.labels_input, &record.epoch_input])?;
+        let data_input = data_input.as_str();
 
         // Initial state: the model's initializers; momentum buffers start at zero.
         let load = |name: &str| -> Result<Tensor> {
@@ -148,7 +131,7 @@ impl TorchTrainer {
                         slot: program.slot(&state.name)?,
                         value: value.set_requires_grad(true),
                         momentum,
-                        momentum_name: format!("{}.momentum", state.name),
+                        momentum_name: contract::momentum_name(&state.name),
                         name: state.name.clone(),
                     });
                 }
