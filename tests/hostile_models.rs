@@ -231,3 +231,53 @@ fn compile_refuses_running_statistics_that_are_not_initializers() {
     assert!(stderr.contains("is not an initializer"), "{stderr}");
     assert!(!written);
 }
+
+/// A graph broken on arrival (a node reads a value nothing defines) is the
+/// input's fault: patch and compile say so, naming the node and value, instead
+/// of reporting their own output as failing its check.
+#[test]
+fn a_graph_broken_on_arrival_is_reported_as_the_inputs_fault() {
+    let mut model = common::bundled("mlp");
+    let graph = model.graph.as_mut().unwrap();
+    let node = graph
+        .node
+        .iter_mut()
+        .find(|n| n.op_type() == "Relu")
+        .unwrap();
+    node.input[0] = "nowhere".into();
+    let err = ldam_onnx::patch::patch(
+        &model,
+        &ldam_onnx::patch::PatchOptions::new(LossConfig::reference(
+            COUNTS.split(',').map(|c| c.parse().unwrap()).collect(),
+        )),
+    )
+    .err()
+    .expect("an undefined input is refused")
+    .to_string();
+    assert!(
+        err.contains("the model is not a valid ONNX graph")
+            && err.contains("'nowhere' is not defined")
+            && !err.contains("a bug"),
+        "{err}"
+    );
+
+    let mut patched = common::patch_with(
+        &common::bundled("mlp"),
+        LossConfig::reference(COUNTS.split(',').map(|c| c.parse().unwrap()).collect()),
+    );
+    let graph = patched.graph.as_mut().unwrap();
+    let node = graph
+        .node
+        .iter_mut()
+        .find(|n| n.op_type() == "Relu")
+        .unwrap();
+    node.input[0] = "nowhere".into();
+    let err = compile(&patched, &CompileOptions::default())
+        .err()
+        .expect("an undefined input is refused")
+        .to_string();
+    assert!(
+        err.contains("the patched model is not a valid ONNX graph") && !err.contains("a bug"),
+        "{err}"
+    );
+}

@@ -75,6 +75,7 @@ pub fn compile(model: &ModelProto, options: &CompileOptions) -> Result<TrainStep
         ));
     }
     check_options(options)?;
+    crate::ops::validate::check_input(model, "patched model")?;
     let planned = state::plan(model, options)?;
     let opset = default_opset(model)
         .ok_or_else(|| Error::patch("the model imports no default-domain opset"))?;

@@ -11,6 +11,19 @@ use crate::onnx::types::tensor_type;
 use crate::onnx::{default_opset, node_label, GraphProto, ModelProto, NodeProto};
 use std::collections::{HashMap, HashSet};
 
+/// Checks a model given to the tool before any pass transforms it, so that a
+/// graph that was broken on arrival is reported as the input's fault (`what`
+/// names it: "model", "patched model"), not as a failure of what the tool wrote.
+pub fn check_input(model: &ModelProto, what: &str) -> Result<()> {
+    check_model(model).map_err(|e| {
+        let reason = match e {
+            Error::Invalid { reason } => reason,
+            other => other.to_string(),
+        };
+        Error::invalid(format!("the {what} is not a valid ONNX graph: {reason}"))
+    })
+}
+
 /// Checks the model and reports every problem found (up to a handful) in one error.
 pub fn check_model(model: &ModelProto) -> Result<()> {
     let mut problems = Vec::new();

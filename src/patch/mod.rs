@@ -105,6 +105,7 @@ pub fn check_patchable(model: &ModelProto) -> Result<i64> {
              could change the meaning of existing nodes"
         )));
     }
+    validate::check_input(model, "model")?;
     Ok(opset)
 }
 
