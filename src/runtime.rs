@@ -1,8 +1,12 @@
 //! Loading ONNX Runtime. The shared library comes from the pinned `onnxruntime`
 //! wheel on PyPI and is loaded at run time (ort's `load-dynamic`), so building
-//! needs no native library and a missing one is an error, not a crash.
+//! needs no native library and a missing one is an error, not a crash. Every
+//! session, the trainer's and the tests' alike, is built by [`session`].
 
 use crate::error::{Error, Result};
+use crate::onnx::ModelProto;
+use ort::session::builder::SessionBuilder;
+use ort::session::Session;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -69,26 +73,99 @@ pub fn init() -> Result<&'static ort::environment::Environment> {
         .map_err(|reason| Error::Runtime { reason: reason.clone() })
 }
 
-/// A CPU session for an in-memory model.
-pub fn session_from_bytes(bytes: &[u8]) -> Result<ort::session::Session> {
+/// The execution provider a session runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Provider {
+    /// ONNX Runtime's own CPU provider.
+    #[default]
+    Cpu,
+    /// The CUDA provider on this GPU; needs a build with `--features cuda` and
+    /// the onnxruntime-gpu library.
+    Cuda(usize),
+}
+
+/// How a session is built.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SessionOptions {
+    pub provider: Provider,
+    /// Threads one operator may use; `None` keeps ONNX Runtime's default.
+    pub intra_threads: Option<usize>,
+}
+
+/// The model a session loads.
+#[derive(Debug, Clone, Copy)]
+pub enum ModelSource<'a> {
+    /// A serialised model in memory.
+    Bytes(&'a [u8]),
+    /// A model file; external data is resolved beside it.
+    File(&'a Path),
+    /// A model in memory, serialised for ONNX Runtime.
+    Model(&'a ModelProto),
+}
+
+impl ModelSource<'_> {
+    /// What ONNX Runtime's errors about this model are prefixed with.
+    fn context(&self) -> String {
+        match self {
+            ModelSource::Bytes(_) => String::new(),
+            ModelSource::File(path) => format!("{}: ", path.display()),
+            ModelSource::Model(_) => "loading the model into ONNX Runtime: ".to_string(),
+        }
+    }
+}
+
+/// The one place sessions are built: `model` loaded on `options.provider`.
+pub fn session(model: ModelSource<'_>, options: &SessionOptions) -> Result<Session> {
     let environment = init()?;
-    let runtime = |e: ort::Error| Error::Runtime {
-        reason: e.to_string(),
+    let context = model.context();
+    // The builder's errors differ in type (some carry the builder back).
+    let runtime = |e: &dyn std::fmt::Display| Error::Runtime {
+        reason: format!("{context}{e}"),
     };
-    ort::session::Session::builder(environment)
-        .map_err(runtime)?
-        .commit_from_memory(bytes)
-        .map_err(runtime)
+    let mut builder = Session::builder(environment).map_err(|e| runtime(&e))?;
+    if let Some(threads) = options.intra_threads {
+        builder = builder
+            .with_intra_threads(threads)
+            .map_err(|e| runtime(&e))?;
+    }
+    let mut builder = match options.provider {
+        Provider::Cpu => builder,
+        Provider::Cuda(index) => cuda(builder, index)?,
+    };
+    match model {
+        ModelSource::Bytes(bytes) => builder.commit_from_memory(bytes),
+        ModelSource::File(path) => builder.commit_from_file(path),
+        ModelSource::Model(model) => builder.commit_from_memory(&crate::onnx::io::to_bytes(model)),
+    }
+    .map_err(|e| runtime(&e))
+}
+
+#[cfg(feature = "cuda")]
+fn cuda(builder: SessionBuilder, index: usize) -> Result<SessionBuilder> {
+    let provider = ort::ep::CUDA::default()
+        .with_device_id(index as i32)
+        .build()
+        .error_on_failure();
+    builder
+        .with_execution_providers([provider])
+        .map_err(|e| Error::Runtime {
+            reason: format!("CUDA execution provider on cuda:{index}: {e}"),
+        })
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda(_builder: SessionBuilder, index: usize) -> Result<SessionBuilder> {
+    Err(Error::config(format!(
+        "--device cuda:{index} needs a build with `--features cuda` and the onnxruntime-gpu library (see the README)"
+    )))
+}
+
+/// A CPU session for an in-memory model.
+pub fn session_from_bytes(bytes: &[u8]) -> Result<Session> {
+    session(ModelSource::Bytes(bytes), &SessionOptions::default())
 }
 
 /// A CPU session for a model file (external data resolved beside it).
-pub fn session_from_file(path: &Path) -> Result<ort::session::Session> {
-    let environment = init()?;
-    let runtime = |e: ort::Error| Error::Runtime {
-        reason: format!("{}: {e}", path.display()),
-    };
-    ort::session::Session::builder(environment)
-        .map_err(runtime)?
-        .commit_from_file(path)
-        .map_err(runtime)
+pub fn session_from_file(path: &Path) -> Result<Session> {
+    session(ModelSource::File(path), &SessionOptions::default())
 }

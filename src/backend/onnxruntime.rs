@@ -10,6 +10,7 @@ use crate::ldam::contract::{self, PatchRecord, LR_INPUT};
 use crate::onnx::tensor::{f32_values, FLOAT};
 use crate::onnx::types::Dim;
 use crate::onnx::{ModelProto, TensorProto};
+use crate::runtime::{ModelSource, Provider, SessionOptions};
 use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::{IoBinding, Session, SessionInputValue};
 use ort::value::{Tensor, TensorValueType};
@@ -21,49 +22,17 @@ fn runtime_error(context: &str) -> impl Fn(ort::Error) -> Error + '_ {
     }
 }
 
-/// Builds a session for `model` on `device`.
+/// Builds a session for `model` on `device`, one thread per core.
 pub fn session(model: &ModelProto, device: Device) -> Result<Session> {
-    let environment = crate::runtime::init()?;
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let builder = Session::builder(environment)
-        .map_err(runtime_error("session"))?
-        .with_intra_threads(threads)
-        .map_err(|e| Error::Runtime {
-            reason: e.to_string(),
-        })?;
-    let mut builder = match device {
-        Device::Cpu => builder,
-        Device::Cuda(index) => cuda(builder, index)?,
+    let provider = match device {
+        Device::Cpu => Provider::Cpu,
+        Device::Cuda(index) => Provider::Cuda(index),
     };
-    builder
-        .commit_from_memory(&crate::onnx::io::to_bytes(model))
-        .map_err(runtime_error("loading the model into ONNX Runtime"))
-}
-
-#[cfg(feature = "cuda")]
-fn cuda(
-    builder: ort::session::builder::SessionBuilder,
-    index: usize,
-) -> Result<ort::session::builder::SessionBuilder> {
-    let provider = ort::ep::CUDA::default()
-        .with_device_id(index as i32)
-        .build()
-        .error_on_failure();
-    builder
-        .with_execution_providers([provider])
-        .map_err(|e| Error::Runtime {
-            reason: format!("CUDA execution provider on cuda:{index}: {e}"),
-        })
-}
-
-#[cfg(not(feature = "cuda"))]
-fn cuda(
-    _builder: ort::session::builder::SessionBuilder,
-    index: usize,
-) -> Result<ort::session::builder::SessionBuilder> {
-    Err(Error::config(format!(
-        "--device cuda:{index} needs a build with `--features cuda` and the onnxruntime-gpu library (see the README)"
-    )))
+    let options = SessionOptions {
+        provider,
+        intra_threads: Some(std::thread::available_parallelism().map_or(1, |n| n.get())),
+    };
+    crate::runtime::session(ModelSource::Model(model), &options)
 }
 
 pub struct OrtTrainer {
