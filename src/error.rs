@@ -59,13 +59,62 @@ pub enum Error {
         problem: String,
     },
 
+    /// A training step cannot be built from the model as it is; `reason` says
+    /// why and what to do.
+    #[error("{reason}")]
+    Compile { reason: String },
+
+    /// A node whose op a stage has no facet for: no gradient rule (autodiff) or
+    /// no kernel (the libtorch backend).
+    #[error("{}", unsupported_op_message(*.stage, op, node, supported))]
+    UnsupportedOp {
+        stage: OpStage,
+        /// The op, `domain:` first for other domains than ONNX's.
+        op: String,
+        /// The node as `node_label` names it.
+        node: String,
+        /// The ops the stage supports, comma-separated.
+        supported: String,
+    },
+
+    /// A node's gradient rule refused the node (its attributes or shapes).
+    #[error("invalid graph: gradient of {node}: {reason}")]
+    Gradient { node: String, reason: String },
+
     /// The class counts could not be read (a list, a counts file, a labels
     /// file): a problem of the counts' source rather than of the model.
     #[error(transparent)]
     Counts(Box<Error>),
 }
 
+/// The stage that lacks an op's facet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpStage {
+    /// Reverse-mode differentiation into ONNX.
+    Gradient,
+    /// The libtorch interpreter.
+    Libtorch,
+}
+
+fn unsupported_op_message(stage: OpStage, op: &str, node: &str, supported: &str) -> String {
+    match stage {
+        OpStage::Gradient => format!(
+            "invalid graph: no gradient rule for op '{op}' ({node}), which lies between a trainable \
+             tensor and the loss; supported ops: {supported}"
+        ),
+        OpStage::Libtorch => format!(
+            "the torch backend cannot run {node}: op '{op}' is not supported (it runs: {supported})"
+        ),
+    }
+}
+
 impl Error {
+    pub fn compile(reason: impl Into<String>) -> Self {
+        Error::Compile {
+            reason: reason.into(),
+        }
+    }
+
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),

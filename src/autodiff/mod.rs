@@ -10,7 +10,7 @@
 pub use crate::ops::grad::{scalar, tensor_attr, GradCtx};
 pub use crate::ops::nn::batchnorm;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, OpStage, Result};
 use crate::onnx::builder::Emitter;
 use crate::onnx::tensor::{is_float_type, FLOAT};
 use crate::onnx::{node_label, GraphProto, NodeProto, TensorProto};
@@ -96,11 +96,12 @@ pub fn differentiate(
                     "" | "ai.onnx" => node.op_type().to_string(),
                     domain => format!("{domain}:{}", node.op_type()),
                 };
-                Error::invalid(format!(
-                    "no gradient rule for op '{op}' ({}), which lies between a trainable tensor and the loss; supported ops: {}",
-                    node_label(node),
-                    registry::differentiable_ops().join(", ")
-                ))
+                Error::UnsupportedOp {
+                    stage: OpStage::Gradient,
+                    op,
+                    node: node_label(node),
+                    supported: registry::differentiable_ops().join(", "),
+                }
             })?;
         let mut ctx = GradCtx {
             node,
@@ -114,9 +115,10 @@ pub fn differentiate(
             extra_outputs: &mut extra_outputs,
         };
         let input_grads = rule(&mut ctx).map_err(|e| match e {
-            Error::Invalid { reason } => {
-                Error::invalid(format!("gradient of {}: {reason}", node_label(node)))
-            }
+            Error::Invalid { reason } => Error::Gradient {
+                node: node_label(node),
+                reason,
+            },
             other => other,
         })?;
         for (i, grad) in input_grads.into_iter().enumerate() {

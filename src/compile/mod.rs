@@ -65,12 +65,12 @@ pub struct TrainStep {
 /// Compiles a patched model into its training step.
 pub fn compile(model: &ModelProto, options: &CompileOptions) -> Result<TrainStep> {
     let record = PatchRecord::read(model)?.ok_or_else(|| {
-        Error::patch(
+        Error::compile(
             "the model is not patched (no ldam_onnx metadata); run `ldam-onnx patch` first",
         )
     })?;
     if crate::onnx::metadata(model, keys::STATE).is_some() {
-        return Err(Error::patch(
+        return Err(Error::compile(
             "the model is already a compiled training step",
         ));
     }
@@ -78,12 +78,12 @@ pub fn compile(model: &ModelProto, options: &CompileOptions) -> Result<TrainStep
     crate::ops::validate::check_input(model, "patched model")?;
     let planned = state::plan(model, options)?;
     let opset = default_opset(model)
-        .ok_or_else(|| Error::patch("the model imports no default-domain opset"))?;
+        .ok_or_else(|| Error::compile("the model imports no default-domain opset"))?;
     let mut model = model.clone();
     let mut graph = model
         .graph
         .take()
-        .ok_or_else(|| Error::patch("the model has no graph"))?;
+        .ok_or_else(|| Error::compile("the model has no graph"))?;
     // What the deployed model returns: every output of the patched model but the loss.
     let inference_outputs: Vec<crate::onnx::ValueInfoProto> = graph
         .output
@@ -164,7 +164,7 @@ pub fn compile(model: &ModelProto, options: &CompileOptions) -> Result<TrainStep
         .input
         .retain(|i| !initializer_names.contains(i.name()));
     if !b.names.claim(LR_INPUT) && graph.input.iter().any(|i| i.name() == LR_INPUT) {
-        return Err(Error::patch(format!(
+        return Err(Error::compile(format!(
             "the model already has an input named '{LR_INPUT}'"
         )));
     }
@@ -178,7 +178,7 @@ pub fn compile(model: &ModelProto, options: &CompileOptions) -> Result<TrainStep
             .iter()
             .find(|t| t.name() == s.name)
             .ok_or_else(|| {
-                Error::patch(format!(
+                Error::compile(format!(
                     "the {} '{}' is not an initializer: a training step keeps it as state, so it must be one",
                     s.kind.as_str(),
                     s.name
@@ -211,7 +211,7 @@ pub fn compile(model: &ModelProto, options: &CompileOptions) -> Result<TrainStep
             .iter()
             .find(|t| t.name() == s.name)
             .ok_or_else(|| {
-                Error::patch(format!(
+                Error::compile(format!(
                     "the {} '{}' is not an initializer: a training step keeps it as state, so it must be one",
                     s.kind.as_str(),
                     s.name

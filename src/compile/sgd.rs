@@ -44,7 +44,7 @@ impl Sgd {
         lr: &str,
     ) -> Result<ParameterUpdate> {
         if parameter.data_type() != crate::onnx::tensor::FLOAT {
-            return Err(Error::patch(format!(
+            return Err(Error::compile(format!(
                 "parameter '{}' is not float32; the optimizer updates float32 parameters",
                 parameter.name()
             )));
@@ -52,7 +52,7 @@ impl Sgd {
         let p = parameter.name();
         let momentum = contract::momentum_name(p);
         if !b.names.claim(&momentum) {
-            return Err(Error::patch(format!(
+            return Err(Error::compile(format!(
                 "the name '{momentum}' for a momentum buffer is already taken"
             )));
         }
@@ -83,7 +83,7 @@ fn claim(b: &mut Emitter, name: &str) -> Result<String> {
     if b.names.claim(name) {
         Ok(name.to_string())
     } else {
-        Err(Error::patch(format!(
+        Err(Error::compile(format!(
             "the output name '{name}' is already taken"
         )))
     }

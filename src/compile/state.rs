@@ -23,16 +23,16 @@ pub struct PlannedState {
 /// BatchNormalization, in graph order.
 pub fn plan(model: &ModelProto, options: &CompileOptions) -> Result<Vec<PlannedState>> {
     let record = PatchRecord::read(model)?.ok_or_else(|| {
-        Error::patch(
+        Error::compile(
             "the model is not patched (no ldam_onnx metadata); run `ldam-onnx patch` first",
         )
     })?;
     let graph = model
         .graph
         .as_ref()
-        .ok_or_else(|| Error::patch("the model has no graph"))?;
+        .ok_or_else(|| Error::compile("the model has no graph"))?;
     let opset = default_opset(model)
-        .ok_or_else(|| Error::patch("the model imports no default-domain opset"))?;
+        .ok_or_else(|| Error::compile("the model imports no default-domain opset"))?;
     let shapes = ValueShapes::infer(graph, opset);
     let trainable = trainable_parameters(graph, options)?;
     let reaching = autodiff::reaching_loss(graph, &shapes, &record.loss_output, &trainable);

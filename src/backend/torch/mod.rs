@@ -96,12 +96,12 @@ impl TorchTrainer {
             .as_ref()
             .ok_or_else(|| Error::invalid("the model has no graph"))?;
         let opset = default_opset(patched)
-            .ok_or_else(|| Error::patch("the model imports no default-domain opset"))?;
+            .ok_or_else(|| Error::compile("the model imports no default-domain opset"))?;
         let program = Program::new(graph, opset)?;
         let torch_device = torch_device(device)?;
         let plan = state::plan(patched, options)?;
         let record = &PatchRecord::read(patched)?
-            .ok_or_else(|| Error::patch("the model is not patched (no ldam_onnx metadata)"))?;
+            .ok_or_else(|| Error::compile("the model is not patched (no ldam_onnx metadata)"))?;
 
         let initializers: HashMap<&str, &TensorProto> =
             graph.initializer.iter().map(|t| (t.name(), t)).collect();
@@ -112,7 +112,7 @@ impl TorchTrainer {
         // Initial state: the model's initializers; momentum buffers start at zero.
         let load = |name: &str| -> Result<Tensor> {
             let proto = initializers.get(name).ok_or_else(|| {
-                Error::patch(format!(
+                Error::compile(format!(
                     "the state tensor '{name}' is not an initializer: a trainer keeps it as state, so it must be one"
                 ))
             })?;

@@ -2,7 +2,7 @@
 //! over numbered value slots, then executed with libtorch tensors (autograd
 //! records the forward, so the backward pass comes from libtorch).
 
-use crate::error::{Error, Result};
+use crate::error::{Error, OpStage, Result};
 use crate::onnx::{node_label, GraphProto, NodeProto};
 use crate::ops::kernel::{Op, OpCtx};
 use crate::ops::registry;
@@ -184,8 +184,10 @@ fn unsupported(node: &NodeProto, label: &str) -> Error {
         "" | "ai.onnx" => node.op_type().to_string(),
         domain => format!("{domain}:{}", node.op_type()),
     };
-    Error::patch(format!(
-        "the torch backend cannot run {label}: op '{op}' is not supported (it runs: {})",
-        registry::kernel_ops().join(", ")
-    ))
+    Error::UnsupportedOp {
+        stage: OpStage::Libtorch,
+        op,
+        node: label.to_string(),
+        supported: registry::kernel_ops().join(", "),
+    }
 }
