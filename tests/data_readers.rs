@@ -1,9 +1,12 @@
 //! The dataset readers (IDX, CIFAR-10/100 binary, NPZ) and long-tailed subsets,
 //! on small files written here in the standard formats (LDAM-DRW.md §4, §6), plus
-//! the real Fashion-MNIST files from the Debian package.
+//! the real Fashion-MNIST files from the Debian package, and NPZ label files for
+//! `--labels-file`, read by the same NPZ reader.
 
 use flate2::write::{DeflateEncoder, GzEncoder};
 use flate2::Compression;
+use ldam_onnx::contract::PatchRecord;
+use ldam_onnx::counts::{resolve, CountsSource};
 use ldam_onnx::train::data::{load, Dataset, Pixels, Split};
 use ldam_onnx::train::longtail::{class_counts, long_tail_counts, subsample, Profile};
 use ndarray::{Array1, Array2, Array3, Array4};
@@ -633,6 +636,108 @@ fn truncated_npz_and_unknown_dtypes_name_the_file() {
         err.contains("cut.npz") && err.contains("truncated"),
         "{err}"
     );
+}
+
+// ---------------------------------------------------------------------------
+// Label files for class counts: the same NPZ reader as the datasets
+
+/// Labels 0..10 with the long-tailed histogram `LABELS_HISTOGRAM`, as `<i8` bytes.
+const LABELS_HISTOGRAM: [u64; 10] = [40, 25, 16, 10, 6, 4, 3, 2, 1, 1];
+
+fn long_tailed_labels() -> Vec<u8> {
+    let mut labels = Vec::new();
+    for (class, &n) in LABELS_HISTOGRAM.iter().enumerate() {
+        for _ in 0..n {
+            labels.extend((class as i64).to_le_bytes());
+        }
+    }
+    labels
+}
+
+/// `numpy.savez_compressed(path, y=labels)`: a deflated `y.npy` member.
+fn write_compressed_labels_npz(path: &Path) {
+    let n = LABELS_HISTOGRAM.iter().sum::<u64>() as usize;
+    let members = [("y.npy", npy_bytes("<i8", &[n], &long_tailed_labels()))];
+    let zip = numpy_style_zip(&members, true);
+    assert_eq!(&zip[8..10], &8u16.to_le_bytes(), "the member is deflated");
+    std::fs::write(path, zip).unwrap();
+}
+
+#[test]
+fn compressed_npz_labels_file_gives_the_class_histogram() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("labels.npz");
+    write_compressed_labels_npz(&path);
+    let counts = resolve(&CountsSource::Labels(path), LABELS_HISTOGRAM.len()).unwrap();
+    assert_eq!(counts, LABELS_HISTOGRAM);
+}
+
+#[test]
+fn npz_labels_file_errors_name_the_file_and_the_array() {
+    let dir = tempfile::tempdir().unwrap();
+    let counts_error = |path: &Path| {
+        let err = resolve(&CountsSource::Labels(path.to_path_buf()), 2)
+            .expect_err("reading should fail")
+            .to_string();
+        assert!(!err.contains('\n'), "error should be one line: {err}");
+        err
+    };
+
+    let path = dir.path().join("no_y.npz");
+    let members = [("x.npy", npy_bytes("|u1", &[2, 2], &[0; 4]))];
+    std::fs::write(&path, numpy_style_zip(&members, true)).unwrap();
+    let err = counts_error(&path);
+    assert!(
+        err.contains("no_y.npz: no array 'y'") && err.contains("it has: x.npy"),
+        "{err}"
+    );
+
+    let path = dir.path().join("float_y.npz");
+    let members = [("y.npy", npy_bytes("<f4", &[2], &[0; 8]))];
+    std::fs::write(&path, numpy_style_zip(&members, true)).unwrap();
+    let err = counts_error(&path);
+    assert!(
+        err.contains("float_y.npz: array 'y': dtype '<f4' is not an integer type"),
+        "{err}"
+    );
+
+    let path = dir.path().join("cut.npz");
+    let members = [("y.npy", npy_bytes("<i8", &[2], &[0; 16]))];
+    let zip = numpy_style_zip(&members, true);
+    std::fs::write(&path, &zip[..zip.len() - 30]).unwrap();
+    let err = counts_error(&path);
+    assert!(
+        err.contains("cut.npz") && err.contains("truncated"),
+        "{err}"
+    );
+}
+
+#[test]
+fn patch_with_a_compressed_npz_labels_file_records_its_histogram() {
+    let dir = tempfile::tempdir().unwrap();
+    let labels = dir.path().join("labels.npz");
+    write_compressed_labels_npz(&labels);
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/mlp.onnx");
+    let out = dir.path().join("mlp.ldam.onnx");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ldam-onnx"))
+        .arg("patch")
+        .arg(&model)
+        .arg("--labels-file")
+        .arg(&labels)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .expect("the binary starts");
+    assert!(
+        output.status.success(),
+        "patch failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let patched = ldam_onnx::load(&out).unwrap().model;
+    let record = PatchRecord::read(&patched)
+        .unwrap()
+        .expect("the patched model carries its record");
+    assert_eq!(record.config.class_counts, LABELS_HISTOGRAM);
 }
 
 // ---------------------------------------------------------------------------
