@@ -1,10 +1,8 @@
 //! Class counts from the command line: a list, a file of counts, or the training
 //! labels themselves.
 
-pub(crate) mod npz;
-
-use crate::counts::npz::{npy_integers, Npz};
 use crate::error::{Error, Result};
+use crate::npz::{npy_integers, Npz};
 use std::path::{Path, PathBuf};
 
 /// Where the class counts come from.

@@ -32,6 +32,7 @@ pub mod counts;
 pub mod error;
 pub mod inspect;
 pub mod ldam;
+mod npz;
 pub mod onnx;
 pub mod ops;
 pub mod patch;

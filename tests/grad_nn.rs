@@ -13,10 +13,10 @@ mod common;
 use common::gradcheck::{GradCheck, DOUBLE};
 use common::{model_from_graph, node, run, Data, Rng};
 use ldam_onnx::onnx::builder::{attr_float, attr_int, attr_ints, attr_string, Emitter, NameSet};
-use ldam_onnx::ops::shapes::ValueShapes;
 use ldam_onnx::onnx::tensor::{f32_tensor, FLOAT};
 use ldam_onnx::onnx::types::{value_info, value_info_any_shape, Dim};
 use ldam_onnx::onnx::{AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto};
+use ldam_onnx::ops::shapes::ValueShapes;
 
 /// A model with input `x` (batch dimension symbolic), the given initializers and
 /// nodes, and one output `y`.

@@ -12,12 +12,12 @@ use ldam_onnx::ldam::LossConfig;
 use ldam_onnx::onnx::builder::{attr_float, attr_int, attr_ints, attr_string};
 use ldam_onnx::onnx::io::load;
 use ldam_onnx::onnx::proto::attribute_proto::AttributeType;
-use ldam_onnx::ops::shapes::ValueShapes;
 use ldam_onnx::onnx::tensor::{f32_tensor, i64_tensor, is_float_type, BOOL, FLOAT, INT64};
 use ldam_onnx::onnx::types::{tensor_type, value_info, value_info_any_shape, Dim};
 use ldam_onnx::onnx::{
     default_opset, AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto,
 };
+use ldam_onnx::ops::shapes::ValueShapes;
 use ldam_onnx::patch::{patch, ContractNames, HeadMode, PatchOptions};
 use ort::value::TensorElementType;
 use std::collections::{BTreeSet, HashMap};

@@ -13,9 +13,9 @@ pub mod grad;
 pub mod kernel;
 pub mod registry;
 pub mod shapes;
-pub mod validate;
 #[cfg(feature = "torch")]
 pub mod torch_tensor;
+pub mod validate;
 
 pub mod elementwise;
 pub mod linalg;

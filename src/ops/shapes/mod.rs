@@ -125,12 +125,12 @@ impl ValueShapes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::shapes::prelude::*;
     use crate::onnx::builder::{attr_int, attr_ints, attr_string};
     use crate::onnx::tensor::{f32_tensor, i64_tensor};
     use crate::onnx::types::value_info;
     use crate::onnx::AttributeProto;
     use crate::ops::movement::shape::{slice_range, SliceAxis};
+    use crate::ops::shapes::prelude::*;
 
     fn n() -> Dim {
         Dim::Symbolic("N".into())

@@ -2,8 +2,8 @@
 //! byte(s) then 3072 pixels, 1024 red, 1024 green, 1024 blue, each row-major 32x32:
 //! already channel-height-width.
 
-use crate::counts::npz::ZIP_MAGIC;
 use crate::error::{Error, Result};
+use crate::npz::ZIP_MAGIC;
 use crate::train::data::content::Content;
 use crate::train::data::dataset::{Dataset, Pixels};
 use std::path::{Path, PathBuf};

@@ -1,8 +1,8 @@
 //! A file's bytes through one reader that inflates gzip, with the reservation
 //! rule that keeps a header's claimed size from becoming an allocation.
 
-use crate::counts::npz::PLAUSIBLE_DEFLATE_RATIO;
 use crate::error::{Error, Result};
+use crate::npz::PLAUSIBLE_DEFLATE_RATIO;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;

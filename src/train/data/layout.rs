@@ -1,8 +1,8 @@
 //! Which reader reads what: the standard file names of one split in a folder,
 //! and a single file recognised by its content.
 
-use crate::counts::npz::ZIP_MAGIC;
 use crate::error::{Error, Result};
+use crate::npz::ZIP_MAGIC;
 use crate::train::data::cifar::{cifar_kind_from_name, read_cifar_files, CifarKind};
 use crate::train::data::content::Content;
 use crate::train::data::dataset::{Dataset, Split};

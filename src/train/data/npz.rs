@@ -1,8 +1,8 @@
 //! NPZ datasets: arrays `x` (N, ...) and `y` (N,) (or Keras' `x_train`/`y_train`
 //! and `x_test`/`y_test`) read through the one NPZ reader, [`Npz`].
 
-use crate::counts::npz::{npy_integers, Npz};
 use crate::error::{Error, Result};
+use crate::npz::{npy_integers, Npz};
 use crate::train::data::dataset::{Dataset, Pixels, Split};
 use std::path::Path;
 
