@@ -12,6 +12,7 @@ use ldam_onnx::backend::onnxruntime::OrtTrainer;
 use ldam_onnx::backend::torch::TorchTrainer;
 use ldam_onnx::backend::{Batch, Device, Trainer};
 use ldam_onnx::compile::{compile, CompileOptions, StateKind};
+use ldam_onnx::ldam::contract;
 use ldam_onnx::ldam::LossConfig;
 use ldam_onnx::onnx::io::load;
 use ldam_onnx::onnx::tensor::f32_values;
@@ -77,8 +78,9 @@ impl Tolerance {
 /// tensor has its own bound:
 /// - momentum buffers hold `v = mu v0 + g + wd w` with `v0` and `w` shared, so they
 ///   differ as the gradients do: `gradient_bound`;
-/// - parameters `w' = w - lr v` differ by `lr ||dv||`, i.e. relatively by
-///   `lr * gradient_bound * ||v|| / ||w'||`, plus the update's own rounding (2u);
+/// - parameters `w' = w - lr v` differ by `lr ||dv||` (with `||dv||` bounded as the
+///   buffers are, floor included), relative to `||w'||`, plus the update's own
+///   two roundings in each runtime: `2u (||w'|| + lr ||v||) / ||w'||`;
 /// - running statistics are forward values: `forward_bound`.
 ///
 /// A tensor that is zero in exact arithmetic (a bias feeding a training-mode
@@ -114,20 +116,21 @@ fn assert_states_agree(
         let floor = rms_of_kind(s.kind) * (o.len() as f64).sqrt();
         let bound = match s.kind {
             StateKind::Parameter => {
-                let momentum = step
-                    .state
-                    .iter()
-                    .find(|m| m.name == format!("{}.momentum", s.name))
-                    .map(|m| tolerance::norm(&values(&ort[&m.name])))
-                    .unwrap_or(0.0);
-                f64::from(LR) * acc.gradient_bound() * momentum / tolerance::norm(&o).max(floor)
-                    + 2.0 * acc.unit_roundoff
+                // The momentum buffer's difference, bounded as the buffers are
+                // compared below: relative to its norm or its kind's floor.
+                let momentum = values(&ort[&contract::momentum_name(&s.name)]);
+                let momentum_scale = tolerance::norm(&momentum)
+                    .max(rms_of_kind(StateKind::Momentum) * (momentum.len() as f64).sqrt());
+                let scale = tolerance::norm(&o).max(floor);
+                let step_share = f64::from(LR) * tolerance::norm(&momentum) / scale;
+                f64::from(LR) * acc.gradient_bound() * momentum_scale / scale
+                    + 2.0 * acc.unit_roundoff * (1.0 + step_share)
             }
             StateKind::Momentum => acc.gradient_bound(),
             StateKind::RunningMean | StateKind::RunningVar => acc.forward_bound(),
         };
         let err = tolerance::normwise_error(&t, &o, floor);
-        eprintln!("{name}: {} {err:.2e} of {bound:.2e}", s.kind.as_str());
+        eprintln!("{name}: {} {} {err:.2e} of {bound:.2e}", s.kind.as_str(), s.name);
         assert!(
             err <= bound,
             "{name}: {} ({}) differs by {err:e} normwise relative (bound {bound:e})",
