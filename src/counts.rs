@@ -1,5 +1,5 @@
-//! Class counts from the command line: a list, a file of counts, or the training
-//! labels themselves.
+//! Class counts from one of three settings: a list, a file of counts, or the
+//! training labels themselves.
 
 use crate::error::{Error, Result};
 use crate::npz::{npy_integers, Npz};
@@ -8,20 +8,21 @@ use std::path::{Path, PathBuf};
 /// Where the class counts come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CountsSource {
-    /// `--class-counts 5000,2997,...`
+    /// `class_counts`: `5000,2997,...`
     List(String),
-    /// `--class-counts-file F`: one integer per line, or a JSON array.
+    /// `class_counts_file`: a file of one integer per line, or a JSON array.
     File(PathBuf),
-    /// `--labels-file F`: training labels, one integer per line, or an NPZ with key `y`.
+    /// `labels_file`: a file of training labels, one integer per line, or an NPZ with key `y`.
     Labels(PathBuf),
 }
 
 impl CountsSource {
-    fn flag(&self) -> &'static str {
+    /// The setting that gives the counts this way.
+    fn setting(&self) -> &'static str {
         match self {
-            CountsSource::List(_) => "--class-counts",
-            CountsSource::File(_) => "--class-counts-file",
-            CountsSource::Labels(_) => "--labels-file",
+            CountsSource::List(_) => "class_counts",
+            CountsSource::File(_) => "class_counts_file",
+            CountsSource::Labels(_) => "labels_file",
         }
     }
 }
@@ -29,7 +30,9 @@ impl CountsSource {
 /// Reads the counts for a model with `classes` classes.
 pub fn resolve(source: &CountsSource, classes: usize) -> Result<Vec<u64>> {
     let counts = match source {
-        CountsSource::List(text) => parse_list(text, "--class-counts")?,
+        CountsSource::List(text) => {
+            parse_list(text).map_err(|e| Error::in_setting(source.setting(), e))?
+        }
         CountsSource::File(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
             if text.trim_start().starts_with('[') {
@@ -39,49 +42,52 @@ pub fn resolve(source: &CountsSource, classes: usize) -> Result<Vec<u64>> {
                         path.display()
                     ))
                 })?;
-                non_negative(&values, &format!("{}", path.display()))?
+                non_negative(&values).map_err(|e| in_file(path, e))?
             } else {
                 let values = integer_lines(&text, path)?;
-                non_negative(&values, &format!("{}", path.display()))?
+                non_negative(&values).map_err(|e| in_file(path, e))?
             }
         }
         CountsSource::Labels(path) => count_labels(&read_labels(path)?, classes, path)?,
     };
     if counts.len() != classes {
-        return Err(Error::config(format!(
-            "{} gives {} class counts, but the model's logits have {classes} classes",
-            source.flag(),
-            counts.len()
-        )));
+        return Err(Error::setting(
+            source.setting(),
+            format!(
+                "gives {} class counts, but the model's logits have {classes} classes",
+                counts.len()
+            ),
+        ));
     }
-    crate::ldam::check_counts(&counts)
-        .map_err(|e| Error::config(format!("{}: {e}", source.flag())))?;
+    crate::ldam::check_counts(&counts).map_err(|e| Error::in_setting(source.setting(), e))?;
     Ok(counts)
 }
 
-fn parse_list(text: &str, flag: &str) -> Result<Vec<u64>> {
+/// `cause` prefixed with the file it was found in.
+fn in_file(path: &Path, cause: Error) -> Error {
+    Error::config(format!("{}: {cause}", path.display()))
+}
+
+fn parse_list(text: &str) -> Result<Vec<u64>> {
     let values = text
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(|s| {
             s.parse::<i64>()
-                .map_err(|_| Error::config(format!("{flag}: '{s}' is not an integer")))
+                .map_err(|_| Error::config(format!("'{s}' is not an integer")))
         })
         .collect::<Result<Vec<i64>>>()?;
-    non_negative(&values, flag)
+    non_negative(&values)
 }
 
-fn non_negative(values: &[i64], origin: &str) -> Result<Vec<u64>> {
+fn non_negative(values: &[i64]) -> Result<Vec<u64>> {
     values
         .iter()
         .enumerate()
         .map(|(class, &n)| {
-            u64::try_from(n).map_err(|_| {
-                Error::config(format!(
-                    "{origin}: class {class} has a negative count ({n})"
-                ))
-            })
+            u64::try_from(n)
+                .map_err(|_| Error::config(format!("class {class} has a negative count ({n})")))
         })
         .collect()
 }

@@ -155,9 +155,12 @@ fn cuda(builder: SessionBuilder, index: usize) -> Result<SessionBuilder> {
 
 #[cfg(not(feature = "cuda"))]
 fn cuda(_builder: SessionBuilder, index: usize) -> Result<SessionBuilder> {
-    Err(Error::config(format!(
-        "--device cuda:{index} needs a build with `--features cuda` and the onnxruntime-gpu library (see the README)"
-    )))
+    Err(Error::setting(
+        "device",
+        format!(
+            "cuda:{index} needs a build with `--features cuda` and the onnxruntime-gpu library (see the README)"
+        ),
+    ))
 }
 
 /// A CPU session for an in-memory model.

@@ -15,6 +15,7 @@ use ldam_onnx::train::data::{self, Split};
 use ldam_onnx::train::evaluate::{evaluate, limit, recorded_normalization, Classifier};
 use ldam_onnx::train::run::{self, Outcome, RunOptions};
 use ldam_onnx::train::settings::TrainSettings;
+use ldam_onnx::SettingNames;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -478,7 +479,7 @@ fn unusable_output_folder_and_count_mismatch_fail_before_training() {
     let started = Instant::now();
     let error = run::start(settings.clone(), &file.join("run"), &RunOptions::default())
         .unwrap_err()
-        .to_string();
+        .naming_settings(SettingNames::Flags);
     assert!(error.contains("--out"), "{error}");
     assert!(started.elapsed() < Duration::from_secs(60));
 
@@ -487,7 +488,7 @@ fn unusable_output_folder_and_count_mismatch_fail_before_training() {
     other.train_limit = Some(1000);
     let error = run::start(other.clone(), &tmp.path().join("m"), &RunOptions::default())
         .unwrap_err()
-        .to_string();
+        .naming_settings(SettingNames::Flags);
     assert!(error.contains("--allow-count-mismatch"), "{error}");
     assert!(error.contains("--class-counts"), "{error}");
 
@@ -498,7 +499,7 @@ fn unusable_output_folder_and_count_mismatch_fail_before_training() {
     finished(run::start(quick.clone(), &out, &RunOptions::default()).unwrap());
     let error = run::start(quick, &out, &RunOptions::default())
         .unwrap_err()
-        .to_string();
+        .naming_settings(SettingNames::Flags);
     assert!(error.contains("--resume"), "{error}");
 }
 

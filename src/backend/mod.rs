@@ -45,9 +45,10 @@ impl std::str::FromStr for Device {
                 .and_then(|n| n.parse().ok())
                 .map(Device::Cuda)
                 .ok_or_else(|| {
-                    crate::Error::config(format!(
-                        "--device '{other}' is not one of: cpu, cuda, cuda:N"
-                    ))
+                    crate::Error::setting(
+                        "device",
+                        format!("'{other}' is not one of: cpu, cuda, cuda:N"),
+                    )
                 }),
         }
     }
@@ -79,7 +80,7 @@ pub trait Trainer {
     fn describe(&self) -> String;
 }
 
-/// Which runtime trains (`--backend`).
+/// Which runtime trains (the setting `backend`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
@@ -96,9 +97,10 @@ impl std::str::FromStr for Backend {
         match s {
             "ort" | "onnxruntime" => Ok(Backend::OnnxRuntime),
             "torch" | "libtorch" => Ok(Backend::Torch),
-            other => Err(Error::config(format!(
-                "--backend '{other}' is not one of: ort, torch"
-            ))),
+            other => Err(Error::setting(
+                "backend",
+                format!("'{other}' is not one of: ort, torch"),
+            )),
         }
     }
 }
@@ -145,7 +147,8 @@ fn torch_trainer(
     _options: &CompileOptions,
     _device: Device,
 ) -> Result<Box<dyn Trainer>> {
-    Err(Error::config(
-        "--backend torch needs a build with `--features torch` (libtorch; see the README)",
+    Err(Error::setting(
+        "backend",
+        "torch needs a build with `--features torch` (libtorch; see the README)",
     ))
 }

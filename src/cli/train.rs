@@ -13,6 +13,7 @@ use ldam_onnx::train::metrics::GroupAccuracy;
 use ldam_onnx::train::report::{self, Report};
 use ldam_onnx::train::run::{self, Outcome, RunOptions};
 use ldam_onnx::train::settings::{SamplerChoice, TrainSettings};
+use ldam_onnx::SettingNames;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -99,7 +100,7 @@ pub struct TrainArgs {
     augment: Augment,
     /// Per-channel input normalisation: none, dataset (training-set mean/std), or MEANS/STDS
     /// [default: dataset for u8 images, none for float data]
-    #[arg(long, value_name = "SPEC", value_parser = NormalizeChoice::parse)]
+    #[arg(long, value_name = "SPEC", value_parser = parse_normalize)]
     normalize: Option<NormalizeChoice>,
 
     #[arg(long, default_value_t = 200)]
@@ -151,8 +152,13 @@ pub struct TrainArgs {
     quiet: bool,
 }
 
+fn parse_normalize(text: &str) -> Result<NormalizeChoice, String> {
+    NormalizeChoice::parse(text).map_err(|e| super::library_message(&e))
+}
+
 fn parse<T: std::str::FromStr<Err = ldam_onnx::Error>>(text: &str) -> Result<T, String> {
-    text.parse().map_err(|e: ldam_onnx::Error| e.to_string())
+    text.parse()
+        .map_err(|e: ldam_onnx::Error| super::library_message(&e))
 }
 
 impl TrainArgs {
@@ -210,6 +216,7 @@ pub fn run_train(args: TrainArgs) -> Result<ExitCode> {
         interrupt,
         force: args.force,
         backend: args.backend,
+        names: SettingNames::Flags,
     };
     let (run_dir, outcome) = match (&args.resume, args.settings(), &args.out) {
         (Some(dir), _, _) => (dir.clone(), run::resume(dir, &options)?),
@@ -272,7 +279,7 @@ pub struct EvalArgs {
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
     /// none, dataset (the test set's mean/std) or MEANS/STDS [default: recorded in the model, else dataset]
-    #[arg(long, value_name = "SPEC", value_parser = NormalizeChoice::parse)]
+    #[arg(long, value_name = "SPEC", value_parser = parse_normalize)]
     normalize: Option<NormalizeChoice>,
     /// Repeat one-channel images into the model's channels
     #[arg(long)]

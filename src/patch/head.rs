@@ -48,7 +48,7 @@ impl LinearLayer {
     }
 }
 
-/// Finds the logits, either through `requested` (`--logits NAME`) or as the single
+/// Finds the logits, either through `requested` (the setting `logits`) or as the single
 /// float rank-2 output (looking through a trailing Softmax/LogSoftmax).
 pub fn detect(graph: &GraphProto, requested: Option<&str>) -> Result<Head> {
     let candidates = candidates(graph);
@@ -58,10 +58,13 @@ pub fn detect(graph: &GraphProto, requested: Option<&str>) -> Result<Head> {
             .find(|c| c.logits == name || c.output == name)
             .cloned()
             .ok_or_else(|| {
-                Error::patch(format!(
-                    "--logits '{name}' is not a float [N, C] output (or the input of a final Softmax); candidates: {}",
-                    list(&candidates)
-                ))
+                Error::setting(
+                    "logits",
+                    format!(
+                        "'{name}' is not a float [N, C] output (or the input of a final Softmax); candidates: {}",
+                        list(&candidates)
+                    ),
+                )
             })?,
         None => match candidates.as_slice() {
             [one] => one.clone(),
@@ -80,10 +83,9 @@ pub fn detect(graph: &GraphProto, requested: Option<&str>) -> Result<Head> {
                 )));
             }
             many => {
-                return Err(Error::patch(format!(
-                    "several outputs could be the logits: {}; choose one with --logits NAME",
-                    list(many)
-                )))
+                return Err(Error::AmbiguousLogits {
+                    candidates: list(many),
+                })
             }
         },
     };

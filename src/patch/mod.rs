@@ -170,16 +170,17 @@ pub fn patch(model: &ModelProto, options: &PatchOptions) -> Result<(ModelProto, 
     let mut taken = NameSet::of_graph(graph);
     let adds_logits_output = !(head.logits_is_output && head.logits == names.logits);
     let required = [
-        (&names.labels, "--labels-name"),
-        (&names.epoch, "--epoch-name"),
-        (&names.loss, "--loss-name"),
+        (&names.labels, "labels_name"),
+        (&names.epoch, "epoch_name"),
+        (&names.loss, "loss_name"),
     ];
-    let logits_required = adds_logits_output.then_some((&names.logits, "--logits-output-name"));
-    for (name, flag) in required.into_iter().chain(logits_required) {
+    let logits_required = adds_logits_output.then_some((&names.logits, "logits_output_name"));
+    for (name, setting) in required.into_iter().chain(logits_required) {
         if !taken.claim(name) {
-            return Err(Error::patch(format!(
-                "the graph already has a value named '{name}'; choose another name with {flag} NAME"
-            )));
+            return Err(Error::NameTaken {
+                name: name.clone(),
+                setting,
+            });
         }
     }
 
@@ -271,11 +272,14 @@ fn choose_head(head: &Head, mode: HeadMode, loss: LossKind) -> Result<(bool, Str
             return Ok((false, format!("head kept: --loss {loss} uses the plain logits")))
         }
         (HeadMode::Cosine, None) => {
-            return Err(Error::patch(format!(
-                "--head cosine needs a final Gemm or MatMul(+Add) with an initializer weight, but the logits '{}' are {}",
-                head.logits,
-                producer_description(head)
-            )))
+            return Err(Error::setting(
+                "head",
+                format!(
+                    "cosine needs a final Gemm or MatMul(+Add) with an initializer weight, but the logits '{}' are {}",
+                    head.logits,
+                    producer_description(head)
+                ),
+            ))
         }
         (HeadMode::Auto, None) => {
             return Ok((
@@ -369,10 +373,9 @@ pub fn with_drw_epoch(model: &ModelProto, drw_epoch: i64) -> Result<ModelProto> 
     let record = PatchRecord::read(model)?
         .ok_or_else(|| Error::config("the model is not patched, so it has no DRW epoch"))?;
     if record.config.reweight != crate::ldam::Reweight::Drw {
-        return Err(Error::config(format!(
-            "--drw-epoch applies to models patched with --reweight drw; this one uses --reweight {}",
-            record.config.reweight
-        )));
+        return Err(Error::DrwEpochWithoutDrw {
+            reweight: record.config.reweight.to_string(),
+        });
     }
     if drw_epoch < 0 {
         return Err(Error::setting(

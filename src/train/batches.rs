@@ -87,10 +87,13 @@ impl Normalization {
     /// Parses `MEANS/STDS`, e.g. `0.4914,0.4822,0.4465/0.2023,0.1994,0.2010`.
     pub fn parse(text: &str) -> Result<Normalization> {
         let bad = |why: &str| {
-            Error::config(format!(
-                "--normalize '{text}': {why} (expected none, dataset, or MEANS/STDS such as \
-                 0.5,0.5,0.5/0.25,0.25,0.25)"
-            ))
+            Error::setting(
+                "normalize",
+                format!(
+                    "'{text}': {why} (expected none, dataset, or MEANS/STDS such as \
+                     0.5,0.5,0.5/0.25,0.25,0.25)"
+                ),
+            )
         };
         let (means, stds) = text.split_once('/').ok_or_else(|| bad("no '/'"))?;
         let numbers = |part: &str| -> Result<Vec<f32>> {
@@ -200,11 +203,10 @@ impl Preprocess {
             }
         }
         if self.augment == Augment::CropFlip && dataset.shape.len() != 3 {
-            return Err(Error::config(format!(
-                "--augment crop-flip needs images (channels x height x width), but {} holds \
-                 examples of shape {:?}; use --augment none",
-                dataset.source, dataset.shape
-            )));
+            return Err(Error::AugmentNeedsImages {
+                data: dataset.source.clone(),
+                shape: dataset.shape.clone(),
+            });
         }
         Ok(())
     }

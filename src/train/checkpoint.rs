@@ -97,11 +97,10 @@ impl Checkpoint {
     pub fn load(run_dir: &Path) -> Result<Checkpoint> {
         let path = Checkpoint::path(run_dir);
         if !path.exists() {
-            return Err(Error::config(format!(
-                "{}: no checkpoint there; is {} the --out folder of a run?",
-                path.display(),
-                run_dir.display()
-            )));
+            return Err(Error::NoCheckpoint {
+                path,
+                run_dir: run_dir.to_path_buf(),
+            });
         }
         let model = crate::onnx::io::load(&path)?.model;
         let bad = |why: String| Error::NotOnnx {

@@ -60,13 +60,13 @@ pub fn fit_to_input(
     if let ([Dim::Fixed(channels), ..], [1, ..]) = (expected, dataset.shape.as_slice()) {
         if *channels > 1 {
             if !grey_to_rgb {
-                return Err(Error::config(format!(
-                    "{} holds one-channel (grey) images of shape {:?}, but the model's input '{input}' \
-                     is [{}]; pass --grey-to-rgb to repeat them into {channels} channels",
-                    dataset.source,
-                    dataset.shape,
-                    describe.join(", ")
-                )));
+                return Err(Error::GreyImages {
+                    data: dataset.source.clone(),
+                    shape: dataset.shape.clone(),
+                    input: input.to_string(),
+                    dims: describe.join(", "),
+                    channels: *channels,
+                });
             }
             let broadcast = dataset.broadcast_channels(*channels as usize)?;
             if fits(&broadcast.shape) {

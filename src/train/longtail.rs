@@ -98,7 +98,7 @@ pub fn subsample(dataset: &Dataset, counts: &[usize], seed: u64) -> Result<Datas
     {
         return Err(Error::config(format!(
             "{}: class {class} has {have} examples, but the long-tail profile keeps {want} \
-             (lower --imbalance-n-max or use a larger set)",
+             (lower the imbalance ratio or use a larger set)",
             dataset.source
         )));
     }

@@ -33,6 +33,9 @@ pub struct RunOptions {
     /// The runtime to train on, overriding the settings' (and, on resume, the
     /// checkpoint's: both runtimes train the same step on the same state).
     pub backend: Option<Backend>,
+    /// How the run's notes and training errors name settings (the CLI names
+    /// them by flag).
+    pub names: SettingNames,
 }
 
 impl Default for RunOptions {
@@ -43,6 +46,7 @@ impl Default for RunOptions {
             interrupt: Arc::new(AtomicBool::new(false)),
             force: false,
             backend: None,
+            names: SettingNames::Fields,
         }
     }
 }
@@ -66,10 +70,9 @@ pub fn start(mut settings: TrainSettings, run_dir: &Path, options: &RunOptions) 
     settings.validate()?;
     let settings = absolute_paths(settings)?;
     if Checkpoint::path(run_dir).exists() && !options.force {
-        return Err(Error::config(format!(
-            "{} already holds a run; continue it with --resume {0}, or pass --force to start over",
-            run_dir.display()
-        )));
+        return Err(Error::RunExists {
+            run_dir: run_dir.to_path_buf(),
+        });
     }
     let mut training = prepare(&settings, options.device)?;
     training.record_settings(settings_json(&settings)?);
@@ -83,11 +86,10 @@ pub fn start(mut settings: TrainSettings, run_dir: &Path, options: &RunOptions) 
     }
     let first = training.checkpoint()?;
     for _ in 0..2 {
-        first.save(run_dir).map_err(|e| {
-            Error::config(format!(
-                "cannot write checkpoints into --out {}: {e}",
-                run_dir.display()
-            ))
+        first.save(run_dir).map_err(|e| Error::RunFolder {
+            action: "cannot write checkpoints into",
+            path: run_dir.to_path_buf(),
+            cause: e.to_string(),
         })?;
     }
     run_in_folder(&settings, training, run_dir, options)
@@ -120,7 +122,7 @@ fn run_in_folder(
     options: &RunOptions,
 ) -> Result<Outcome> {
     training.set_interrupt_flag(options.interrupt.clone());
-    training.name_settings(SettingNames::Flags);
+    training.name_settings(options.names);
     let mut view = ProgressView::new(options.quiet);
     let mut folder = RunFolder::new(run_dir, settings_json(settings)?);
     match training.run(&mut (&mut view, &mut folder))? {
@@ -140,7 +142,7 @@ fn settings_json(settings: &TrainSettings) -> Result<serde_json::Value> {
     serde_json::to_value(settings).map_err(|e| Error::invalid(format!("settings: {e}")))
 }
 
-/// Paths made absolute, so `--resume` works from any working directory.
+/// Paths made absolute, so resuming works from any working directory.
 fn absolute_paths(mut settings: TrainSettings) -> Result<TrainSettings> {
     for path in [
         &mut settings.model,
@@ -153,8 +155,11 @@ fn absolute_paths(mut settings: TrainSettings) -> Result<TrainSettings> {
 }
 
 fn prepare_dir(run_dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(run_dir)
-        .map_err(|e| Error::config(format!("cannot create --out {}: {e}", run_dir.display())))
+    std::fs::create_dir_all(run_dir).map_err(|e| Error::RunFolder {
+        action: "cannot create",
+        path: run_dir.to_path_buf(),
+        cause: e.to_string(),
+    })
 }
 
 /// The model and datasets the settings name, read, checked (errors name the
@@ -164,10 +169,9 @@ fn prepare(settings: &TrainSettings, device: Device) -> Result<Training> {
     let model_name = settings.model.display().to_string();
     let mut patched = loaded.model;
     if PatchRecord::read(&patched)?.is_none() {
-        return Err(Error::config(format!(
-            "{model_name} is not a patched model; run `ldam-onnx patch {model_name} --class-counts ...` \
-             first (or `--labels-file` with the training labels)"
-        )));
+        return Err(Error::NotPatched {
+            model: settings.model.clone(),
+        });
     }
     if let Some(drw) = settings.drw_epoch {
         patched = crate::patch::with_drw_epoch(&patched, drw)?;
@@ -178,11 +182,11 @@ fn prepare(settings: &TrainSettings, device: Device) -> Result<Training> {
     let (input, dims) = data_input(&patched, &record.added_inputs())?;
 
     let read = |path: &Path, split: Split, cap: Option<usize>| -> Result<Dataset> {
-        let flag = match split {
-            Split::Train => "--train",
-            Split::Test => "--test",
+        let setting = match split {
+            Split::Train => "train",
+            Split::Test => "test",
         };
-        let dataset = data::load(path, split).map_err(|e| Error::config(format!("{flag}: {e}")))?;
+        let dataset = data::load(path, split).map_err(|e| Error::in_setting(setting, e))?;
         let mut dataset = fit_to_input(dataset, &input, &dims, settings.grey_to_rgb)?;
         if dataset.classes > classes {
             return Err(Error::config(format!(
@@ -225,17 +229,11 @@ fn prepare(settings: &TrainSettings, device: Device) -> Result<Training> {
     };
     let train_counts = longtail::class_counts(&train.labels, classes);
     if train_counts != record.config.class_counts && !settings.allow_count_mismatch {
-        return Err(Error::config(format!(
-            "the training set's class counts {train_counts:?} differ from the counts patched into \
-             {model_name} {:?}; patch with these counts (`--class-counts {}`), or pass \
-             --allow-count-mismatch to train anyway",
-            record.config.class_counts,
-            train_counts
-                .iter()
-                .map(u64::to_string)
-                .collect::<Vec<_>>()
-                .join(",")
-        )));
+        return Err(Error::CountMismatch {
+            model: model_name,
+            patched: record.config.class_counts.clone(),
+            train: train_counts,
+        });
     }
     let mut config = settings.config();
     config.device = device;

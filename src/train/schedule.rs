@@ -5,7 +5,7 @@
 //!
 //! [`LossConfig::class_weights_at`]: crate::ldam::LossConfig::class_weights_at
 
-use crate::error::{Error, Result, SettingNames};
+use crate::error::{Error, Result};
 use crate::ldam::effective_number_weights;
 use rand::seq::SliceRandom;
 use rand::RngExt;
@@ -40,47 +40,38 @@ impl LrSchedule {
     }
 
     /// Rejects schedules that would silently train with a meaningless rate,
-    /// naming the command-line flags (`--lr`, ...).
+    /// naming the settings (the fields `lr`, `lr_factor`, `lr_steps`,
+    /// `warmup_epochs` of a `TrainConfig`).
     pub fn validate(&self) -> Result<()> {
-        self.validate_named(SettingNames::Flags)
-    }
-
-    /// [`LrSchedule::validate`], naming the settings as `names` does (the
-    /// fields `lr`, `lr_factor`, `lr_steps`, `warmup_epochs` of a `TrainConfig`,
-    /// or their flags).
-    pub fn validate_named(&self, names: SettingNames) -> Result<()> {
         if !(self.base_lr.is_finite() && self.base_lr > 0.0) {
-            return Err(Error::config(format!(
-                "{} must be a positive number, got {}",
-                names.of("lr"),
-                self.base_lr
-            )));
+            return Err(Error::setting(
+                "lr",
+                format!("must be a positive number, got {}", self.base_lr),
+            ));
         }
         if !(self.factor.is_finite() && self.factor > 0.0) {
-            return Err(Error::config(format!(
-                "{} must be a positive number, got {}",
-                names.of("lr_factor"),
-                self.factor
-            )));
+            return Err(Error::setting(
+                "lr_factor",
+                format!("must be a positive number, got {}", self.factor),
+            ));
         }
         if let Some(pair) = self.steps.windows(2).find(|pair| pair[0] >= pair[1]) {
-            return Err(Error::config(format!(
-                "{} must be strictly increasing, got {} before {}",
-                names.of("lr_steps"),
-                pair[0],
-                pair[1]
-            )));
+            return Err(Error::setting(
+                "lr_steps",
+                format!(
+                    "must be strictly increasing, got {} before {}",
+                    pair[0], pair[1]
+                ),
+            ));
         }
         // Warm-up is checked before the steps (as in the reference), so a step
         // inside the warm-up would have no effect until warm-up ends.
         if let Some(&first) = self.steps.first() {
             if self.warmup_epochs > first {
-                return Err(Error::config(format!(
-                    "{} ({}) must not exceed the first of {} ({first})",
-                    names.of("warmup_epochs"),
-                    self.warmup_epochs,
-                    names.of("lr_steps")
-                )));
+                return Err(Error::WarmupPastFirstStep {
+                    warmup_epochs: self.warmup_epochs,
+                    first_step: first,
+                });
             }
         }
         Ok(())
@@ -233,25 +224,25 @@ mod tests {
     }
 
     #[test]
-    fn invalid_schedules_name_their_flag() {
+    fn invalid_schedules_name_their_setting() {
         let bad = |s: LrSchedule| s.validate().unwrap_err().to_string();
-        assert!(bad(LrSchedule::reference(0.0)).contains("--lr "));
-        assert!(bad(LrSchedule::reference(f64::NAN)).contains("--lr "));
+        assert!(bad(LrSchedule::reference(0.0)).starts_with("lr "));
+        assert!(bad(LrSchedule::reference(f64::NAN)).starts_with("lr "));
         let steps = LrSchedule {
             steps: vec![180, 160],
             ..LrSchedule::reference(0.1)
         };
-        assert!(bad(steps).contains("--lr-steps must be strictly increasing"));
+        assert!(bad(steps).contains("lr_steps must be strictly increasing"));
         let warmup = LrSchedule {
             warmup_epochs: 200,
             ..LrSchedule::reference(0.1)
         };
-        assert!(bad(warmup).contains("--warmup-epochs (200)"));
+        assert!(bad(warmup).contains("warmup_epochs (200) must not exceed the first of lr_steps"));
         let factor = LrSchedule {
             factor: -1.0,
             ..LrSchedule::reference(0.1)
         };
-        assert!(bad(factor).contains("--lr-factor"));
+        assert!(bad(factor).starts_with("lr_factor "));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! of a `Training` on data in memory.
 
 use crate::backend::{Backend, Device};
-use crate::error::{Error, Result, SettingNames};
+use crate::error::{Error, Result};
 use crate::train::batches::{Augment, NormalizeChoice};
 use crate::train::longtail::Profile;
 use crate::train::schedule::{LrSchedule, Sampler};
@@ -109,20 +109,20 @@ impl TrainSettings {
         }
     }
 
-    /// Rejects settings that cannot give a meaningful run, naming the flag.
+    /// Rejects settings that cannot give a meaningful run, naming the setting.
     pub fn validate(&self) -> Result<()> {
         let config = self.config();
-        config.check_counts(SettingNames::Flags)?;
+        config.check_counts()?;
         if let Some(0) = self.train_limit {
-            return Err(Error::config("--train-limit must be at least 1"));
+            return Err(Error::setting("train_limit", "must be at least 1"));
         }
         if let Some(0) = self.test_limit {
-            return Err(Error::config("--test-limit must be at least 1"));
+            return Err(Error::setting("test_limit", "must be at least 1"));
         }
         if let Some(r) = self.imbalance_ratio {
             crate::train::longtail::check_ratio(r)?;
         }
-        config.check_rates(SettingNames::Flags)
+        config.check_rates()
     }
 
     /// The settings that do not read files: the recipe of the run, on the CPU.
@@ -213,12 +213,12 @@ impl Default for TrainConfig {
 impl TrainConfig {
     /// Rejects a recipe that cannot give a meaningful run, naming the setting.
     pub fn validate(&self) -> Result<()> {
-        self.check_counts(SettingNames::Fields)?;
-        self.check_rates(SettingNames::Fields)
+        self.check_counts()?;
+        self.check_rates()
     }
 
     /// Epochs, batch sizes and the evaluation interval are at least 1.
-    fn check_counts(&self, names: SettingNames) -> Result<()> {
+    fn check_counts(&self) -> Result<()> {
         for (field, value) in [
             ("epochs", self.epochs),
             ("batch_size", self.batch_size),
@@ -226,29 +226,26 @@ impl TrainConfig {
             ("eval_batch_size", self.eval_batch_size),
         ] {
             if value == 0 {
-                return Err(Error::config(format!(
-                    "{} must be at least 1",
-                    names.of(field)
-                )));
+                return Err(Error::setting(field, "must be at least 1"));
             }
         }
         Ok(())
     }
 
     /// The optimizer's numbers and the LR schedule make sense.
-    fn check_rates(&self, names: SettingNames) -> Result<()> {
+    fn check_rates(&self) -> Result<()> {
         for (field, v) in [
             ("momentum", self.momentum),
             ("weight_decay", self.weight_decay),
         ] {
             if !(v.is_finite() && v >= 0.0) {
-                return Err(Error::config(format!(
-                    "{} must be a number >= 0, got {v}",
-                    names.of(field)
-                )));
+                return Err(Error::setting(
+                    field,
+                    format!("must be a number >= 0, got {v}"),
+                ));
             }
         }
-        self.schedule().validate_named(names)
+        self.schedule().validate()
     }
 
     /// The LR schedule: the explicit settings, or the reference's scaled to `epochs`.
@@ -290,6 +287,7 @@ impl TrainConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::SettingNames;
 
     fn settings(epochs: usize) -> TrainSettings {
         let mut s = TrainSettings::new("m".into(), "d".into(), "d".into());
@@ -341,14 +339,21 @@ mod tests {
         let mut s = settings(5);
         s.momentum = -1.0;
         let e = s.validate().unwrap_err().to_string();
-        assert!(e.starts_with("--momentum must be"), "{e}");
+        assert!(e.starts_with("momentum must be"), "{e}");
+        let flags = s
+            .validate()
+            .unwrap_err()
+            .naming_settings(SettingNames::Flags);
+        assert!(flags.starts_with("--momentum must be"), "{flags}");
     }
 
     #[test]
-    fn zero_batch_size_is_an_error_naming_the_flag() {
+    fn zero_batch_size_is_an_error_naming_the_setting() {
         let mut s = settings(5);
         s.batch_size = 0;
-        let e = s.validate().unwrap_err().to_string();
-        assert!(e.contains("--batch-size"), "{e}");
+        let e = s.validate().unwrap_err();
+        assert!(e.to_string().starts_with("batch_size "), "{e}");
+        let flags = e.naming_settings(SettingNames::Flags);
+        assert!(flags.starts_with("--batch-size "), "{flags}");
     }
 }

@@ -75,9 +75,10 @@ pub fn torch_device(device: Device) -> Result<tch::Device> {
                 "this build links libtorch without its CUDA library; rebuild with `--features torch,cuda` \
                  against the CUDA torch wheel with its dependencies (see .ci/deps-torch.sh)"
             };
-            Err(Error::config(format!(
-                "--device cuda:{index}: libtorch sees {count} CUDA device(s): {why}"
-            )))
+            Err(Error::setting(
+                "device",
+                format!("cuda:{index}: libtorch sees {count} CUDA device(s): {why}"),
+            ))
         }
     }
 }
