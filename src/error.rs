@@ -409,3 +409,60 @@ impl SettingNames {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn both(error: Error) -> (String, String) {
+        (
+            error.to_string(),
+            error.naming_settings(SettingNames::Flags),
+        )
+    }
+
+    #[test]
+    fn settings_named_mid_sentence_read_as_fields_or_as_flags() {
+        let (fields, flags) = both(Error::RunExists {
+            run_dir: "runs/a".into(),
+        });
+        assert_eq!(
+            fields,
+            "runs/a already holds a run; continue it with resume = runs/a, or set force to start over"
+        );
+        assert_eq!(
+            flags,
+            "runs/a already holds a run; continue it with --resume runs/a, or pass --force to start over"
+        );
+        let (fields, flags) = both(Error::OutputExists {
+            path: "m.onnx".into(),
+        });
+        assert_eq!(
+            fields,
+            "m.onnx: refusing to overwrite an existing file (set force to replace it)"
+        );
+        assert_eq!(
+            flags,
+            "m.onnx: refusing to overwrite an existing file (pass --force to replace it)"
+        );
+        let (fields, flags) = both(Error::DrwEpochWithoutDrw {
+            reweight: "none".into(),
+        });
+        assert_eq!(
+            fields,
+            "drw_epoch applies to models patched with reweight = drw; this one uses reweight = none"
+        );
+        assert_eq!(
+            flags,
+            "--drw-epoch applies to models patched with --reweight drw; this one uses --reweight none"
+        );
+    }
+
+    #[test]
+    fn a_problem_inside_a_setting_names_it_and_its_cause_alike() {
+        let error = Error::in_setting("class_counts", Error::setting("lr", "must be positive"));
+        let (fields, flags) = both(error);
+        assert_eq!(fields, "class_counts: lr must be positive");
+        assert_eq!(flags, "--class-counts: --lr must be positive");
+    }
+}

@@ -297,7 +297,7 @@ fn run_patch(args: PatchArgs) -> Result<()> {
             overwrite: args.force,
         },
     )?;
-    eprintln!("{}", summary.head_note);
+    eprintln!("{}", summary.head_note.describe(SettingNames::Flags));
 
     let c = &options.config;
     println!("patched {} -> {}", args.model.display(), output.display());

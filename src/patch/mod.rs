@@ -8,7 +8,7 @@ pub mod loss;
 pub mod metadata;
 
 use crate::counts::CountsSource;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, SettingNames};
 use crate::ldam::contract::{self, PatchRecord};
 use crate::ldam::{LossConfig, LossKind};
 use crate::onnx::builder::{Emitter, NameSet};
@@ -76,13 +76,87 @@ impl PatchOptions {
     }
 }
 
+/// Why the head was (or was not) rewritten: a line for the user.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HeadNote {
+    /// Kept because `head` is `keep`.
+    KeptAsAsked,
+    /// Kept because the loss uses the plain logits.
+    KeptForLoss(LossKind),
+    /// Kept because no linear layer with an initializer weight produces the
+    /// logits; `producer` says what does.
+    KeptWithoutLinear {
+        logits: String,
+        producer: &'static str,
+    },
+    /// The final linear layer now computes cosine logits; `chosen` when `head`
+    /// asked for it rather than choosing automatically.
+    Cosine {
+        node: String,
+        weight: String,
+        bias: Option<String>,
+        chosen: bool,
+    },
+}
+
+impl HeadNote {
+    /// The line, with settings named as `names` does.
+    pub fn describe(&self, names: SettingNames) -> String {
+        match self {
+            HeadNote::KeptAsAsked => {
+                format!(
+                    "head kept as exported ({})",
+                    names.with_value("head", "keep")
+                )
+            }
+            HeadNote::KeptForLoss(loss) => format!(
+                "head kept: {} uses the plain logits",
+                names.with_value("loss", &loss.to_string())
+            ),
+            HeadNote::KeptWithoutLinear { logits, producer } => format!(
+                "head kept: the logits '{logits}' are {producer}, so there is no linear layer to \
+                 normalise (LDAM's scale expects cosine logits in [-1, 1])"
+            ),
+            HeadNote::Cosine {
+                node,
+                weight,
+                bias,
+                chosen,
+            } => {
+                let bias = match bias {
+                    Some(b) => format!(", bias '{b}' dropped"),
+                    None => String::new(),
+                };
+                let hint = if *chosen {
+                    String::new()
+                } else {
+                    format!(
+                        " ({} leaves it as exported)",
+                        names.with_value("head", "keep")
+                    )
+                };
+                format!(
+                    "cosine head: '{node}' now computes normalize(features) @ normalize(weight \
+                     '{weight}'){bias}{hint}"
+                )
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for HeadNote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe(SettingNames::Fields))
+    }
+}
+
 /// What the patch did, for the user.
 #[derive(Debug, Clone)]
 pub struct PatchSummary {
     pub head: Head,
     pub cosine: bool,
     /// Why the head was (or was not) rewritten.
-    pub head_note: String,
+    pub head_note: HeadNote,
     pub appended_nodes: usize,
     pub appended_initializers: Vec<String>,
     pub new_inputs: Vec<String>,
@@ -263,13 +337,13 @@ pub fn patch(model: &ModelProto, options: &PatchOptions) -> Result<(ModelProto, 
 }
 
 /// Decides whether to rewrite the head, and says why in a line for the user.
-fn choose_head(head: &Head, mode: HeadMode, loss: LossKind) -> Result<(bool, String)> {
+fn choose_head(head: &Head, mode: HeadMode, loss: LossKind) -> Result<(bool, HeadNote)> {
     let layer = match (mode, &head.linear) {
-        (HeadMode::Keep, _) => return Ok((false, "head kept as exported (--head keep)".into())),
+        (HeadMode::Keep, _) => return Ok((false, HeadNote::KeptAsAsked)),
         (HeadMode::Cosine, Some(layer)) => layer,
         (HeadMode::Auto, Some(layer)) if loss == LossKind::Ldam => layer,
         (HeadMode::Auto, Some(_)) => {
-            return Ok((false, format!("head kept: --loss {loss} uses the plain logits")))
+            return Ok((false, HeadNote::KeptForLoss(loss)))
         }
         (HeadMode::Cosine, None) => {
             return Err(Error::setting(
@@ -284,30 +358,21 @@ fn choose_head(head: &Head, mode: HeadMode, loss: LossKind) -> Result<(bool, Str
         (HeadMode::Auto, None) => {
             return Ok((
                 false,
-                format!(
-                    "head kept: the logits '{}' are {}, so there is no linear layer to normalise \
-                     (LDAM's scale expects cosine logits in [-1, 1])",
-                    head.logits,
-                    producer_description(head)
-                ),
+                HeadNote::KeptWithoutLinear {
+                    logits: head.logits.clone(),
+                    producer: producer_description(head),
+                },
             ))
         }
     };
-    let bias = match &layer.bias {
-        Some(b) => format!(", bias '{b}' dropped"),
-        None => String::new(),
-    };
-    let hint = if mode == HeadMode::Auto {
-        " (--head keep leaves it as exported)"
-    } else {
-        ""
-    };
     Ok((
         true,
-        format!(
-            "cosine head: '{}' now computes normalize(features) @ normalize(weight '{}'){bias}{hint}",
-            layer.node_name, layer.weight
-        ),
+        HeadNote::Cosine {
+            node: layer.node_name.clone(),
+            weight: layer.weight.clone(),
+            bias: layer.bias.clone(),
+            chosen: mode != HeadMode::Auto,
+        },
     ))
 }
 
