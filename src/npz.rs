@@ -1,5 +1,5 @@
 //! NPZ archives (`numpy.savez` / `numpy.savez_compressed`): a zip of .npy arrays,
-//! read by name. The one reader of them: the labels behind `--labels-file` and
+//! read by name. The one reader of them: the labels behind the setting `labels_file` and
 //! the NPZ datasets of `train::data` both go through [`Npz`]. It sits in this
 //! layer, the lowest that reads an NPZ, so that `counts` need not import `train`.
 //!

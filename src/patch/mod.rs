@@ -26,7 +26,7 @@ pub use contract::PATCH_PREFIX as PREFIX;
 /// What to do with the final linear layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HeadMode {
-    /// Cosine head for `--loss ldam` when a linear layer exists, else keep.
+    /// Cosine head for the LDAM loss when a linear layer exists, else keep.
     Auto,
     Keep,
     Cosine,
@@ -58,7 +58,7 @@ impl Default for ContractNames {
 pub struct PatchOptions {
     pub config: LossConfig,
     pub head: HeadMode,
-    /// `--logits NAME`: which output (or softmax input) holds the logits.
+    /// The setting `logits`: which output (or softmax input) holds the logits.
     pub logits: Option<String>,
     pub names: ContractNames,
 }
@@ -433,7 +433,7 @@ fn replace_linear_layer(
 
 /// The same patched model with deferred re-weighting starting at `drw_epoch`:
 /// the graph's switch-point initializer and the recorded setting both change, so
-/// the model stays self-describing. Only a `--reweight drw` model has a switch.
+/// the model stays self-describing. Only a model re-weighted with DRW has a switch.
 pub fn with_drw_epoch(model: &ModelProto, drw_epoch: i64) -> Result<ModelProto> {
     let record = PatchRecord::read(model)?
         .ok_or_else(|| Error::config("the model is not patched, so it has no DRW epoch"))?;

@@ -129,7 +129,7 @@ impl Normalization {
     }
 }
 
-/// What `--normalize` asked for, before the data is known.
+/// What the setting `normalize` asked for, before the data is known.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum NormalizeChoice {

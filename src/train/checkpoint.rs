@@ -31,7 +31,7 @@ pub struct Progress {
     pub partial: EpochTotals,
     /// The records of the finished epochs.
     pub records: Vec<EpochRecord>,
-    /// The run's settings (what `--resume` continues with).
+    /// The run's settings (what resuming continues with).
     pub settings: serde_json::Value,
 }
 

@@ -34,7 +34,7 @@ pub struct EpochRecord {
     pub train_loss: f64,
     pub train_acc: f64,
     /// `None` (an empty CSV field) for an epoch that was not evaluated
-    /// (`--eval-every`).
+    /// (`eval_every`).
     pub test_acc: Option<f64>,
     /// Shot-group test accuracies; `None` (an empty CSV field) for an empty group.
     pub many: Option<f64>,

@@ -1,5 +1,5 @@
 //! Everything a training run depends on, as one serialisable value: the CLI
-//! fills it, checkpoints store it, `--resume` continues with it, and the report
+//! fills it, checkpoints store it, resuming continues with it, and the report
 //! records it. [`TrainConfig`] is its part that does not read files: the recipe
 //! of a `Training` on data in memory.
 
@@ -17,7 +17,7 @@ pub const REFERENCE_EPOCHS: usize = 200;
 pub const REFERENCE_LR_STEPS: [usize; 2] = [160, 180];
 pub const REFERENCE_WARMUP: usize = 5;
 
-/// How an epoch visits the training set (`--sampler`).
+/// How an epoch visits the training set (the setting `sampler`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SamplerChoice {

@@ -3,7 +3,7 @@
 //! batches, and NPZ archives with arrays `x` and `y` (LDAM-DRW.md §6).
 //!
 //! [`load`] takes a file or a folder. A folder is searched for the standard file
-//! names of one split, so the same folder serves `--data` for both training and
+//! names of one split, so the same folder serves as the data of both training and
 //! evaluation. Formats are recognised from content (IDX and gzip magic numbers,
 //! the zip signature, the CIFAR record size), not from file extensions; a file
 //! that fits none of them, or is corrupt or truncated, is a one-line
