@@ -29,9 +29,12 @@ fn modules(dir: &Path, root: &Path, out: &mut BTreeMap<String, String>) {
             if parts == ["lib"] || parts == ["main"] {
                 parts.clear();
             }
+            // Comments and the unit-test module at the end of a file are not the
+            // file's imports.
             let code: String = std::fs::read_to_string(&path)
                 .unwrap()
                 .lines()
+                .take_while(|l| l.trim() != "#[cfg(test)]")
                 .map(|l| l.split("//").next().unwrap_or(""))
                 .collect::<Vec<_>>()
                 .join("\n");
@@ -65,6 +68,36 @@ fn edges(modules: &BTreeMap<String, String>) -> BTreeMap<&str, BTreeSet<&str>> {
                 .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
                 .collect();
             if let Some(to) = resolve(path.trim_end_matches(':'), modules) {
+                add(to);
+            }
+        }
+        // `super::x` names a sibling (or the parent itself).
+        for (at, _) in code.match_indices("super::") {
+            if at > 0 && code[..at].ends_with("super::") {
+                continue; // counted from the first `super::` of a chain
+            }
+            let mut rest = &code[at..];
+            let mut base: Vec<&str> = from.split("::").filter(|s| !s.is_empty()).collect();
+            while let Some(tail) = rest.strip_prefix("super::") {
+                base.pop();
+                rest = tail;
+            }
+            let path: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
+                .collect();
+            let mut full = base.join("::");
+            for segment in path
+                .trim_end_matches(':')
+                .split("::")
+                .filter(|s| !s.is_empty())
+            {
+                if !full.is_empty() {
+                    full.push_str("::");
+                }
+                full.push_str(segment);
+            }
+            if let Some(to) = resolve(&full, modules) {
                 add(to);
             }
         }

@@ -130,7 +130,11 @@ fn assert_states_agree(
             StateKind::RunningMean | StateKind::RunningVar => acc.forward_bound(),
         };
         let err = tolerance::normwise_error(&t, &o, floor);
-        eprintln!("{name}: {} {} {err:.2e} of {bound:.2e}", s.kind.as_str(), s.name);
+        eprintln!(
+            "{name}: {} {} {err:.2e} of {bound:.2e}",
+            s.kind.as_str(),
+            s.name
+        );
         assert!(
             err <= bound,
             "{name}: {} ({}) differs by {err:e} normwise relative (bound {bound:e})",

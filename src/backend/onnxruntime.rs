@@ -3,7 +3,7 @@
 //! execution provider's memory and becomes the `S` input of the next step as the
 //! same runtime value, without a copy through host arrays.
 
-use super::{Batch, Device, StepOutput, Trainer};
+use crate::backend::trainer::{Batch, Device, StepOutput, Trainer};
 use crate::compile::{inference_model, TrainStep};
 use crate::error::{Error, Result};
 use crate::ldam::contract::{self, PatchRecord, LR_INPUT};

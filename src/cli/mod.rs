@@ -1,7 +1,10 @@
 //! Argument structs (clap derive) and the glue from arguments to library calls.
 
+mod message;
 mod sgd;
 mod train;
+
+pub use message::message;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -177,34 +180,6 @@ struct PatchArgs {
     /// Name of the logits output added when the logits are not already an output
     #[arg(long, default_value = "logits", value_name = "NAME")]
     logits_output_name: String,
-}
-
-/// An error as one line: its causes, outermost first, with the library's
-/// settings named by the flags that set them.
-pub fn message(error: &anyhow::Error) -> String {
-    let causes: Vec<String> = error
-        .chain()
-        .map(|cause| match cause.downcast_ref::<ldam_onnx::Error>() {
-            Some(error) => library_message(error),
-            None => cause.to_string(),
-        })
-        .collect();
-    causes.join(": ").replace('\n', " ")
-}
-
-/// A library error as the CLI states it: settings named by their flags, and
-/// what to run when a step of the workflow was skipped.
-pub fn library_message(error: &ldam_onnx::Error) -> String {
-    match error {
-        ldam_onnx::Error::NotPatched { model } => {
-            let model = model.display();
-            format!(
-                "{model} is not a patched model; run `ldam-onnx patch {model} --class-counts ...` \
-                 first (or `--labels-file` with the training labels)"
-            )
-        }
-        other => other.naming_settings(SettingNames::Flags),
-    }
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode> {

@@ -130,7 +130,7 @@ pub struct TrainArgs {
     #[arg(long)]
     no_shuffle: bool,
     #[command(flatten)]
-    sgd: super::sgd::SgdArgs,
+    sgd: crate::cli::sgd::SgdArgs,
     /// Evaluate on the test set every N epochs (the last epoch always)
     #[arg(long, default_value_t = 1, value_name = "N")]
     eval_every: usize,
@@ -153,12 +153,12 @@ pub struct TrainArgs {
 }
 
 fn parse_normalize(text: &str) -> Result<NormalizeChoice, String> {
-    NormalizeChoice::parse(text).map_err(|e| super::library_message(&e))
+    NormalizeChoice::parse(text).map_err(|e| crate::cli::message::library_message(&e))
 }
 
 fn parse<T: std::str::FromStr<Err = ldam_onnx::Error>>(text: &str) -> Result<T, String> {
     text.parse()
-        .map_err(|e: ldam_onnx::Error| super::library_message(&e))
+        .map_err(|e: ldam_onnx::Error| crate::cli::message::library_message(&e))
 }
 
 impl TrainArgs {

@@ -3,7 +3,7 @@
 //! statistics, Dropout off, the loss, backward and update removed, and the
 //! trained values as initializers.
 
-use super::state::PlannedState;
+use crate::compile::state::PlannedState;
 use crate::error::{Error, Result};
 use crate::ldam::contract::{self, keys, PatchRecord, StateKind};
 use crate::onnx::{metadata, ModelProto, TensorProto};

@@ -10,8 +10,12 @@
 //! [`crate::ldam::contract`]).
 
 pub mod inference;
+pub mod options;
 pub mod sgd;
 pub mod state;
+
+use options::check_options;
+pub use options::CompileOptions;
 
 pub use inference::inference_model;
 
@@ -19,7 +23,7 @@ use crate::autodiff::{self, batchnorm};
 use crate::error::{Error, Result};
 use crate::ldam::contract::{self, keys, PatchRecord};
 use crate::onnx::builder::{Emitter, NameSet};
-use crate::onnx::tensor::{is_float_type, FLOAT};
+use crate::onnx::tensor::FLOAT;
 use crate::onnx::types::{value_info, value_info_any_shape, Dim};
 use crate::onnx::{default_opset, ModelProto, StringStringEntryProto, TensorProto};
 use crate::ops::shapes::ValueShapes;
@@ -31,26 +35,6 @@ pub use crate::ldam::contract::keys::{
     STATE_KINDS as STATE_KINDS_KEY,
 };
 pub use crate::ldam::contract::{StateKind, StateTensor, LR_INPUT};
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct CompileOptions {
-    /// SGD momentum (PyTorch form: v = mu v + g).
-    pub momentum: f64,
-    /// L2 weight decay added to every trainable parameter's gradient.
-    pub weight_decay: f64,
-    /// Initializers to keep fixed.
-    pub freeze: Vec<String>,
-}
-
-impl Default for CompileOptions {
-    fn default() -> Self {
-        CompileOptions {
-            momentum: 0.9,
-            weight_decay: 2e-4,
-            freeze: Vec::new(),
-        }
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct TrainStep {
@@ -120,7 +104,8 @@ pub fn compile(model: &ModelProto, options: &CompileOptions) -> Result<TrainStep
             .expect("trainable parameters are initializers");
         let gradient = backward.gradients.get(name).ok_or_else(|| {
             Error::invalid(format!(
-                "the loss depends on '{name}' but its gradient rules gave it no gradient (a bug)"
+                "the loss depends on '{name}', but the gradient rules of the ops between them give it \
+                 none (an op on that path treats it as a constant input); freezing it trains without it"
             ))
         })?;
         let update = optimizer.step(&mut b, initializer, gradient, LR_INPUT)?;
@@ -257,56 +242,6 @@ pub fn compile(model: &ModelProto, options: &CompileOptions) -> Result<TrainStep
         backward_nodes,
         update_nodes,
     })
-}
-
-fn check_options(options: &CompileOptions) -> Result<()> {
-    if !(options.momentum.is_finite() && (0.0..1.0).contains(&options.momentum)) {
-        return Err(Error::setting(
-            "momentum",
-            format!("must lie in [0, 1), got {}", options.momentum),
-        ));
-    }
-    if !(options.weight_decay.is_finite() && options.weight_decay >= 0.0) {
-        return Err(Error::setting(
-            "weight_decay",
-            format!("must be >= 0, got {}", options.weight_decay),
-        ));
-    }
-    Ok(())
-}
-
-/// Float initializers of rank >= 1 that the model computes with: weights, biases,
-/// normalisation scales. Excluded: the loss constants, normalisation statistics,
-/// scalars (exported constants), the tool's own tensors and frozen names.
-fn trainable_parameters(
-    graph: &crate::onnx::GraphProto,
-    options: &CompileOptions,
-) -> Result<Vec<String>> {
-    let initializers: HashSet<&str> = graph.initializer.iter().map(|t| t.name()).collect();
-    for name in &options.freeze {
-        if !initializers.contains(name.as_str()) {
-            return Err(Error::setting(
-                "freeze",
-                format!("'{name}': the model has no initializer of that name"),
-            ));
-        }
-    }
-    let statistics: HashSet<&str> = graph
-        .node
-        .iter()
-        .filter(|n| n.op_type() == "BatchNormalization")
-        .flat_map(|n| n.input.iter().skip(3).map(String::as_str))
-        .collect();
-    Ok(graph
-        .initializer
-        .iter()
-        .filter(|t| is_float_type(t.data_type()) && !t.dims.is_empty())
-        .map(|t| t.name())
-        .filter(|name| !contract::is_tool_tensor(name))
-        .filter(|name| !statistics.contains(name))
-        .filter(|name| !options.freeze.iter().any(|f| f == name))
-        .map(str::to_string)
-        .collect())
 }
 
 fn train_metadata(state: &[StateTensor], options: &CompileOptions) -> Vec<StringStringEntryProto> {

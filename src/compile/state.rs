@@ -2,8 +2,8 @@
 //! for every trainer: the ONNX step `compile` emits and the libtorch trainer,
 //! which names its state the same way without compiling a step.
 
-use super::{trainable_parameters, CompileOptions};
 use crate::autodiff;
+use crate::compile::options::{trainable_parameters, CompileOptions};
 use crate::error::{Error, Result};
 use crate::ldam::contract::{self, PatchRecord, StateKind};
 use crate::onnx::{default_opset, ModelProto};

@@ -7,9 +7,14 @@
 //! which op has which. Ops are found by (domain, op type): a custom-domain op
 //! with a standard name is not the standard op.
 
+use super::elementwise;
 use super::grad::GradRule;
+use super::linalg;
+use super::loss;
+use super::movement;
+use super::nn;
+use super::reduce;
 use super::shapes::values::{Ctx, FoldRule, ShapeRule};
-use super::{elementwise, linalg, loss, movement, nn, reduce};
 use crate::onnx::types::TensorType;
 use std::collections::HashMap;
 use std::sync::OnceLock;

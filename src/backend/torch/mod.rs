@@ -13,7 +13,7 @@ mod sgd;
 
 use crate::ops::torch_tensor as convert;
 
-use super::{Batch, Device, StepOutput, Trainer};
+use crate::backend::trainer::{Batch, Device, StepOutput, Trainer};
 use crate::compile::inference::inference_model_of_patched;
 use crate::compile::state;
 use crate::compile::{CompileOptions, StateKind};
