@@ -368,12 +368,15 @@ fn cuda_is_an_error_without_a_gpu_and_matches_onnx_runtime_with_one() {
     if !tch::Cuda::is_available() {
         let err = TorchTrainer::new(&model, &options, Device::Cuda(0))
             .err()
-            .expect("no CUDA device here")
-            .to_string();
+            .expect("no CUDA device here");
+        // The library names the setting; the command line names its flag.
+        let message = err.to_string();
         assert!(
-            err.contains("--device cuda:0") && err.contains("CUDA device"),
-            "{err}"
+            message.starts_with("device cuda:0") && message.contains("CUDA device"),
+            "{message}"
         );
+        let flagged = err.naming_settings(ldam_onnx::SettingNames::Flags);
+        assert!(flagged.starts_with("--device cuda:0"), "{flagged}");
         return;
     }
     let step = compile(&model, &options).unwrap();
