@@ -45,7 +45,7 @@ fn torch_trainer(
     _options: &CompileOptions,
     _device: Device,
 ) -> Result<Box<dyn Trainer>> {
-    Err(Error::setting(
+    Err(crate::error::Error::setting(
         "backend",
         "torch needs a build with `--features torch` (libtorch; see the README)",
     ))
