@@ -10,15 +10,22 @@ pub(crate) fn dropout(n: &Ctx) -> Vec<Option<TensorType>> {
     vec![n.like(0, n.elem(0)), n.like(0, BOOL)]
 }
 
+/// A convolution's input dims (rank >= 2), its weight's dims, and its window
+/// (the weight's kernel when `kernel_shape` is absent; `None` when invalid).
+fn convolution<'a>(n: &Ctx<'a>) -> Option<(&'a [Dim], Option<&'a [Dim]>, Option<Window>)> {
+    let x = n.shape(0).filter(|x| x.len() >= 2)?;
+    let weight = n.shape(1);
+    let weight_kernel = weight.and_then(|w| static_ints(w.get(2..)?));
+    let window = Window::read(n.node, x.len() - 2, weight_kernel.as_deref()).ok();
+    Some((x, weight, window))
+}
+
 pub(crate) fn conv(n: &Ctx) -> Option<TensorType> {
     let elem = n.elem(0);
-    let Some(x) = n.shape(0).filter(|x| x.len() >= 2) else {
+    let Some((x, weight, window)) = convolution(n) else {
         return typed(elem, None);
     };
     let spatial = x.len() - 2;
-    let weight = n.shape(1);
-    let weight_kernel = weight.and_then(|w| static_ints(w.get(2..)?));
-    let window = Window::read(n.node, spatial, weight_kernel.as_deref()).ok();
     let out_channels = weight
         .and_then(|w| w.first())
         .cloned()
@@ -36,13 +43,10 @@ pub(crate) fn conv(n: &Ctx) -> Option<TensorType> {
 
 pub(crate) fn conv_transpose(n: &Ctx) -> Option<TensorType> {
     let elem = n.elem(0);
-    let Some(x) = n.shape(0).filter(|x| x.len() >= 2) else {
+    let Some((x, weight, window)) = convolution(n) else {
         return typed(elem, None);
     };
     let spatial = x.len() - 2;
-    let weight = n.shape(1);
-    let weight_kernel = weight.and_then(|w| static_ints(w.get(2..)?));
-    let window = Window::read(n.node, spatial, weight_kernel.as_deref()).ok();
     // Weight is [C_in, C_out / group, k...].
     let out_channels = match weight.and_then(|w| w.get(1)) {
         Some(Dim::Fixed(c)) => c
