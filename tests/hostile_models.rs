@@ -36,19 +36,17 @@ fn load_error(model: &ModelProto) -> String {
         .to_string()
 }
 
-/// `ldam-onnx ARGS` on `model` written to a temporary folder: exit code, stderr,
-/// and whether the output named `-o` appeared.
+/// `ldam-onnx COMMAND` on `model` written to a temporary folder (with `-o` but
+/// for `inspect`): exit code, stderr, and whether the output appeared.
 fn cli(model: &ModelProto, command: &str) -> (Option<i32>, String, bool) {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("hostile.onnx");
     std::fs::write(&input, to_bytes(model)).unwrap();
     let output = dir.path().join("out.onnx");
-    let mut args = vec![
-        command,
-        input.to_str().unwrap(),
-        "-o",
-        output.to_str().unwrap(),
-    ];
+    let mut args = vec![command, input.to_str().unwrap()];
+    if command != "inspect" {
+        args.extend(["-o", output.to_str().unwrap()]);
+    }
     if command == "patch" {
         args.extend(["--class-counts", COUNTS]);
     }
@@ -69,22 +67,7 @@ fn assert_refused(model: &ModelProto, expected: &[&str]) {
         assert!(err.contains(part), "'{part}' missing from: {err}");
     }
     for command in ["inspect", "patch", "compile"] {
-        let (code, stderr, written) = if command == "inspect" {
-            let dir = tempfile::tempdir().unwrap();
-            let input = dir.path().join("hostile.onnx");
-            std::fs::write(&input, to_bytes(model)).unwrap();
-            let run = Command::new(env!("CARGO_BIN_EXE_ldam-onnx"))
-                .args(["inspect", input.to_str().unwrap()])
-                .output()
-                .unwrap();
-            (
-                run.status.code(),
-                String::from_utf8_lossy(&run.stderr).into_owned(),
-                false,
-            )
-        } else {
-            cli(model, command)
-        };
+        let (code, stderr, written) = cli(model, command);
         assert_eq!(code, Some(1), "{command}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{command}: {stderr}");
         assert!(stderr.starts_with("error: "), "{command}: {stderr}");

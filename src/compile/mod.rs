@@ -60,7 +60,6 @@ pub fn compile(model: &ModelProto, options: &CompileOptions) -> Result<TrainStep
     }
     check_options(options)?;
     crate::ops::validate::check_input(model, "patched model")?;
-    let planned = state::plan(model, options)?;
     let opset = default_opset(model)
         .ok_or_else(|| Error::compile("the model imports no default-domain opset"))?;
     let mut model = model.clone();
@@ -77,6 +76,7 @@ pub fn compile(model: &ModelProto, options: &CompileOptions) -> Result<TrainStep
         .collect();
     let forward_nodes = graph.node.len();
     let mut shapes = ValueShapes::infer(&graph, opset);
+    let planned = state::plan_graph(&graph, &shapes, &record, options, opset)?;
     let mut b = Emitter::new(NameSet::of_graph(&graph), contract::STEP_PREFIX, opset);
 
     // Parameters are chosen on the exported graph, before BatchNorm's statistics

@@ -6,7 +6,7 @@ use crate::autodiff;
 use crate::compile::options::{trainable_parameters, CompileOptions};
 use crate::error::{Error, Result};
 use crate::ldam::contract::{self, PatchRecord, StateKind};
-use crate::onnx::{default_opset, ModelProto};
+use crate::onnx::{default_opset, GraphProto, ModelProto};
 use crate::ops::nn::batchnorm;
 use crate::ops::shapes::ValueShapes;
 
@@ -33,9 +33,25 @@ pub fn plan(model: &ModelProto, options: &CompileOptions) -> Result<Vec<PlannedS
         .ok_or_else(|| Error::compile("the model has no graph"))?;
     let opset = default_opset(model)
         .ok_or_else(|| Error::compile("the model imports no default-domain opset"))?;
-    let shapes = ValueShapes::infer(graph, opset);
+    plan_graph(
+        graph,
+        &ValueShapes::infer(graph, opset),
+        &record,
+        options,
+        opset,
+    )
+}
+
+/// [`plan`] of a patched graph whose types `shapes` already holds (compile's).
+pub(crate) fn plan_graph(
+    graph: &GraphProto,
+    shapes: &ValueShapes,
+    record: &PatchRecord,
+    options: &CompileOptions,
+    opset: i64,
+) -> Result<Vec<PlannedState>> {
     let trainable = trainable_parameters(graph, options)?;
-    let reaching = autodiff::reaching_loss(graph, &shapes, &record.loss_output, &trainable);
+    let reaching = autodiff::reaching_loss(graph, shapes, &record.loss_output, &trainable);
     let mut state = Vec::new();
     for name in trainable.into_iter().filter(|n| reaching.contains(n)) {
         let momentum = contract::momentum_name(&name);

@@ -51,7 +51,7 @@ impl Program {
         let mut calls = Vec::with_capacity(graph.node.len());
         for node in &graph.node {
             let label = node_label(node);
-            let op = registry::find(node.domain(), node.op_type())
+            let op = registry::for_node(node, opset)
                 .and_then(|op| op.kernel)
                 .ok_or_else(|| unsupported(node, &label))?;
             let inputs = node
