@@ -1,9 +1,11 @@
 //! Argument structs (clap derive) and the glue from arguments to library calls.
 
 mod compile;
+mod export_data;
 mod inspect;
 mod message;
 mod patch;
+mod serve_web;
 mod sgd;
 mod train;
 
@@ -45,6 +47,10 @@ enum Command {
     Train(train::TrainArgs),
     /// Test-set accuracy of any ONNX classifier, per class and by shot group
     Eval(train::EvalArgs),
+    /// Write a long-tailed train/test subset as one binary for the browser trainer (web/)
+    ExportData(export_data::ExportDataArgs),
+    /// Serve a folder (the browser trainer, web/) over HTTP on 127.0.0.1
+    ServeWeb(serve_web::ServeWebArgs),
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
@@ -55,5 +61,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Compile(args) => compile::run_compile(args).map(done),
         Command::Train(args) => train::run_train(args),
         Command::Eval(args) => train::run_eval(args),
+        Command::ExportData(args) => export_data::run_export_data(args).map(done),
+        Command::ServeWeb(args) => serve_web::run_serve_web(args).map(done),
     }
 }

@@ -22,6 +22,7 @@
 mod cifar;
 mod content;
 mod dataset;
+pub mod export;
 mod idx;
 mod layout;
 mod npz;
