@@ -1,15 +1,17 @@
-//! Training throughput of the torch backend against the ONNX Runtime backend, in
-//! one process on the same data, and the interpreter's overhead over calling the
-//! same libtorch ops directly (a hand-written forward, loss, backward and SGD step
-//! of `models/cnn.onnx` against interpreting its patched graph).
+//! Training throughput of the torch backend, and the interpreter's overhead over
+//! calling the same libtorch ops directly (a hand-written forward, loss, backward
+//! and SGD step of `models/cnn.onnx` against interpreting its patched graph, the
+//! two alternating in one process on the same data).
 //!
-//! `cargo run --release --features torch --example bench_torch -- [--batch 128] [--steps 5]`
+//! `cargo run --release --features torch --example bench_torch -- [--model resnet32|cnn|all] [--batch 128] [--steps 5] [--repeat 1]`
+//!
+//! Every repetition prints `result IMPL MODEL BATCH IMG_PER_S` lines (IMPL
+//! `torch-backend` or `tch-direct`), read by `benches/speed.sh`.
 
 use anyhow::{bail, Context, Result};
-use ldam_onnx::backend::onnxruntime::OrtTrainer;
 use ldam_onnx::backend::torch::TorchTrainer;
 use ldam_onnx::backend::{Batch, Device, Trainer};
-use ldam_onnx::compile::{compile, CompileOptions};
+use ldam_onnx::compile::CompileOptions;
 use ldam_onnx::ldam::{margins, LossConfig};
 use ldam_onnx::onnx::io::load;
 use ldam_onnx::onnx::tensor::f32_values;
@@ -52,16 +54,13 @@ fn batch(shape: &[i64], seed: u64) -> Batch {
     }
 }
 
-/// Images per second of `steps` steps after one warm-up step, and the last loss.
-fn images_per_second(trainer: &mut dyn Trainer, batch: &Batch, steps: usize) -> Result<(f64, f32)> {
-    trainer.step(batch, 0, LR)?;
+/// Seconds per step over `steps` steps.
+fn seconds_per_step(steps: usize, mut step: impl FnMut() -> Result<()>) -> Result<f64> {
     let start = Instant::now();
-    let mut loss = 0.0;
     for _ in 0..steps {
-        loss = trainer.step(batch, 0, LR)?.loss;
+        step()?;
     }
-    let seconds = start.elapsed().as_secs_f64();
-    Ok((batch.shape[0] as f64 * steps as f64 / seconds, loss))
+    Ok(start.elapsed().as_secs_f64() / steps as f64)
 }
 
 /// `models/cnn.onnx` patched (cosine head, LDAM loss) written directly against
@@ -179,66 +178,90 @@ impl HandWrittenCnn {
 fn main() -> Result<()> {
     let mut batch_size = 128i64;
     let mut steps = 5usize;
+    let mut repeat = 1usize;
+    let mut model = "all".to_string();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--batch" => batch_size = args.next().context("--batch needs a value")?.parse()?,
             "--steps" => steps = args.next().context("--steps needs a value")?.parse()?,
+            "--repeat" => repeat = args.next().context("--repeat needs a value")?.parse()?,
+            "--model" => model = args.next().context("--model needs a value")?,
             other => bail!("unexpected argument '{other}'"),
         }
     }
-    ldam_onnx::runtime::init()?;
-    println!(
-        "threads: libtorch {}, ONNX Runtime {}",
-        tch::get_num_threads(),
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    );
+    if steps == 0 || repeat == 0 || !["all", "resnet32", "cnn"].contains(&model.as_str()) {
+        bail!(
+            "usage: bench_torch [--model resnet32|cnn|all] [--batch 128] [--steps 5] [--repeat 1]"
+        );
+    }
+    println!("threads: libtorch {}", tch::get_num_threads());
     let options = CompileOptions::default();
+    let rate = |seconds: f64| batch_size as f64 / seconds;
 
-    // ResNet-32, batch 3x32x32: both backends on the same batch.
-    let resnet = patched("models/resnet32.onnx")?;
-    let data = batch(&[batch_size, 3, 32, 32], 7);
-    let mut torch = TorchTrainer::new(&resnet, &options, Device::Cpu)?;
-    let (torch_rate, torch_loss) = images_per_second(&mut torch, &data, steps)?;
-    drop(torch);
-    let mut ort = OrtTrainer::new(&compile(&resnet, &options)?, Device::Cpu)?;
-    let (ort_rate, ort_loss) = images_per_second(&mut ort, &data, steps)?;
-    drop(ort);
-    println!("ResNet-32, batch {batch_size}, {steps} timed steps:");
-    println!("  torch backend      {torch_rate:8.1} images/s (last loss {torch_loss:.6})");
-    println!("  ONNX Runtime       {ort_rate:8.1} images/s (last loss {ort_loss:.6})");
+    if model != "cnn" {
+        // ResNet-32, batch 3x32x32.
+        let resnet = patched("models/resnet32.onnx")?;
+        let data = batch(&[batch_size, 3, 32, 32], 7);
+        let mut torch = TorchTrainer::new(&resnet, &options, Device::Cpu)?;
+        let first = torch.step(&data, 0, LR)?.loss;
+        for _ in 0..repeat {
+            let seconds = seconds_per_step(steps, || Ok(torch.step(&data, 0, LR).map(drop)?))?;
+            println!(
+                "result torch-backend resnet32 {batch_size} {:.1}",
+                rate(seconds)
+            );
+        }
+        println!("ResNet-32 first loss {first:.6}");
+    }
 
-    // The interpreter against the same libtorch ops called directly.
-    let cnn = patched("models/cnn.onnx")?;
-    let data = batch(&[batch_size, 1, 28, 28], 8);
-    let mut interpreted = TorchTrainer::new(&cnn, &options, Device::Cpu)?;
-    let mut direct = HandWrittenCnn::new(&cnn)?;
-    let first = (interpreted.step(&data, 0, LR)?.loss, direct.step(&data));
-    let cnn_steps = steps * 4;
-    let start = Instant::now();
-    for _ in 0..cnn_steps {
-        interpreted.step(&data, 0, LR)?;
+    if model != "resnet32" {
+        // The interpreter against the same libtorch ops called directly,
+        // alternating so that both see the same load.
+        let cnn = patched("models/cnn.onnx")?;
+        let data = batch(&[batch_size, 1, 28, 28], 8);
+        let mut interpreted = TorchTrainer::new(&cnn, &options, Device::Cpu)?;
+        let mut direct = HandWrittenCnn::new(&cnn)?;
+        let first = (interpreted.step(&data, 0, LR)?.loss, direct.step(&data));
+        let cnn_steps = steps * 4;
+        let (mut interpreted_total, mut direct_total) = (0.0, 0.0);
+        for _ in 0..repeat {
+            let interpreted_time = seconds_per_step(cnn_steps, || {
+                Ok(interpreted.step(&data, 0, LR).map(drop)?)
+            })?;
+            let direct_time = seconds_per_step(cnn_steps, || {
+                direct.step(&data);
+                Ok(())
+            })?;
+            println!(
+                "result torch-backend cnn {batch_size} {:.1}",
+                rate(interpreted_time)
+            );
+            println!(
+                "result tch-direct cnn {batch_size} {:.1}",
+                rate(direct_time)
+            );
+            interpreted_total += interpreted_time;
+            direct_total += direct_time;
+        }
+        println!(
+            "cnn.onnx, batch {batch_size}, {repeat} x {cnn_steps} timed steps (first losses: interpreted {:.6}, direct {:.6}):",
+            first.0, first.1
+        );
+        println!(
+            "  interpreted        {:8.2} ms/step ({:.1} images/s)",
+            interpreted_total * 1e3 / repeat as f64,
+            rate(interpreted_total / repeat as f64)
+        );
+        println!(
+            "  direct tch calls   {:8.2} ms/step ({:.1} images/s)",
+            direct_total * 1e3 / repeat as f64,
+            rate(direct_total / repeat as f64)
+        );
+        println!(
+            "  interpreter overhead: {:+.1}%",
+            (interpreted_total / direct_total - 1.0) * 100.0
+        );
     }
-    let interpreted_time = start.elapsed().as_secs_f64() / cnn_steps as f64;
-    let start = Instant::now();
-    for _ in 0..cnn_steps {
-        direct.step(&data);
-    }
-    let direct_time = start.elapsed().as_secs_f64() / cnn_steps as f64;
-    println!("cnn.onnx, batch {batch_size}, {cnn_steps} timed steps (first losses: interpreted {:.6}, direct {:.6}):", first.0, first.1);
-    println!(
-        "  interpreted        {:8.2} ms/step ({:.1} images/s)",
-        interpreted_time * 1e3,
-        batch_size as f64 / interpreted_time
-    );
-    println!(
-        "  direct tch calls   {:8.2} ms/step ({:.1} images/s)",
-        direct_time * 1e3,
-        batch_size as f64 / direct_time
-    );
-    println!(
-        "  interpreter overhead: {:+.1}%",
-        (interpreted_time / direct_time - 1.0) * 100.0
-    );
     Ok(())
 }

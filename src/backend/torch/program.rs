@@ -24,9 +24,13 @@ pub struct Program {
     opset: i64,
 }
 
-/// The calls needed for a set of outputs, in graph order.
+/// The calls needed for a set of outputs, in graph order, with the values each
+/// call reads for the last time: they are released right after it, so that a
+/// tensor autograd does not keep lives only as long as the graph reads it.
 pub struct Plan {
     calls: Vec<usize>,
+    /// Per entry of `calls`: slots read there for the last time (targets excluded).
+    last_reads: Vec<Vec<usize>>,
     targets: Vec<usize>,
 }
 
@@ -108,7 +112,21 @@ impl Program {
             }
         }
         calls.reverse();
-        Ok(Plan { calls, targets })
+        // Walking backwards, the first time a slot is seen read is its last read.
+        let mut seen: HashSet<usize> = targets.iter().copied().collect();
+        let mut last_reads = vec![Vec::new(); calls.len()];
+        for (position, &index) in calls.iter().enumerate().rev() {
+            for &slot in self.calls[index].inputs.iter().flatten() {
+                if seen.insert(slot) {
+                    last_reads[position].push(slot);
+                }
+            }
+        }
+        Ok(Plan {
+            calls,
+            last_reads,
+            targets,
+        })
     }
 
     /// Runs `plan` with the `bound` values (inputs, parameters, constants) and
@@ -125,7 +143,7 @@ impl Program {
         for (slot, value) in bound {
             values[*slot] = Some(value.shallow_clone());
         }
-        for &index in &plan.calls {
+        for (&index, last_reads) in plan.calls.iter().zip(&plan.last_reads) {
             let call = &self.calls[index];
             let inputs = call
                 .inputs
@@ -163,6 +181,9 @@ impl Program {
                     })?;
                     stored.push((*slot, value));
                 }
+            }
+            for &slot in last_reads {
+                values[slot] = None;
             }
             for (slot, value) in stored {
                 values[slot] = Some(value);

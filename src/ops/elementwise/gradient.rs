@@ -2,6 +2,7 @@
 //! back to each operand's shape.
 
 use crate::error::{Error, Result};
+use crate::onnx::builder::attr_int;
 use crate::ops::grad::GradCtx;
 use std::f64::consts::PI;
 
@@ -149,13 +150,18 @@ fn gate(c: &mut GradCtx, cond: &str, g: &str, like: &str) -> String {
     c.select(cond, g, &zero, like)
 }
 
-/// dx = g where y > 0 (0 at 0, as PyTorch's threshold_backward).
+/// dx = g where y > 0 (0 at 0, as PyTorch's threshold_backward), written as
+/// g * Cast(y > 0): ONNX Runtime's CPU Mul runs it about 1.6x faster than
+/// Where(y > 0, g, 0) on a ResNet-32 activation (128x16x32x32). The two differ
+/// only where g is not finite (0 * inf is NaN), and in the sign of a zero.
 pub fn relu(ctx: &mut GradCtx) -> Grads {
     let y = ctx.o(0);
     unary(ctx, |c, g| {
         let zero = c.constant(0.0, y);
         let positive = c.op("Greater", &[y, &zero], vec![], None);
-        gate(c, &positive, g, y)
+        let to = attr_int("to", i64::from(c.elem(y)));
+        let mask = c.op("Cast", &[&positive], vec![to], Some(y));
+        c.mul(g, &mask, y)
     })
 }
 
