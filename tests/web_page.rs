@@ -149,7 +149,9 @@ fn the_page_trains_as_native_onnx_runtime_does() {
         "node is missing: install Node.js (Debian `nodejs`) to run the browser test"
     );
     assert!(
-        Path::new(FASHION_MNIST).join("train-images-idx3-ubyte.gz").is_file(),
+        Path::new(FASHION_MNIST)
+            .join("train-images-idx3-ubyte.gz")
+            .is_file(),
         "Fashion-MNIST is missing from {FASHION_MNIST}: run `bash .ci/deps.sh`"
     );
     let chromium = chromium();
@@ -163,7 +165,14 @@ fn the_page_trains_as_native_onnx_runtime_does() {
     let _cleanup = Removed(work.clone());
     let data = work.join("fashion-lt.bin");
     let exported = check(
-        Command::new(bin()).args(["export-data", "--train", FASHION_MNIST, "--max-train", "3000"])
+        Command::new(bin())
+            .args([
+                "export-data",
+                "--train",
+                FASHION_MNIST,
+                "--max-train",
+                "3000",
+            ])
             .arg("-o")
             .arg(&data),
         "ldam-onnx export-data",
@@ -171,7 +180,17 @@ fn the_page_trains_as_native_onnx_runtime_does() {
     let set = export::read(&data).unwrap_or_else(|e| panic!("{e}"));
     let counts: Vec<String> = set.train_counts().iter().map(u64::to_string).collect();
     assert!(exported.contains(&counts.join(",")), "{exported}");
-    assert_eq!(set.train_counts()[0], 1209, "ratio 100 under 3000 examples");
+    // Exp profile, ratio 100: n_i = floor(head * 100^(-i/9)), with the largest
+    // head whose counts sum to at most 3000.
+    let profile = |head: u64| -> Vec<u64> {
+        (0..10)
+            .map(|i| (head as f64 * 100f64.powf(-(i as f64) / 9.0)) as u64)
+            .collect()
+    };
+    let head = set.train_counts()[0];
+    assert_eq!(set.train_counts(), profile(head));
+    assert!(profile(head).iter().sum::<u64>() <= 3000);
+    assert!(profile(head + 1).iter().sum::<u64>() > 3000);
     let patched = work.join("mlp.ldam.onnx");
     check(
         Command::new(bin())
@@ -192,7 +211,10 @@ fn the_page_trains_as_native_onnx_runtime_does() {
         "ldam-onnx compile",
     );
     let companion = work.join("mlp.train.state.onnx");
-    assert!(companion.is_file(), "compile writes the state file beside the step");
+    assert!(
+        companion.is_file(),
+        "compile writes the state file beside the step"
+    );
 
     // The server prints its URL first.
     let mut server = Killed(
@@ -232,7 +254,10 @@ fn the_page_trains_as_native_onnx_runtime_does() {
     println!("screenshot of the page: {}", screenshot.display());
     let result: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("result.json")).unwrap()).unwrap();
-    assert!(result.get("error").is_none(), "the page failed: {result}\n{driven}");
+    assert!(
+        result.get("error").is_none(),
+        "the page failed: {result}\n{driven}"
+    );
     assert_eq!(result["consoleErrors"], serde_json::json!([]), "{result}");
     assert!(screenshot.is_file());
 
@@ -261,7 +286,7 @@ fn the_page_trains_as_native_onnx_runtime_does() {
         let indices: Vec<usize> = (position * BATCH..(position + 1) * BATCH)
             .map(|k| k * STRIDE % n)
             .collect();
-        let batch = assemble(&set.train, &indices, &preprocess, epoch, position * BATCH);
+        let batch = assemble(&set.train, &indices, &preprocess, epoch, position * BATCH).unwrap();
         let mut feeds = vec![
             ("input".to_string(), Data::F32(batch.shape, batch.data)),
             (
@@ -286,11 +311,17 @@ fn the_page_trains_as_native_onnx_runtime_does() {
 
     let page: Vec<f64> = serde_json::from_value(result["losses"].clone()).unwrap();
     assert_eq!(page.len(), STEPS, "{result}");
-    assert_eq!(result["domLosses"], result["losses"], "#losses shows the losses");
+    assert_eq!(
+        result["domLosses"], result["losses"],
+        "#losses shows the losses"
+    );
     println!("page losses   {page:?}\nnative losses {native:?}");
     for (step, (p, n)) in page.iter().zip(&native).enumerate() {
         let rel = (p - n).abs() / n.abs().max(1e-12);
-        assert!(rel <= 1e-5, "step {step}: page loss {p} vs native {n} (rel {rel:e})");
+        assert!(
+            rel <= 1e-5,
+            "step {step}: page loss {p} vs native {n} (rel {rel:e})"
+        );
     }
     assert!(
         native.windows(2).any(|w| w[0] != w[1]),
@@ -313,4 +344,44 @@ fn the_page_trains_as_native_onnx_runtime_does() {
     }
     println!("trained state vs native, worst normwise error: {worst:e}");
     assert!(worst <= 1e-4, "{worst}");
+
+    // `deploy` turns the download into the deployable model, with the input
+    // normalisation and class counts the page recorded; its logits are those
+    // of the native state's deployable model.
+    let deployed = work.join("mlp.onnx");
+    check(
+        Command::new(bin())
+            .arg("deploy")
+            .arg(&step_file)
+            .arg("--state")
+            .arg(out.join("trained.state.onnx"))
+            .arg("-o")
+            .arg(&deployed),
+        "ldam-onnx deploy",
+    );
+    let deployed = ldam_onnx::onnx::io::load(&deployed).unwrap().model;
+    let recorded = ldam_onnx::train::evaluate::recorded_normalization(&deployed).unwrap();
+    assert_eq!(recorded, set.normalization);
+    assert_eq!(
+        ldam_onnx::onnx::metadata(&deployed, "ldam_onnx.train_class_counts"),
+        Some(counts.join(",").as_str())
+    );
+    let native_state: HashMap<String, ldam_onnx::onnx::TensorProto> = state
+        .iter()
+        .map(|(name, (dims, values))| {
+            let tensor = ldam_onnx::onnx::tensor::f32_tensor(name, dims, values);
+            (name.clone(), tensor)
+        })
+        .collect();
+    let step_model = ldam_onnx::onnx::io::load(&step_file).unwrap().model;
+    let reference = ldam_onnx::compile::inference_model(&step_model, &native_state).unwrap();
+    let indices: Vec<usize> = (0..64).collect();
+    let batch = assemble(&set.test, &indices, &preprocess, 0, 0).unwrap();
+    let input = [("input", Data::F32(batch.shape, batch.data))];
+    let logits = |model| common::run(model, &input)["logits"].f32().to_vec();
+    let (got, want) = (logits(&deployed), logits(&reference));
+    assert_eq!(got.len(), 64 * 10);
+    let error = normwise_error(&got, &want, 1e-6);
+    println!("deployed logits vs native state's model: normwise {error:e}");
+    assert!(error <= 1e-4, "{error}");
 }

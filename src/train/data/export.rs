@@ -197,6 +197,13 @@ fn push_split(out: &mut Vec<u8>, data: &Dataset) -> Result<()> {
         Pixels::F32(values) => values
             .iter()
             .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+        Pixels::Files(_) => {
+            return Err(Error::config(format!(
+                "{}: image files are decoded on demand; export reads in-memory datasets \
+                 (IDX, CIFAR, NPZ)",
+                data.source
+            )))
+        }
     }
     Ok(())
 }
