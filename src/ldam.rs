@@ -15,6 +15,12 @@ pub enum LossKind {
     Ce,
     /// Focal loss on the logits, as the reference code computes it.
     Focal,
+    /// Logit-adjusted cross-entropy (Menon et al., ICLR 2021): `CE(z + tau * log(pi), y)`;
+    /// Balanced Softmax (Ren et al., NeurIPS 2020) at `tau = 1`.
+    La,
+    /// Vector-scaling loss (Kini et al., NeurIPS 2021): `CE(Delta * z + iota, y)`,
+    /// `Delta_j = (n_j / n_max)^gamma`, `iota_j = tau * log(pi_j)`.
+    Vs,
 }
 
 /// When class weights apply.
@@ -28,7 +34,7 @@ pub enum Reweight {
     Drw,
 }
 
-keyword_enum!(LossKind { Ldam => "ldam", Ce => "ce", Focal => "focal" });
+keyword_enum!(LossKind { Ldam => "ldam", Ce => "ce", Focal => "focal", La => "la", Vs => "vs" });
 keyword_enum!(Reweight { None => "none", Rw => "rw", Drw => "drw" });
 
 /// Everything that defines the training loss, as recorded in a patched model.
@@ -47,7 +53,19 @@ pub struct LossConfig {
     pub drw_epoch: i64,
     /// Effective-number beta (reference 0.9999).
     pub beta: f64,
+    /// Temperature `tau` of the logit-adjusted loss (1 is Balanced Softmax).
+    pub la_tau: f64,
+    /// Exponent `gamma` of the VS loss's multiplicative scales (authors' CIFAR-10-LT: 0.2).
+    pub vs_gamma: f64,
+    /// Temperature `tau` of the VS loss's additive offsets (authors' CIFAR-10-LT: 1.2).
+    pub vs_tau: f64,
 }
+
+/// Default `la_tau`: Balanced Softmax.
+pub const LA_TAU: f64 = 1.0;
+/// Default `vs_gamma` and `vs_tau`: the VS authors' setting for CIFAR-10-LT at ratio 100.
+pub const VS_GAMMA: f64 = 0.2;
+pub const VS_TAU: f64 = 1.2;
 
 impl LossConfig {
     /// The reference recipe's settings for the given class counts.
@@ -61,6 +79,9 @@ impl LossConfig {
             reweight: Reweight::Drw,
             drw_epoch: 160,
             beta: 0.9999,
+            la_tau: LA_TAU,
+            vs_gamma: VS_GAMMA,
+            vs_tau: VS_TAU,
         }
     }
 
@@ -91,6 +112,18 @@ impl LossConfig {
                 format!("must lie in (0, 1), got {}", self.beta),
             ));
         }
+        for (setting, v) in [
+            ("la_tau", self.la_tau),
+            ("vs_gamma", self.vs_gamma),
+            ("vs_tau", self.vs_tau),
+        ] {
+            if !v.is_finite() {
+                return Err(Error::setting(
+                    setting,
+                    format!("must be a finite number, got {v}"),
+                ));
+            }
+        }
         if self.drw_epoch < 0 {
             return Err(Error::setting(
                 "drw_epoch",
@@ -98,6 +131,24 @@ impl LossConfig {
             ));
         }
         Ok(())
+    }
+
+    /// The affine map of the logits before the cross-entropy, as per-class
+    /// `(scales, offsets)`: `z'_j = scales_j * z_j + offsets_j`; `None` for the
+    /// losses that use the logits as they are (LDAM's shift depends on the label).
+    pub fn logit_affine(&self) -> Option<(Vec<f64>, Vec<f64>)> {
+        let classes = self.class_counts.len();
+        match self.loss {
+            LossKind::La => Some((
+                vec![1.0; classes],
+                logit_offsets(&self.class_counts, self.la_tau),
+            )),
+            LossKind::Vs => Some((
+                vs_scales(&self.class_counts, self.vs_gamma),
+                logit_offsets(&self.class_counts, self.vs_tau),
+            )),
+            LossKind::Ldam | LossKind::Ce | LossKind::Focal => None,
+        }
     }
 
     /// The class weights in force at `epoch` (0-based), or `None` when unweighted.
@@ -139,6 +190,41 @@ pub fn margins(class_counts: &[u64], max_m: f64) -> Vec<f64> {
     inv_quarter.iter().map(|m| m * max_m / largest).collect()
 }
 
+/// Log class priors `log(pi_j)`, `pi_j = n_j / sum_k n_k`.
+pub fn log_priors(class_counts: &[u64]) -> Vec<f64> {
+    let total: f64 = class_counts.iter().map(|&n| n as f64).sum();
+    class_counts
+        .iter()
+        .map(|&n| (n as f64 / total).ln())
+        .collect()
+}
+
+/// Additive logit offsets `tau * log(pi_j)`: the logit adjustment of Menon et
+/// al. (added in the LA loss and as VS's `iota`, subtracted post hoc).
+pub fn logit_offsets(class_counts: &[u64], tau: f64) -> Vec<f64> {
+    log_priors(class_counts)
+        .into_iter()
+        .map(|l| tau * l)
+        .collect()
+}
+
+/// VS loss's multiplicative scales `Delta_j = (n_j / n_max)^gamma`.
+pub fn vs_scales(class_counts: &[u64], gamma: f64) -> Vec<f64> {
+    let largest = class_counts.iter().copied().max().unwrap_or(1) as f64;
+    class_counts
+        .iter()
+        .map(|&n| (n as f64 / largest).powf(gamma))
+        .collect()
+}
+
+/// Tau-normalisation of one class's classifier weights (Kang et al., ICLR 2020):
+/// `w_j / ||w_j||_2^p`.
+pub fn tau_normalized(class_weights: &[f64], p: f64) -> Vec<f64> {
+    let norm = class_weights.iter().map(|w| w * w).sum::<f64>().sqrt();
+    let divisor = norm.powf(p);
+    class_weights.iter().map(|w| w / divisor).collect()
+}
+
 /// Class-balanced weights from the effective number of samples,
 /// `w_j = (1 - beta) / (1 - beta^n_j)`, normalised so that `sum_j w_j = C`.
 pub fn effective_number_weights(class_counts: &[u64], beta: f64) -> Vec<f64> {
@@ -158,6 +244,7 @@ pub fn batch_loss(config: &LossConfig, logits: &[f32], labels: &[i64], epoch: i6
     let margins = margins(&config.class_counts, config.max_m);
     let weights = config.class_weights_at(epoch);
     let weight_of = |y: usize| weights.as_ref().map_or(1.0, |w| w[y]);
+    let affine = config.logit_affine();
     let mut weighted_sum = 0.0;
     let mut weight_total = 0.0;
     let mut focal_sum = 0.0;
@@ -169,6 +256,10 @@ pub fn batch_loss(config: &LossConfig, logits: &[f32], labels: &[i64], epoch: i6
             .map(|(j, &z)| match config.loss {
                 LossKind::Ldam => config.scale * (z as f64 - if j == y { margins[j] } else { 0.0 }),
                 LossKind::Ce | LossKind::Focal => z as f64,
+                LossKind::La | LossKind::Vs => {
+                    let (scales, offsets) = affine.as_ref().expect("LA and VS are affine");
+                    scales[j] * z as f64 + offsets[j]
+                }
             })
             .collect();
         let top = scores.iter().cloned().fold(f64::MIN, f64::max);
@@ -183,7 +274,7 @@ pub fn batch_loss(config: &LossConfig, logits: &[f32], labels: &[i64], epoch: i6
     }
     match config.loss {
         LossKind::Focal => focal_sum / labels.len() as f64,
-        LossKind::Ldam | LossKind::Ce => weighted_sum / weight_total,
+        LossKind::Ldam | LossKind::Ce | LossKind::La | LossKind::Vs => weighted_sum / weight_total,
     }
 }
 
@@ -228,6 +319,34 @@ mod tests {
         let config = LossConfig::reference(vec![100, 10]);
         assert_eq!(config.class_weights_at(159), Some(vec![1.0, 1.0]));
         assert_ne!(config.class_weights_at(160), Some(vec![1.0, 1.0]));
+    }
+
+    #[test]
+    fn logit_adjustment_and_vs_constants_by_hand() {
+        // pi = [0.8, 0.2]: log pi = [ln 0.8, ln 0.2]; Delta = [1, (1/4)^gamma].
+        let offsets = logit_offsets(&[40, 10], 2.0);
+        assert!(close(offsets[0], 2.0 * 0.8f64.ln(), 1e-15));
+        assert!(close(offsets[1], 2.0 * 0.2f64.ln(), 1e-15));
+        let scales = vs_scales(&[40, 10], 0.5);
+        assert_eq!(scales[0], 1.0);
+        assert!(close(scales[1], 0.5, 1e-15));
+        let w = tau_normalized(&[3.0, 4.0], 1.0);
+        assert!(close(w[0], 0.6, 1e-15) && close(w[1], 0.8, 1e-15));
+        assert_eq!(tau_normalized(&[3.0, 4.0], 0.0), vec![3.0, 4.0]);
+    }
+
+    #[test]
+    fn balanced_softmax_loss_by_hand() {
+        // CE(z + log pi, y) for one example: log(sum_j pi_j e^z_j) - (z_y + log pi_y).
+        let config = LossConfig {
+            loss: LossKind::La,
+            reweight: Reweight::None,
+            ..LossConfig::reference(vec![30, 10])
+        };
+        let loss = batch_loss(&config, &[0.5, -0.25], &[1], 0);
+        let expected =
+            (0.75 * 0.5f64.exp() + 0.25 * (-0.25f64).exp()).ln() - (-0.25 + 0.25f64.ln());
+        assert!(close(loss, expected, 1e-12), "{loss} vs {expected}");
     }
 
     #[test]

@@ -25,6 +25,7 @@
 #[macro_use]
 mod keyword;
 
+pub mod adjust;
 pub mod autodiff;
 pub mod backend;
 pub mod compile;

@@ -92,6 +92,21 @@ fn formula_loss(config: &LossConfig, logits: &[f32], labels: &[i64], epoch: i64)
             }
         }
     };
+    // LA and VS: pi_j = n_j / sum n; LA adds tau log pi, VS scales by
+    // (n_j / n_max)^gamma and adds its own tau log pi.
+    let total: f64 = config.class_counts.iter().map(|&n| n as f64).sum();
+    let n_max = config.class_counts.iter().copied().max().unwrap() as f64;
+    let log_pi: Vec<f64> = config
+        .class_counts
+        .iter()
+        .map(|&n| (n as f64).ln() - total.ln())
+        .collect();
+    let vs_delta: Vec<f64> = config
+        .class_counts
+        .iter()
+        .map(|&n| ((n as f64).ln() - n_max.ln()) * config.vs_gamma)
+        .map(f64::exp)
+        .collect();
     let (mut num, mut den, mut focal) = (0.0, 0.0, 0.0);
     for (i, &y) in labels.iter().enumerate() {
         let y = y as usize;
@@ -101,7 +116,9 @@ fn formula_loss(config: &LossConfig, logits: &[f32], labels: &[i64], epoch: i64)
                 LossKind::Ldam => {
                     config.scale * (row[j] as f64 - if j == y { margin[j] } else { 0.0 })
                 }
-                _ => row[j] as f64,
+                LossKind::La => row[j] as f64 + config.la_tau * log_pi[j],
+                LossKind::Vs => vs_delta[j] * row[j] as f64 + config.vs_tau * log_pi[j],
+                LossKind::Ce | LossKind::Focal => row[j] as f64,
             })
             .collect();
         let lse = z.iter().map(|v| v.exp()).sum::<f64>().ln();
@@ -124,13 +141,24 @@ fn patched_loss_matches_formulas_for_every_loss_and_reweighting() {
         let counts: Vec<u64> = (0..classes)
             .map(|i| (500.0 * 100f64.powf(-(i as f64) / (classes as f64 - 1.0))).floor() as u64)
             .collect();
-        for loss in [LossKind::Ldam, LossKind::Ce, LossKind::Focal] {
+        let losses = [
+            LossKind::Ldam,
+            LossKind::Ce,
+            LossKind::Focal,
+            LossKind::La,
+            LossKind::Vs,
+        ];
+        for loss in losses {
             for reweight in [Reweight::None, Reweight::Rw, Reweight::Drw] {
                 let config = LossConfig {
                     loss,
                     reweight,
                     gamma: if loss == LossKind::Focal { 2.0 } else { 1.0 },
                     drw_epoch: 5,
+                    // Not the defaults, so a swapped or ignored setting shows.
+                    la_tau: 0.7,
+                    vs_gamma: 0.3,
+                    vs_tau: 1.4,
                     ..LossConfig::reference(counts.clone())
                 };
                 let model = patched(classes as i64, config.clone());
@@ -166,5 +194,38 @@ fn patched_loss_matches_formulas_for_every_loss_and_reweighting() {
                 }
             }
         }
+    }
+}
+
+#[test]
+fn la_and_vs_settings_are_recorded_and_read_back_from_the_metadata() {
+    use ldam_onnx::ldam::contract::{keys, PatchRecord};
+    for loss in [LossKind::La, LossKind::Vs] {
+        let config = LossConfig {
+            loss,
+            la_tau: 0.7,
+            vs_gamma: 0.3,
+            vs_tau: 1.4,
+            ..LossConfig::reference(vec![50, 20, 5])
+        };
+        let model = patched(3, config.clone());
+        let recorded = PatchRecord::read(&model).unwrap().unwrap();
+        // Only the loss's own settings are written; the others read as defaults.
+        let expected = match loss {
+            LossKind::La => LossConfig {
+                vs_gamma: ldam_onnx::ldam::VS_GAMMA,
+                vs_tau: ldam_onnx::ldam::VS_TAU,
+                ..config
+            },
+            _ => LossConfig {
+                la_tau: ldam_onnx::ldam::LA_TAU,
+                ..config
+            },
+        };
+        assert_eq!(recorded.config, expected, "{loss}");
+        let has = |key| ldam_onnx::onnx::metadata(&model, key).is_some();
+        assert_eq!(has(keys::LA_TAU), loss == LossKind::La);
+        assert_eq!(has(keys::VS_GAMMA), loss == LossKind::Vs);
+        assert_eq!(has(keys::VS_TAU), loss == LossKind::Vs);
     }
 }

@@ -61,7 +61,14 @@ fn appended_subgraph_for_every_loss_reweight_and_head() {
     let mlp = load(&common::repo_dir().join("models/mlp.onnx"))
         .unwrap()
         .model;
-    for loss in [LossKind::Ldam, LossKind::Ce, LossKind::Focal] {
+    let losses = [
+        LossKind::Ldam,
+        LossKind::Ce,
+        LossKind::Focal,
+        LossKind::La,
+        LossKind::Vs,
+    ];
+    for loss in losses {
         for reweight in [Reweight::None, Reweight::Rw, Reweight::Drw] {
             for (head, head_name) in [(HeadMode::Keep, "keep"), (HeadMode::Cosine, "cosine")] {
                 let options = PatchOptions {

@@ -1,5 +1,6 @@
 //! Argument structs (clap derive) and the glue from arguments to library calls.
 
+mod adjust;
 mod compile;
 mod deploy;
 mod export_data;
@@ -48,6 +49,8 @@ enum Command {
     Train(train::TrainArgs),
     /// Test-set accuracy of any ONNX classifier, per class and by shot group
     Eval(train::EvalArgs),
+    /// Post-hoc logit adjustment and tau-normalisation of a trained classifier
+    Adjust(adjust::AdjustArgs),
     /// Write a long-tailed train/test subset as one binary for the browser trainer (web/)
     ExportData(export_data::ExportDataArgs),
     /// Serve a folder (the browser trainer, web/) over HTTP on 127.0.0.1
@@ -64,6 +67,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Compile(args) => compile::run_compile(args).map(done),
         Command::Train(args) => train::run_train(args),
         Command::Eval(args) => train::run_eval(args),
+        Command::Adjust(args) => adjust::run_adjust(args).map(done),
         Command::ExportData(args) => export_data::run_export_data(args).map(done),
         Command::ServeWeb(args) => serve_web::run_serve_web(args).map(done),
         Command::Deploy(args) => deploy::run_deploy(args).map(done),

@@ -17,6 +17,10 @@ enum LossArg {
     Ce,
     /// Focal loss (gamma from --gamma)
     Focal,
+    /// Logit-adjusted cross-entropy CE(z + T log(pi), y), pi_j = n_j / sum n (Menon et al.); Balanced Softmax at --la-tau 1
+    La,
+    /// VS loss CE(Delta z + iota, y), Delta_j = (n_j/n_max)^G, iota_j = T log(pi_j) (Kini et al.)
+    Vs,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,6 +77,15 @@ pub struct PatchArgs {
     /// Focal loss focusing parameter
     #[arg(long, default_value_t = 1.0)]
     gamma: f64,
+    /// Temperature T of --loss la: CE(z + T log(pi), y); 1 is Balanced Softmax (Ren et al., NeurIPS 2020)
+    #[arg(long, default_value_t = ldam_onnx::ldam::LA_TAU, value_name = "T")]
+    la_tau: f64,
+    /// Exponent G of --loss vs's scales Delta_j = (n_j/n_max)^G
+    #[arg(long, default_value_t = ldam_onnx::ldam::VS_GAMMA, value_name = "G")]
+    vs_gamma: f64,
+    /// Temperature T of --loss vs's offsets iota_j = T log(pi_j)
+    #[arg(long, default_value_t = ldam_onnx::ldam::VS_TAU, value_name = "T")]
+    vs_tau: f64,
     /// Class re-weighting scheme
     #[arg(long, value_enum, default_value_t = ReweightArg::Drw)]
     reweight: ReweightArg,
@@ -130,6 +143,8 @@ pub fn run_patch(args: PatchArgs) -> Result<()> {
             LossArg::Ldam => LossKind::Ldam,
             LossArg::Ce => LossKind::Ce,
             LossArg::Focal => LossKind::Focal,
+            LossArg::La => LossKind::La,
+            LossArg::Vs => LossKind::Vs,
         },
         max_m: args.max_m,
         scale: args.scale,
@@ -141,6 +156,9 @@ pub fn run_patch(args: PatchArgs) -> Result<()> {
         },
         drw_epoch: args.drw_epoch,
         beta: args.beta,
+        la_tau: args.la_tau,
+        vs_gamma: args.vs_gamma,
+        vs_tau: args.vs_tau,
     };
     let options = PatchOptions {
         config,
@@ -184,6 +202,8 @@ pub fn run_patch(args: PatchArgs) -> Result<()> {
         match c.loss {
             LossKind::Ldam => format!(" (max_m {}, scale {})", c.max_m, c.scale),
             LossKind::Focal => format!(" (gamma {})", c.gamma),
+            LossKind::La => format!(" (tau {})", c.la_tau),
+            LossKind::Vs => format!(" (gamma {}, tau {})", c.vs_gamma, c.vs_tau),
             LossKind::Ce => String::new(),
         },
         c.reweight,

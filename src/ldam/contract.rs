@@ -9,7 +9,7 @@
 //! wrote the state lists comma-joined; [`read_list`] reads both, so their training
 //! steps and checkpoints still load.
 
-use super::LossConfig;
+use super::{LossConfig, LossKind};
 use crate::error::{Error, Result};
 use crate::onnx::types::{tensor_type, Dim};
 use crate::onnx::{metadata, GraphProto, ModelProto, StringStringEntryProto, ValueInfoProto};
@@ -61,6 +61,11 @@ pub mod keys {
     pub const REWEIGHT: &str = "ldam_onnx.reweight";
     pub const DRW_EPOCH: &str = "ldam_onnx.drw_epoch";
     pub const BETA: &str = "ldam_onnx.beta";
+    /// Recorded for loss `la` only.
+    pub const LA_TAU: &str = "ldam_onnx.la_tau";
+    /// Recorded for loss `vs` only.
+    pub const VS_GAMMA: &str = "ldam_onnx.vs_gamma";
+    pub const VS_TAU: &str = "ldam_onnx.vs_tau";
     pub const LOGITS: &str = "ldam_onnx.logits";
     pub const HEAD: &str = "ldam_onnx.head";
     pub const LABELS_INPUT: &str = "ldam_onnx.labels_input";
@@ -90,6 +95,12 @@ pub mod keys {
     /// Comma-separated training class counts of an exported model, which decide
     /// the many/medium/few groups of its report.
     pub const TRAIN_CLASS_COUNTS: &str = "ldam_onnx.train_class_counts";
+    // Written by `adjust`.
+    /// `tau` of the post-hoc logit adjustment applied to an exported model.
+    pub const ADJUST_LOGIT_TAU: &str = "ldam_onnx.adjust.logit_tau";
+    /// `p` of the tau-normalisation applied to an exported model's classifier.
+    pub const ADJUST_TAU_NORM: &str = "ldam_onnx.adjust.tau_norm";
+
     /// JSON position and settings of a checkpoint.
     pub const CHECKPOINT: &str = "ldam_onnx.checkpoint";
 }
@@ -165,6 +176,16 @@ impl PatchRecord {
             .map(u64::to_string)
             .collect::<Vec<_>>()
             .join(",");
+        // The LA and VS settings only with their loss, so the records of the
+        // other losses read as before.
+        let loss_settings = match c.loss {
+            LossKind::La => vec![(keys::LA_TAU, c.la_tau.to_string())],
+            LossKind::Vs => vec![
+                (keys::VS_GAMMA, c.vs_gamma.to_string()),
+                (keys::VS_TAU, c.vs_tau.to_string()),
+            ],
+            LossKind::Ldam | LossKind::Ce | LossKind::Focal => Vec::new(),
+        };
         [
             (keys::VERSION, env!("CARGO_PKG_VERSION").to_string()),
             (keys::CLASS_COUNTS, counts),
@@ -175,14 +196,17 @@ impl PatchRecord {
             (keys::REWEIGHT, c.reweight.to_string()),
             (keys::DRW_EPOCH, c.drw_epoch.to_string()),
             (keys::BETA, c.beta.to_string()),
+        ]
+        .into_iter()
+        .chain(loss_settings)
+        .chain([
             (keys::LOGITS, self.logits.clone()),
             (keys::HEAD, self.head.clone()),
             (keys::LABELS_INPUT, self.labels_input.clone()),
             (keys::EPOCH_INPUT, self.epoch_input.clone()),
             (keys::LOSS_OUTPUT, self.loss_output.clone()),
             (keys::LOGITS_OUTPUT, self.logits_output.clone()),
-        ]
-        .into_iter()
+        ])
         .map(|(key, value)| entry(key, value))
         .collect()
     }
@@ -201,6 +225,12 @@ impl PatchRecord {
             v.parse()
                 .map_err(|_| Error::invalid(format!("metadata '{key}' is not a number: '{v}'")))
         };
+        let number_or = |key: &str, default: f64| -> Result<f64> {
+            match metadata(model, key) {
+                Some(_) => number(key),
+                None => Ok(default),
+            }
+        };
         let class_counts = parse_counts(get(keys::CLASS_COUNTS)?, keys::CLASS_COUNTS)?;
         let config = LossConfig {
             class_counts,
@@ -211,6 +241,9 @@ impl PatchRecord {
             reweight: get(keys::REWEIGHT)?.parse()?,
             drw_epoch: number(keys::DRW_EPOCH)? as i64,
             beta: number(keys::BETA)?,
+            la_tau: number_or(keys::LA_TAU, crate::ldam::LA_TAU)?,
+            vs_gamma: number_or(keys::VS_GAMMA, crate::ldam::VS_GAMMA)?,
+            vs_tau: number_or(keys::VS_TAU, crate::ldam::VS_TAU)?,
         };
         Ok(Some(PatchRecord {
             config,
@@ -405,6 +438,9 @@ mod tests {
             keys::REWEIGHT,
             keys::DRW_EPOCH,
             keys::BETA,
+            keys::LA_TAU,
+            keys::VS_GAMMA,
+            keys::VS_TAU,
             keys::LOGITS,
             keys::HEAD,
             keys::LABELS_INPUT,
@@ -423,6 +459,8 @@ mod tests {
             keys::INPUT_NORMALIZATION,
             keys::TRAIN_CLASS_COUNTS,
             keys::CHECKPOINT,
+            keys::ADJUST_LOGIT_TAU,
+            keys::ADJUST_TAU_NORM,
         ];
         for key in all {
             assert!(key.starts_with(keys::PREFIX), "{key}");

@@ -1,5 +1,6 @@
-//! The loss subgraph appended after the logits: LDAM margins and scale, class
-//! weights chosen in the graph from `epoch`, and one SoftmaxCrossEntropyLoss node.
+//! The loss subgraph appended after the logits: LDAM margins and scale (or the
+//! per-class scales and offsets of LA and VS), class weights chosen in the graph
+//! from `epoch`, and one SoftmaxCrossEntropyLoss node.
 
 use crate::error::{Error, Result};
 use crate::ldam::{effective_number_weights, margins, LossConfig, LossKind, Reweight};
@@ -12,6 +13,10 @@ pub const MARGINS: &str = "ldam.margins";
 pub const CLASS_WEIGHTS: &str = "ldam.class_weights";
 pub const SCALE: &str = "ldam.scale";
 pub const DRW_EPOCH: &str = "ldam.drw_epoch";
+/// Additive logit offsets `tau * log(pi)` of the LA and VS losses.
+pub const LOGIT_OFFSETS: &str = "ldam.logit_offsets";
+/// Multiplicative logit scales `Delta` of the VS loss.
+pub const VS_SCALES: &str = "ldam.vs_scales";
 
 /// Names of the values the loss subgraph reads and writes.
 pub struct LossIo<'a> {
@@ -58,6 +63,20 @@ pub fn emit(b: &mut Emitter, config: &LossConfig, io: &LossIo) -> Result<()> {
             b.mul(&shifted, &scale, "scaled_logits")
         }
         LossKind::Ce | LossKind::Focal => io.logits.to_string(),
+        LossKind::La | LossKind::Vs => {
+            let (scales, offsets) = config
+                .logit_affine()
+                .expect("LA and VS map the logits affinely");
+            // LA: z + tau log(pi); VS: Delta * z + tau log(pi).
+            let scaled = if config.loss == LossKind::Vs {
+                let scales = named(b, f32_tensor(VS_SCALES, &[classes], &f32s(scales)))?;
+                b.mul(io.logits, &scales, "vs_scaled_logits")
+            } else {
+                io.logits.to_string()
+            };
+            let offsets = named(b, f32_tensor(LOGIT_OFFSETS, &[classes], &f32s(offsets)))?;
+            b.add(&scaled, &offsets, "adjusted_logits")
+        }
     };
 
     let weights = match config.reweight {
@@ -95,7 +114,7 @@ pub fn emit(b: &mut Emitter, config: &LossConfig, io: &LossIo) -> Result<()> {
     }
 
     match config.loss {
-        LossKind::Ldam | LossKind::Ce => {
+        LossKind::Ldam | LossKind::Ce | LossKind::La | LossKind::Vs => {
             // Weighted mean sum_i w_{y_i} l_i / sum_i w_{y_i}, as PyTorch's cross_entropy.
             b.op_into(
                 "SoftmaxCrossEntropyLoss",
