@@ -13,7 +13,9 @@
 # img/s over the repetitions and their ratios to PyTorch, and each process's
 # peak resident memory (max over repetitions).
 #
-# Usage: bash benches/speed.sh [--batch 128[,256...]] [--repeat 3] [--steps 10] [--models resnet32,cnn] [--threads 2]
+# Usage: bash benches/speed.sh [--batch 128[,256...]] [--repeat 3] [--steps 10] [--models resnet32,cnn] [--threads 2] [--wait passive|active]
+# Other CIFAR ResNet depths (--models resnet20,resnet56: depth 6n + 2) are exported
+# once into target/speed/ (needs the onnx package: .deps/python from .ci/deps.sh).
 #
 # Installs, when missing, the pinned torch==2.13.0 wheel (with numpy) for Python
 # into the git-ignored .deps/bench (the same wheel .ci/deps-torch.sh takes
@@ -27,6 +29,7 @@ repeat=3
 steps=10
 models=resnet32,cnn
 threads=2
+wait_policy=passive
 while [ $# -gt 0 ]; do
     case "$1" in
         --batch) batches=$2; shift 2 ;;
@@ -34,6 +37,7 @@ while [ $# -gt 0 ]; do
         --steps) steps=$2; shift 2 ;;
         --models) models=$2; shift 2 ;;
         --threads) threads=$2; shift 2 ;;
+        --wait) wait_policy=$2; shift 2 ;;
         *) echo "unknown argument '$1' (see the head of $0)" >&2; exit 2 ;;
     esac
 done
@@ -50,14 +54,17 @@ fi
 source .ci/deps-torch.sh >/dev/null
 cargo build --quiet --release --locked --features torch --example bench_step --example bench_torch
 
-# One thread count for all: libtorch and PyTorch read OMP_NUM_THREADS, ONNX
-# Runtime gets one intra-op thread per core (the trainer's setting).
-export OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads
+# One thread count and one waiting policy for all: libtorch and PyTorch read
+# OMP_NUM_THREADS and OMP_WAIT_POLICY; ONNX Runtime gets one intra-op thread per
+# core whose threads sleep between ops (the trainer's settings, src/runtime.rs).
+# Spinning threads (--wait active, OpenMP's default) lose 3-4x on a machine
+# whose cores other processes share.
+export OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads OMP_WAIT_POLICY=$wait_policy
 out="$root/target/speed"
 mkdir -p "$out"
 results="$out/results-$(date +%Y%m%d-%H%M%S).txt"
 echo "# $(date -u +%FT%TZ) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)," \
-    "load $(cut -d' ' -f1-3 /proc/loadavg); batch $batches, $repeat x $steps steps, $threads threads" | tee "$results"
+    "load $(cut -d' ' -f1-3 /proc/loadavg); batch $batches, $repeat x $steps steps, $threads threads, OpenMP wait $wait_policy" | tee "$results"
 
 # Runs one measurement, appends its result lines and its peak RSS (kB) as
 # `rss IMPL MODEL BATCH KB` for each implementation it measured.
@@ -75,14 +82,23 @@ measure() {
 for rep in $(seq "$repeat"); do
     for batch in ${batches//,/ }; do
         for model in ${models//,/ }; do
+            file="models/$model.onnx"
+            if [ ! -f "$file" ]; then
+                # Another depth (resnet20, resnet56, ...): exported once, as models/export.py does.
+                file="$out/$model.onnx"
+                [ -f "$file" ] || PYTHONPATH="$bench:$root/.deps/python" python3 benches/speed_pytorch.py \
+                    export --model "$model" --out "$file" >"$file.log" 2>&1 || { cat "$file.log" >&2; exit 1; }
+            fi
+            torch_model=$model
+            [ "$model" = resnet32 ] || [ "$model" = cnn ] || torch_model=$file
             measure env PYTHONPATH="$bench" python3 benches/speed_pytorch.py measure \
                 --model "$model" --batch "$batch" --steps "$steps" --threads "$threads"
             # bench_torch runs the CNN 4x as many steps (its steps are short).
             torch_steps=$steps
             [ "$model" = cnn ] && torch_steps=$(( (steps + 3) / 4 ))
-            measure target/release/examples/bench_torch --model "$model" --batch "$batch" \
+            measure target/release/examples/bench_torch --model "$torch_model" --batch "$batch" \
                 --steps "$torch_steps"
-            measure target/release/examples/bench_step "models/$model.onnx" --batch "$batch" \
+            measure target/release/examples/bench_step "$file" --batch "$batch" \
                 --steps "$steps" --no-inference
         done
     done

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """PyTorch eager reference for `benches/speed.sh`, and the table it prints.
 
-    python3 benches/speed_pytorch.py measure --model resnet32|cnn [--batch 128] [--steps 10] [--threads 2]
+    python3 benches/speed_pytorch.py measure --model resnet32|resnetD|cnn [--batch 128] [--steps 10] [--threads 2]
+    python3 benches/speed_pytorch.py export --model resnetD --out FILE.onnx
     python3 benches/speed_pytorch.py table RESULTS_FILE
 
 `measure` trains the network of models/resnet32.onnx or models/cnn.onnx, written
@@ -10,6 +11,10 @@ here in PyTorch, with the recipe the patched graph computes: cosine head
 (max_m 0.5, s 30, DRW weights off at epoch 0), SGD momentum 0.9, weight decay
 2e-4, on one fixed random batch (no data loading). It prints one line
 `result pytorch MODEL BATCH IMG_PER_S` for the timed steps after two warm-up steps.
+
+`export` writes a CIFAR ResNet of another depth D = 6n + 2 (resnet20, resnet56,
+...) as models/export.py writes resnet32.onnx (TorchScript exporter, opset 17,
+training mode, symbolic batch; needs the onnx package), for the depth figures.
 
 `table` reads the `result IMPL MODEL BATCH IMG_PER_S` lines of every run and
 prints a Markdown table of min and median img/s per implementation and their
@@ -21,7 +26,7 @@ import argparse, math, statistics, sys, time
 COUNTS = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
 
 
-def build(model):
+def build(model, head='cosine'):
     import torch, torch.nn as nn, torch.nn.functional as F
 
     class NormedLinear(nn.Module):
@@ -54,18 +59,18 @@ def build(model):
             out = self.bn2(self.conv2(out))
             return F.relu(out + self.shortcut(x))
 
-    class ResNet32(nn.Module):  # kaidic/LDAM-DRW resnet_cifar.resnet32(use_norm=True)
-        def __init__(self):
+    class ResNet(nn.Module):  # kaidic/LDAM-DRW resnet_cifar.resnet32(use_norm=True) at depth 6n + 2
+        def __init__(self, blocks, head):
             super().__init__()
             self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
             self.bn1 = nn.BatchNorm2d(16)
             layers, cin = [], 16
             for planes, stride in [(16, 1), (32, 2), (64, 2)]:
-                for i in range(5):
+                for i in range(blocks):
                     layers.append(Block(cin, planes, stride if i == 0 else 1))
                     cin = planes
             self.layers = nn.Sequential(*layers)
-            self.linear = NormedLinear(64, 10)
+            self.linear = NormedLinear(64, 10) if head == 'cosine' else nn.Linear(64, 10)
 
         def forward(self, x):
             out = self.layers(F.relu(self.bn1(self.conv1(x))))
@@ -73,8 +78,11 @@ def build(model):
             return self.linear(out)
 
     torch.manual_seed(0)
-    if model == 'resnet32':
-        return ResNet32(), (3, 32, 32)
+    if model.startswith('resnet'):
+        depth = int(model[len('resnet'):])
+        if depth < 8 or (depth - 2) % 6:
+            raise SystemExit(f"{model}: a CIFAR ResNet's depth is 6n + 2")
+        return ResNet((depth - 2) // 6, head), (3, 32, 32)
     net = nn.Sequential(
         nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
@@ -111,6 +119,17 @@ def measure(args):
         step()
     seconds = time.perf_counter() - started
     print(f"result pytorch {args.model} {args.batch} {args.batch * args.steps / seconds:.1f}", flush=True)
+
+
+def export(args):
+    import torch
+    net, shape = build(args.model, head='linear')  # as exported; the patch adds the cosine head
+    net.train()
+    x = torch.randn((2,) + shape)
+    torch.onnx.export(net, (x,), args.out, dynamo=False, export_params=True, opset_version=17,
+                      training=torch.onnx.TrainingMode.TRAINING, do_constant_folding=False,
+                      input_names=['input'], output_names=['logits'],
+                      dynamic_axes={'input': {0: 'N'}, 'logits': {0: 'N'}})
 
 
 def table(args):
@@ -156,14 +175,17 @@ def main():
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest='cmd', required=True)
     m = sub.add_parser('measure')
-    m.add_argument('--model', choices=['resnet32', 'cnn'], required=True)
+    m.add_argument('--model', required=True, help='resnet32, resnetD (D = 6n + 2) or cnn')
     m.add_argument('--batch', type=int, default=128)
     m.add_argument('--steps', type=int, default=10)
     m.add_argument('--threads', type=int, default=2)
+    e = sub.add_parser('export')
+    e.add_argument('--model', required=True)
+    e.add_argument('--out', required=True)
     t = sub.add_parser('table')
     t.add_argument('results')
     args = p.parse_args()
-    measure(args) if args.cmd == 'measure' else table(args)
+    {'measure': measure, 'export': export, 'table': table}[args.cmd](args)
 
 
 if __name__ == '__main__':

@@ -3,7 +3,8 @@
 //! and SGD step of `models/cnn.onnx` against interpreting its patched graph, the
 //! two alternating in one process on the same data).
 //!
-//! `cargo run --release --features torch --example bench_torch -- [--model resnet32|cnn|all] [--batch 128] [--steps 5] [--repeat 1]`
+//! `cargo run --release --features torch --example bench_torch -- [--model resnet32|cnn|all|FILE.onnx] [--batch 128] [--steps 5] [--repeat 1]`
+//! (FILE.onnx: another 3x32x32 network, torch backend only)
 //!
 //! Every repetition prints `result IMPL MODEL BATCH IMG_PER_S` lines (IMPL
 //! `torch-backend` or `tch-direct`), read by `benches/speed.sh`.
@@ -190,9 +191,14 @@ fn main() -> Result<()> {
             other => bail!("unexpected argument '{other}'"),
         }
     }
-    if steps == 0 || repeat == 0 || !["all", "resnet32", "cnn"].contains(&model.as_str()) {
+    // Another 3x32x32 network (a CIFAR ResNet of another depth): a model file.
+    let file = model.ends_with(".onnx").then(|| model.clone());
+    if steps == 0
+        || repeat == 0
+        || (file.is_none() && !["all", "resnet32", "cnn"].contains(&model.as_str()))
+    {
         bail!(
-            "usage: bench_torch [--model resnet32|cnn|all] [--batch 128] [--steps 5] [--repeat 1]"
+            "usage: bench_torch [--model resnet32|cnn|all|FILE.onnx] [--batch 128] [--steps 5] [--repeat 1]"
         );
     }
     println!("threads: libtorch {}", tch::get_num_threads());
@@ -200,22 +206,32 @@ fn main() -> Result<()> {
     let rate = |seconds: f64| batch_size as f64 / seconds;
 
     if model != "cnn" {
-        // ResNet-32, batch 3x32x32.
-        let resnet = patched("models/resnet32.onnx")?;
+        // ResNet-32 (or the given file), batch 3x32x32.
+        let (path, name) = match &file {
+            Some(path) => (
+                path.as_str(),
+                Path::new(path)
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .unwrap_or("model"),
+            ),
+            None => ("models/resnet32.onnx", "resnet32"),
+        };
+        let resnet = patched(path)?;
         let data = batch(&[batch_size, 3, 32, 32], 7);
         let mut torch = TorchTrainer::new(&resnet, &options, Device::Cpu)?;
         let first = torch.step(&data, 0, LR)?.loss;
         for _ in 0..repeat {
             let seconds = seconds_per_step(steps, || Ok(torch.step(&data, 0, LR).map(drop)?))?;
             println!(
-                "result torch-backend resnet32 {batch_size} {:.1}",
+                "result torch-backend {name} {batch_size} {:.1}",
                 rate(seconds)
             );
         }
-        println!("ResNet-32 first loss {first:.6}");
+        println!("{name} first loss {first:.6}");
     }
 
-    if model != "resnet32" {
+    if model == "all" || model == "cnn" {
         // The interpreter against the same libtorch ops called directly,
         // alternating so that both see the same load.
         let cnn = patched("models/cnn.onnx")?;
