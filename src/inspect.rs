@@ -530,11 +530,35 @@ pub fn render_train_step(model: &ModelProto) -> String {
         .map(String::as_str)
         .chain(std::iter::repeat("?"));
     for (name, kind) in state.iter().zip(kinds) {
-        let dims = graph
-            .initializer
+        // The state input's declared shape (an initializer's in steps that
+        // keep their state inside).
+        let declared = graph
+            .input
             .iter()
-            .find(|t| t.name() == *name)
-            .map(|t| format!("{:?}", t.dims))
+            .find(|i| i.name() == *name)
+            .and_then(crate::onnx::types::tensor_type)
+            .and_then(|t| t.shape)
+            .filter(|dims| {
+                dims.iter()
+                    .all(|d| matches!(d, crate::onnx::types::Dim::Fixed(_)))
+            })
+            .map(|dims| {
+                format!(
+                    "[{}]",
+                    dims.iter()
+                        .map(|d| d.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            });
+        let dims = declared
+            .or_else(|| {
+                graph
+                    .initializer
+                    .iter()
+                    .find(|t| t.name() == *name)
+                    .map(|t| format!("{:?}", t.dims))
+            })
             .unwrap_or_else(|| "?".into());
         let _ = writeln!(out, "  {name}  {kind} {dims}");
     }

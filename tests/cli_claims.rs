@@ -236,6 +236,25 @@ fn meta(model: &ModelProto, key: &str) -> String {
 
 /// The state list of a training step: a JSON array of names under
 /// `ldam_onnx.train.state`.
+/// The step file `path` with the initial values of its companion state file as
+/// initializers behind its state inputs: runnable in native ONNX Runtime with
+/// the batch inputs alone, and readable with [`initializer`].
+fn step_with_initial_state(path: &Path) -> ModelProto {
+    let loaded = ldam_onnx::onnx::io::load(path).unwrap();
+    let initial = ldam_onnx::compile::files::initial_state(&loaded).unwrap();
+    let mut step = loaded.model;
+    let graph = step.graph.as_mut().unwrap();
+    assert!(
+        graph
+            .initializer
+            .iter()
+            .all(|t| !initial.contains_key(t.name())),
+        "the step keeps its state inputs plain"
+    );
+    graph.initializer.extend(initial.into_values());
+    step
+}
+
 fn state_list(step: &ModelProto) -> Vec<String> {
     serde_json::from_str(&meta(step, "ldam_onnx.train.state")).expect("a JSON list of names")
 }
@@ -1357,17 +1376,18 @@ fn no_shuffle_trains_in_file_order_exactly_as_the_compiled_step_fed_by_hand() {
     let step = model(&step_file);
     let names: Vec<String> = state_list(&step);
     let by_hand = |order: &[usize]| -> HashMap<String, Vec<f32>> {
+        // The initial state: the companion file the step names.
+        let initial = ldam_onnx::compile::files::initial_state(
+            &ldam_onnx::onnx::io::load(&step_file).unwrap(),
+        )
+        .unwrap();
         let mut state: HashMap<String, Vec<f32>> = names
             .iter()
-            .map(|s| (s.clone(), initializer(&step, s)))
+            .map(|s| (s.clone(), f32_values(&initial[s]).unwrap()))
             .collect();
-        let dims: HashMap<String, Vec<i64>> = step
-            .graph
-            .as_ref()
-            .unwrap()
-            .initializer
+        let dims: HashMap<String, Vec<i64>> = initial
             .iter()
-            .map(|t| (t.name().to_string(), t.dims.clone()))
+            .map(|(name, t)| (name.clone(), t.dims.clone()))
             .collect();
         for &b in order {
             let rows = b * batch..(b + 1) * batch;
@@ -1531,7 +1551,10 @@ fn compile_freeze_leaves_frozen_parameters_out_of_the_step_and_updates_the_other
         &frozen_names.join(","),
     ]);
     ldam_ok(["compile", &p(&patched), "-o", &p(&free_file)]);
-    let (frozen, free) = (model(&frozen_file), model(&free_file));
+    let (frozen, free) = (
+        step_with_initial_state(&frozen_file),
+        step_with_initial_state(&free_file),
+    );
     assert_eq!(
         meta(&frozen, "ldam_onnx.train.frozen"),
         frozen_names.join(",")

@@ -50,15 +50,12 @@ fn every_model_compiles_and_two_steps_lower_the_loss() {
             .collect();
         let count = shape.iter().product::<i64>() as usize;
         let x = Rng::new(5).floats(count, -1.0, 1.0);
+        let initial = step.initial_values();
         let mut state: HashMap<String, (Vec<i64>, Vec<f32>)> = step
             .state
             .iter()
             .map(|s| {
-                let t = graph
-                    .initializer
-                    .iter()
-                    .find(|t| t.name() == s.name)
-                    .unwrap();
+                let t = &initial[&s.name];
                 (s.name.clone(), (t.dims.clone(), f32_values(t).unwrap()))
             })
             .collect();
@@ -141,44 +138,18 @@ fn run_step(
     run(&step.model, &inputs)
 }
 
-fn initial_state(
-    step: &ldam_onnx::compile::TrainStep,
-) -> HashMap<String, ldam_onnx::onnx::TensorProto> {
-    let graph = step.model.graph.as_ref().unwrap();
-    step.state
-        .iter()
-        .map(|s| {
-            (
-                s.name.clone(),
-                graph
-                    .initializer
-                    .iter()
-                    .find(|t| t.name() == s.name)
-                    .unwrap()
-                    .clone(),
-            )
-        })
-        .collect()
-}
-
 fn next_state(
     step: &ldam_onnx::compile::TrainStep,
     outputs: &HashMap<String, Data>,
 ) -> HashMap<String, ldam_onnx::onnx::TensorProto> {
-    let graph = step.model.graph.as_ref().unwrap();
+    let initial = step.initial_values();
     step.state
         .iter()
         .map(|s| {
-            let dims = graph
-                .initializer
-                .iter()
-                .find(|t| t.name() == s.name)
-                .unwrap()
-                .dims
-                .clone();
+            let dims = &initial[&s.name].dims;
             (
                 s.name.clone(),
-                ldam_onnx::onnx::tensor::f32_tensor(&s.name, &dims, outputs[&s.next].f32()),
+                ldam_onnx::onnx::tensor::f32_tensor(&s.name, dims, outputs[&s.next].f32()),
             )
         })
         .collect()
@@ -192,10 +163,10 @@ fn recovered_inference_model_of_the_mlp_computes_the_train_step_logits() {
         vec![BATCH, 1, 28, 28],
         Rng::new(3).floats((BATCH * 784) as usize, -1.0, 1.0),
     );
-    let state = initial_state(&step);
+    let state = step.initial_values();
 
     // Before training: the patched model's own logits.
-    let inference = ldam_onnx::compile::inference_model(&step.model, &HashMap::new()).unwrap();
+    let inference = ldam_onnx::compile::inference_model(&step.model, &state).unwrap();
     let inputs: Vec<&str> = inference
         .graph
         .as_ref()
@@ -245,7 +216,7 @@ fn batchnorm_running_statistics_follow_pytorch_and_the_deployed_model_uses_them(
         vec![BATCH, 1, 28, 28],
         Rng::new(4).floats((BATCH * 784) as usize, -1.0, 1.0),
     );
-    let state = initial_state(&step);
+    let state = step.initial_values();
     let outputs = run_step(&step, &x, &state);
 
     // The first BatchNorm's input, read from the patched (forward) graph.
@@ -411,4 +382,40 @@ fn compile_command_writes_a_training_step_and_refuses_an_unpatched_model() {
     );
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(!dir.path().join("x.onnx").exists());
+}
+
+/// ResNet-32's zero-padded shortcuts: their gradient crops g, and the step
+/// emits that crop as Slice (then a Pad by max(-pads, 0) for pads known only at
+/// run time), never as a Pad with negated pads, which some runtimes (the ONNX
+/// reference implementation among them) refuse.
+#[test]
+fn resnet32_step_crops_the_shortcut_gradient_with_slice() {
+    let step = compile(&patched("models/resnet32.onnx"), &CompileOptions::default()).unwrap();
+    let graph = step.model.graph.as_ref().unwrap();
+    let producer: HashMap<&str, &ldam_onnx::onnx::NodeProto> = graph
+        .node
+        .iter()
+        .flat_map(|n| n.output.iter().map(move |o| (o.as_str(), n)))
+        .collect();
+    let constants: HashMap<&str, &ldam_onnx::onnx::TensorProto> =
+        graph.initializer.iter().map(|t| (t.name(), t)).collect();
+    for node in graph.node.iter().filter(|n| n.op_type() == "Pad") {
+        let pads = node.input[1].as_str();
+        if let Some(values) = constants.get(pads) {
+            let values = ldam_onnx::onnx::tensor::i64_values(values).unwrap();
+            assert!(
+                values.iter().all(|&p| p >= 0),
+                "{}: pads {values:?}",
+                node.name()
+            );
+        } else {
+            let producer = producer.get(pads).map(|n| n.op_type());
+            assert_ne!(
+                producer,
+                Some("Neg"),
+                "{} pads by negated amounts",
+                node.name()
+            );
+        }
+    }
 }

@@ -27,19 +27,11 @@ fn mlp_step() -> TrainStep {
     compile(&patched, &CompileOptions::default()).unwrap()
 }
 
-/// The state values stored in the step's initializers, by name.
+/// The state's initial values (the companion state file's), by name.
 fn initial_state(step: &TrainStep) -> HashMap<String, (Vec<i64>, Vec<f32>)> {
-    let graph = step.model.graph.as_ref().unwrap();
-    step.state
-        .iter()
-        .map(|s| {
-            let t = graph
-                .initializer
-                .iter()
-                .find(|t| t.name() == s.name)
-                .unwrap();
-            (s.name.clone(), (t.dims.clone(), f32_values(t).unwrap()))
-        })
+    step.initial_values()
+        .into_iter()
+        .map(|(name, t)| (name, (t.dims.clone(), f32_values(&t).unwrap())))
         .collect()
 }
 

@@ -224,6 +224,7 @@ fn two_compiled_sgd_steps_match_a_hand_computed_ldam_drw_step() {
             momentum: MOMENTUM,
             weight_decay: WEIGHT_DECAY,
             freeze: vec![],
+            sam: None,
         },
     )
     .unwrap();
@@ -242,24 +243,12 @@ fn two_compiled_sgd_steps_match_a_hand_computed_ldam_drw_step() {
         "the cosine head drops fc2.bias"
     );
 
-    // State values as the graph holds them, fed back step by step.
-    let graph = step.model.graph.as_ref().unwrap();
+    // The initial state values, fed back step by step.
+    let initial = step.initial_values();
     let mut state: HashMap<String, Vec<f32>> = step
         .state
         .iter()
-        .map(|s| {
-            (
-                s.name.clone(),
-                f32_values(
-                    graph
-                        .initializer
-                        .iter()
-                        .find(|t| t.name() == s.name)
-                        .unwrap(),
-                )
-                .unwrap(),
-            )
-        })
+        .map(|s| (s.name.clone(), f32_values(&initial[&s.name]).unwrap()))
         .collect();
     let mut reference = Params {
         w1: widen(&w1),
@@ -308,13 +297,7 @@ fn two_compiled_sgd_steps_match_a_hand_computed_ldam_drw_step() {
             ("lr", Data::F32(vec![], vec![LR as f32])),
         ];
         for s in &step.state {
-            let dims: Vec<i64> = graph
-                .initializer
-                .iter()
-                .find(|t| t.name() == s.name)
-                .unwrap()
-                .dims
-                .clone();
+            let dims: Vec<i64> = initial[&s.name].dims.clone();
             inputs.push((s.name.as_str(), Data::F32(dims, state[&s.name].clone())));
         }
         let outputs = run(&step.model, &inputs);

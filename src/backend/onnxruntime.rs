@@ -108,14 +108,11 @@ impl OrtTrainer {
         let session = session(&step.model, device)?;
         let mut state = Vec::new();
         let mut dims = HashMap::new();
+        let initial = step.initial_values();
         for s in &step.state {
-            let tensor = graph
-                .initializer
-                .iter()
-                .find(|t| t.name() == s.name)
-                .ok_or_else(|| {
-                    Error::invalid(format!("state tensor '{}' has no initializer", s.name))
-                })?;
+            let tensor = initial.get(&s.name).ok_or_else(|| {
+                Error::invalid(format!("state tensor '{}' has no initial value", s.name))
+            })?;
             dims.insert(s.name.clone(), tensor.dims.clone());
             state.push((s.name.clone(), s.next.clone(), to_value(tensor)?));
         }

@@ -9,9 +9,11 @@ use std::path::PathBuf;
 #[derive(Args, Debug)]
 #[command(
     after_help = "The training-step graph takes the model's inputs, `labels`, `epoch`, `lr` and \
-every state tensor S (parameters, momentum buffers `S.momentum`, BatchNorm running statistics; \
-initializers hold their current values) and returns `loss`, the logits and `S.next` for every S. \
-Feed each S.next back as S for the next step."
+every state tensor S (parameters, momentum buffers `S.momentum`, BatchNorm running statistics) \
+and returns `loss`, the logits and `S.next` for every S. Feed each S.next back as S for the next \
+step. The initial state is written beside the step as NAME.state.onnx: a model with no inputs \
+that returns every S when run, so any ONNX runtime (onnxruntime-web and -node included) can \
+start training from it."
 )]
 pub struct CompileArgs {
     /// A model written by `ldam-onnx patch`
@@ -38,23 +40,24 @@ pub fn run_compile(args: CompileArgs) -> Result<()> {
         let base = stem.strip_suffix(".ldam").unwrap_or(&stem);
         args.model.with_file_name(format!("{base}.train.onnx"))
     });
-    if output.exists() && !args.force {
-        return Err(ldam_onnx::Error::OutputExists { path: output }.into());
-    }
     let options = args.sgd.options();
     let step = ldam_onnx::compile::compile(&loaded.model, &options)
         .with_context(|| format!("{}", args.model.display()))?;
-    io::save(
-        &step.model,
-        Some(&loaded),
+    let companion = step.save(
         &output,
+        Some(&loaded),
         SaveOptions {
             overwrite: args.force,
         },
     )?;
     let count = |kind| step.state.iter().filter(|s| s.kind == kind).count();
     use ldam_onnx::compile::StateKind;
-    println!("compiled {} -> {}", args.model.display(), output.display());
+    println!(
+        "compiled {} -> {} (initial state in {})",
+        args.model.display(),
+        output.display(),
+        companion.display()
+    );
     println!(
         "  state: {} parameters, {} momentum buffers, {} running statistics",
         count(StateKind::Parameter),

@@ -6,12 +6,15 @@
 use crate::compile::state::PlannedState;
 use crate::error::{Error, Result};
 use crate::ldam::contract::{self, keys, PatchRecord, StateKind};
+use crate::onnx::types::{tensor_type, Dim, TensorType};
 use crate::onnx::{metadata, ModelProto, TensorProto};
 use std::collections::{HashMap, HashSet};
 
-/// The inference model of a compiled training step. `state` overrides the
-/// initializer of each named state tensor (typically the latest `S.next` values);
-/// tensors it does not name keep the values stored in the step.
+/// The inference model of a compiled training step, whose state tensors take the
+/// values in `state` (typically the latest `S.next` values; the step's
+/// [`TrainStep::initial_values`](super::TrainStep::initial_values) before any
+/// training). Every state tensor the deployed graph reads needs a value, but for
+/// one that a step keeping its state in initializers still holds.
 pub fn inference_model(
     step: &ModelProto,
     state: &HashMap<String, TensorProto>,
@@ -97,24 +100,36 @@ fn deployable(
                 "'{name}' is not a state tensor of this training step"
             )));
         }
-        let slot = graph
-            .initializer
-            .iter_mut()
-            .find(|t| t.name() == name)
-            .ok_or_else(|| Error::invalid(format!("state tensor '{name}' has no initializer")))?;
-        if slot.dims != tensor.dims || slot.data_type != tensor.data_type {
+        // The slot a value fills: an initializer (a patched model, or a step
+        // that keeps its state inside), or else the step's plain state input.
+        let expected = match graph.initializer.iter().find(|t| t.name() == name) {
+            Some(slot) => Some(TensorType {
+                elem_type: slot.data_type(),
+                shape: Some(slot.dims.iter().map(|&d| Dim::Fixed(d)).collect()),
+            }),
+            None => graph
+                .input
+                .iter()
+                .find(|i| i.name() == name)
+                .and_then(tensor_type),
+        }
+        .ok_or_else(|| Error::invalid(format!("state tensor '{name}' has no slot in the graph")))?;
+        let given = TensorType {
+            elem_type: tensor.data_type(),
+            shape: Some(tensor.dims.iter().map(|&d| Dim::Fixed(d)).collect()),
+        };
+        if given != expected {
             return Err(Error::config(format!(
-                "state tensor '{name}': expected {:?} of type {}, got {:?} of type {}",
-                slot.dims,
-                slot.data_type(),
-                tensor.dims,
-                tensor.data_type()
+                "state tensor '{name}': expected {}, got {}",
+                expected.describe(),
+                given.describe()
             )));
         }
-        *slot = TensorProto {
+        graph.initializer.retain(|t| t.name() != name);
+        graph.initializer.push(TensorProto {
             name: Some(name.clone()),
             ..tensor.clone()
-        };
+        });
     }
 
     // BatchNorm normalises with its running statistics again; Dropout is off.
@@ -164,6 +179,16 @@ fn deployable(
     graph
         .input
         .retain(|i| !initializers.contains(i.name()) && read.contains(i.name()));
+    if let Some(missing) = graph
+        .input
+        .iter()
+        .find(|i| state_names.iter().any(|s| s == i.name()))
+    {
+        return Err(Error::config(format!(
+            "no value given for state tensor '{}', which the deployable model reads",
+            missing.name()
+        )));
+    }
     let defined: HashSet<String> = graph
         .node
         .iter()

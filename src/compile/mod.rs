@@ -3,15 +3,18 @@
 //!
 //! Contract of the train-step graph: inputs are the model's data inputs, `labels`,
 //! `epoch`, `lr` (float scalar) and every state tensor S (trainable parameters,
-//! their momentum buffers `S.momentum`, BatchNorm running statistics), each backed
-//! by an initializer holding its current value so the file runs stand-alone;
-//! outputs are `loss`, the logits, and `S.next` for every state tensor, in the
-//! order `metadata_props["ldam_onnx.train.state"]` lists them (a JSON list; see
-//! [`crate::ldam::contract`]).
+//! their momentum buffers `S.momentum`, BatchNorm running statistics) as a plain
+//! input; outputs are `loss`, the logits, and `S.next` for every state tensor, in
+//! the order `metadata_props["ldam_onnx.train.state"]` lists them (a JSON list;
+//! see [`crate::ldam::contract`]). The initial values of the state travel in a
+//! companion state file ([`TrainStep::save`], [`files::initial_state`]).
 
+pub mod files;
 pub mod inference;
 pub mod options;
+pub mod sam;
 pub mod sgd;
+pub mod split;
 pub mod state;
 
 use options::check_options;
@@ -38,12 +41,19 @@ pub use crate::ldam::contract::{StateKind, StateTensor, LR_INPUT};
 
 #[derive(Debug, Clone)]
 pub struct TrainStep {
+    /// The step graph: the state tensors are plain inputs.
     pub model: ModelProto,
+    /// The companion state file holding the state's initial values
+    /// ([`contract::state_model`]), in the step's state order.
+    pub initial_state: ModelProto,
     pub state: Vec<StateTensor>,
     pub record: PatchRecord,
     pub forward_nodes: usize,
     pub backward_nodes: usize,
     pub update_nodes: usize,
+    /// Each trained parameter with its gradient value in the step graph (what
+    /// the SGD update reads), in state order: where [`split`] cuts the step.
+    pub gradients: Vec<(String, String)>,
 }
 
 /// Compiles a patched model into its training step.
@@ -87,13 +97,34 @@ pub fn compile(model: &ModelProto, options: &CompileOptions) -> Result<TrainStep
         .map(|s| s.name.clone())
         .collect();
     let statistics = batchnorm::explicit_statistics(&mut graph, &mut b, &mut shapes)?;
+    let sam_forward = options.sam.map(|rho| (rho, graph.clone()));
     let backward =
         autodiff::differentiate(&graph, &mut shapes, &mut b, &record.loss_output, &trainable)?;
-    let backward_nodes = backward.nodes.len() - graph.node.len();
+    let mut backward_nodes = backward.nodes.len() - graph.node.len();
     graph.node = backward.nodes;
     graph.initializer.extend(backward.initializers);
+    // With SAM the update takes the gradient of a second pass at w + e.
+    let update_gradients = match sam_forward {
+        Some((rho, forward)) => {
+            let pass = sam::second_pass(
+                &forward,
+                &shapes,
+                &mut b,
+                &record.loss_output,
+                &trainable,
+                &backward.gradients,
+                rho,
+            )?;
+            backward_nodes += pass.nodes.len();
+            graph.node.extend(pass.nodes);
+            graph.initializer.extend(pass.initializers);
+            pass.gradients
+        }
+        None => backward.gradients,
+    };
 
     let mut state = Vec::new();
+    let mut gradients = Vec::new();
     let mut new_initializers: Vec<TensorProto> = Vec::new();
     let mut optimizer = sgd::Sgd::new(&mut b, options.momentum, options.weight_decay);
     for name in &trainable {
@@ -102,13 +133,14 @@ pub fn compile(model: &ModelProto, options: &CompileOptions) -> Result<TrainStep
             .iter()
             .find(|t| t.name() == name)
             .expect("trainable parameters are initializers");
-        let gradient = backward.gradients.get(name).ok_or_else(|| {
+        let gradient = update_gradients.get(name).ok_or_else(|| {
             Error::invalid(format!(
                 "the loss depends on '{name}', but the gradient rules of the ops between them give it \
                  none (an op on that path treats it as a constant input); freezing it trains without it"
             ))
         })?;
         let update = optimizer.step(&mut b, initializer, gradient, LR_INPUT)?;
+        gradients.push((name.clone(), gradient.clone()));
         new_initializers.push(update.momentum_initial);
         state.push(StateTensor {
             name: name.clone(),
@@ -154,14 +186,19 @@ pub fn compile(model: &ModelProto, options: &CompileOptions) -> Result<TrainStep
         )));
     }
     graph.input.push(value_info(LR_INPUT, FLOAT, &[]));
+    // The state's values leave the step for its companion state file: plain
+    // graph inputs are what every runtime lets a caller feed (an input backed
+    // by an initializer is refused by onnxruntime-web and silently ignored by
+    // onnxruntime-node).
+    let mut initial_state = Vec::with_capacity(state.len());
     for s in &state {
         // Parameters are initializers by construction; running statistics are
         // whatever the BatchNormalization nodes name, which a model may wire to
         // another value.
-        let tensor = graph
+        let position = graph
             .initializer
             .iter()
-            .find(|t| t.name() == s.name)
+            .position(|t| t.name() == s.name)
             .ok_or_else(|| {
                 Error::compile(format!(
                     "the {} '{}' is not an initializer: a training step keeps it as state, so it must be one",
@@ -169,10 +206,13 @@ pub fn compile(model: &ModelProto, options: &CompileOptions) -> Result<TrainStep
                     s.name
                 ))
             })?;
-        let dims: Vec<Dim> = tensor.dims.iter().map(|&d| Dim::Fixed(d)).collect();
-        graph
-            .input
-            .push(value_info(&s.name, tensor.data_type(), &dims));
+        let tensor = graph.initializer.remove(position);
+        graph.input.push(value_info(
+            &s.name,
+            tensor.data_type(),
+            &fixed_dims(&tensor),
+        ));
+        initial_state.push(tensor);
     }
     let logits_output = graph
         .output
@@ -187,25 +227,10 @@ pub fn compile(model: &ModelProto, options: &CompileOptions) -> Result<TrainStep
         .cloned()
         .unwrap_or_else(|| value_info(&record.loss_output, FLOAT, &[]));
     graph.output = vec![loss_output, logits_output];
-    for s in &state {
-        // Parameters are initializers by construction; running statistics are
-        // whatever the BatchNormalization nodes name, which a model may wire to
-        // another value.
-        let tensor = graph
-            .initializer
-            .iter()
-            .find(|t| t.name() == s.name)
-            .ok_or_else(|| {
-                Error::compile(format!(
-                    "the {} '{}' is not an initializer: a training step keeps it as state, so it must be one",
-                    s.kind.as_str(),
-                    s.name
-                ))
-            })?;
-        let dims: Vec<Dim> = tensor.dims.iter().map(|&d| Dim::Fixed(d)).collect();
+    for (s, tensor) in state.iter().zip(&initial_state) {
         graph
             .output
-            .push(value_info(&s.next, tensor.data_type(), &dims));
+            .push(value_info(&s.next, tensor.data_type(), &fixed_dims(tensor)));
     }
     graph.value_info.extend(inference_outputs.iter().cloned());
     model.graph = Some(graph);
@@ -236,11 +261,13 @@ pub fn compile(model: &ModelProto, options: &CompileOptions) -> Result<TrainStep
     })?;
     Ok(TrainStep {
         model,
+        initial_state: contract::state_model("initial_state", initial_state),
         state,
         record,
         forward_nodes,
         backward_nodes,
         update_nodes,
+        gradients,
     })
 }
 
@@ -255,7 +282,12 @@ fn train_metadata(state: &[StateTensor], options: &CompileOptions) -> Vec<String
             (keys::FROZEN, options.freeze.join(",")),
         ]
         .into_iter()
+        .chain(options.sam.map(|rho| (keys::SAM_RHO, rho.to_string())))
         .map(|(key, value)| contract::entry(key, value)),
     );
     entries
+}
+
+fn fixed_dims(tensor: &TensorProto) -> Vec<Dim> {
+    tensor.dims.iter().map(|&d| Dim::Fixed(d)).collect()
 }

@@ -12,7 +12,11 @@
 use super::{LossConfig, LossKind};
 use crate::error::{Error, Result};
 use crate::onnx::types::{tensor_type, Dim};
-use crate::onnx::{metadata, GraphProto, ModelProto, StringStringEntryProto, ValueInfoProto};
+use crate::onnx::{
+    metadata, GraphProto, ModelProto, OperatorSetIdProto, StringStringEntryProto, TensorProto,
+    ValueInfoProto,
+};
+use std::path::{Path, PathBuf};
 
 /// The default-domain opset the loss needs (SoftmaxCrossEntropyLoss, opset 13).
 pub const MIN_OPSET: i64 = 13;
@@ -82,12 +86,17 @@ pub mod keys {
     pub const OPTIMIZER: &str = "ldam_onnx.train.optimizer";
     pub const MOMENTUM: &str = "ldam_onnx.train.momentum";
     pub const WEIGHT_DECAY: &str = "ldam_onnx.train.weight_decay";
+    /// Sharpness-aware minimisation's radius, when the step uses it.
+    pub const SAM_RHO: &str = "ldam_onnx.train.sam_rho";
     /// Comma-separated names of the initializers kept fixed.
     pub const FROZEN: &str = "ldam_onnx.train.frozen";
     /// JSON list of the exported outputs an inference model returns.
     pub const INFERENCE_OUTPUTS: &str = "ldam_onnx.train.inference_outputs";
     /// JSON list of `[batch_mean, running_mean, batch_var, running_var]` per BatchNorm.
     pub const BATCHNORM: &str = "ldam_onnx.train.batchnorm";
+    /// The companion file holding the state's initial values, relative to the
+    /// step file; absent when the step's own initializers hold them.
+    pub const INITIAL_STATE: &str = "ldam_onnx.train.initial_state";
 
     // Written by `train`.
     /// The input normalisation (`MEANS/STDS`) an exported model was trained with.
@@ -454,6 +463,7 @@ mod tests {
             keys::MOMENTUM,
             keys::WEIGHT_DECAY,
             keys::FROZEN,
+            keys::SAM_RHO,
             keys::INFERENCE_OUTPUTS,
             keys::BATCHNORM,
             keys::INPUT_NORMALIZATION,
@@ -466,4 +476,46 @@ mod tests {
             assert!(key.starts_with(keys::PREFIX), "{key}");
         }
     }
+}
+
+/// A state file: an ONNX model with no inputs and no nodes whose outputs are
+/// `tensors`, each held by an initializer of the same name, in the given order.
+/// Any runtime returns the values by running it with an empty feed, and any
+/// ONNX tool reads them as initializers; a training step's initial state and a
+/// run's checkpoints are both written this way.
+pub fn state_model(graph_name: &str, tensors: Vec<TensorProto>) -> ModelProto {
+    let output = tensors
+        .iter()
+        .map(|t| {
+            let dims: Vec<Dim> = t.dims.iter().map(|&d| Dim::Fixed(d)).collect();
+            crate::onnx::types::value_info(t.name(), t.data_type(), &dims)
+        })
+        .collect();
+    ModelProto {
+        ir_version: Some(8),
+        producer_name: Some("ldam-onnx".into()),
+        producer_version: Some(env!("CARGO_PKG_VERSION").into()),
+        opset_import: vec![OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(17),
+        }],
+        graph: Some(GraphProto {
+            name: Some(graph_name.into()),
+            initializer: tensors,
+            output,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Where the companion of the step file `step` goes: `NAME.onnx` becomes
+/// `NAME.state.onnx` beside it.
+pub fn companion_path(step: &Path) -> PathBuf {
+    let name = step
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = name.strip_suffix(".onnx").unwrap_or(&name);
+    step.with_file_name(format!("{stem}.state.onnx"))
 }

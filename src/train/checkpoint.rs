@@ -1,15 +1,14 @@
 //! Checkpoints: everything a run needs to continue exactly where it stopped.
 //!
-//! A checkpoint is an ONNX file (a graph with no nodes whose initializers are
-//! the state tensors: weights, momentum buffers, BatchNorm running statistics),
+//! A checkpoint is an ONNX state file (a graph with no nodes whose initializers,
+//! also its outputs, are the state tensors: weights, momentum buffers, BatchNorm running statistics),
 //! so any ONNX tool can read the weights; the run's position and settings are
 //! JSON in its `metadata_props`. It is replaced atomically, so a process killed
 //! at any moment leaves the previous checkpoint or the new one, never a mix.
 
 use crate::error::{Error, Result};
-use crate::onnx::{
-    GraphProto, ModelProto, OperatorSetIdProto, StringStringEntryProto, TensorProto,
-};
+use crate::ldam::contract;
+use crate::onnx::{ModelProto, TensorProto};
 use crate::train::report::{write_atomically, EpochRecord};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -57,32 +56,19 @@ impl Checkpoint {
         run_dir.join(CHECKPOINT_FILE)
     }
 
-    /// The checkpoint as an ONNX model; tensors sorted by name so that equal
-    /// checkpoints are equal files.
+    /// The checkpoint as a state file ([`contract::state_model`]); tensors
+    /// sorted by name so that equal checkpoints are equal files.
     fn to_model(&self) -> Result<ModelProto> {
         let mut names: Vec<&String> = self.state.keys().collect();
         names.sort();
         let progress = serde_json::to_string(&self.progress)
             .map_err(|e| Error::invalid(format!("checkpoint progress: {e}")))?;
-        Ok(ModelProto {
-            ir_version: Some(8),
-            producer_name: Some("ldam-onnx".into()),
-            producer_version: Some(env!("CARGO_PKG_VERSION").into()),
-            opset_import: vec![OperatorSetIdProto {
-                domain: Some(String::new()),
-                version: Some(17),
-            }],
-            graph: Some(GraphProto {
-                name: Some("checkpoint".into()),
-                initializer: names.iter().map(|n| self.state[*n].clone()).collect(),
-                ..Default::default()
-            }),
-            metadata_props: vec![StringStringEntryProto {
-                key: Some(PROGRESS_KEY.into()),
-                value: Some(progress),
-            }],
-            ..Default::default()
-        })
+        let mut model = contract::state_model(
+            "checkpoint",
+            names.iter().map(|n| self.state[*n].clone()).collect(),
+        );
+        contract::set(&mut model, PROGRESS_KEY, progress);
+        Ok(model)
     }
 
     /// Replaces `run_dir/checkpoint.onnx` atomically.

@@ -482,10 +482,13 @@ fn scatter_to_sliced_positions(ctx: &mut GradCtx, g: &str, x: &str) -> String {
 }
 
 /// Y = Pad(X, pads, value, axes) in constant mode: X sits in Y at offset
-/// pads_begin (negative pads crop), so dX = Pad(g, -pads) — padding by the
-/// negated amounts crops what was added and restores zeros where X was cropped.
-/// The pads may be computed at run time, hence `Neg` in the graph. The fill
-/// value receives every gradient element not routed to X: sum(g) - sum(dX).
+/// pads_begin (negative pads crop), so dX crops g by the positive pads and
+/// restores zeros where X was cropped. It is emitted as `Slice` by max(pads, 0)
+/// then `Pad` by max(-pads, 0), never as a `Pad` with negative amounts, which
+/// some runtimes (the ONNX reference implementation) refuse. Pads known when
+/// the step is compiled (ResNet's zero-padded shortcut) make those amounts
+/// constants and leave out the `Pad` when nothing was cropped. The fill value
+/// receives every gradient element not routed to X: sum(g) - sum(dX).
 pub fn pad(ctx: &mut GradCtx) -> Grads {
     let mode = ctx
         .attr_string("mode")
@@ -501,13 +504,81 @@ pub fn pad(ctx: &mut GradCtx) -> Grads {
     }
     let g = ctx.g()?;
     let (x, pads) = (ctx.i(0), ctx.i(1));
-    let negated = ctx.op("Neg", &[pads], vec![], None);
-    let mut inputs = vec![g.as_str(), negated.as_str()];
-    if ctx.has_input(3) {
-        // Opset 18 `axes`: the pads apply to these axes only, so does the crop.
-        inputs.extend(["", ctx.i(3)]);
+    let padded_axes = if ctx.has_input(3) {
+        ctx.shapes.shape(ctx.i(3)).and_then(|s| match s {
+            [Dim::Fixed(n)] => Some(*n as usize),
+            _ => None,
+        })
+    } else {
+        ctx.shapes.rank(x)
     }
-    let dx = ctx.op("Pad", &inputs, vec![], Some(x));
+    .ok_or_else(|| {
+        unsupported(
+            ctx,
+            "the number of padded axes is not known statically".to_string(),
+        )
+    })?;
+    let axes = if ctx.has_input(3) {
+        ctx.i(3).to_string()
+    } else {
+        ctx.int_constant(&(0..padded_axes as i64).collect::<Vec<_>>())
+    };
+    let known: Option<Vec<i64>> = ctx
+        .shapes
+        .const_ints(pads)
+        .filter(|p| p.len() == 2 * padded_axes)
+        .map(<[i64]>::to_vec);
+    let (starts, ends, restore) = match known {
+        Some(pads) => {
+            let (begins, ends) = pads.split_at(padded_axes);
+            let starts = ctx.int_constant(&begins.iter().map(|&p| p.max(0)).collect::<Vec<_>>());
+            // Ends count from the back; "to the end" is i64::MAX, since 0 counts from the front.
+            let ends: Vec<i64> = ends
+                .iter()
+                .map(|&p| if p > 0 { -p } else { i64::MAX })
+                .collect();
+            let ends = ctx.int_constant(&ends);
+            let restore: Vec<i64> = pads.iter().map(|&p| (-p).max(0)).collect();
+            let restore = restore
+                .iter()
+                .any(|&p| p > 0)
+                .then(|| ctx.int_constant(&restore));
+            (starts, ends, restore)
+        }
+        None => {
+            let zero = ctx.int_constant(&[0]);
+            let added = ctx.op("Max", &[pads, &zero], vec![], None);
+            let half = |ctx: &mut GradCtx, from: usize| {
+                let start = ctx.int_constant(&[(from * padded_axes) as i64]);
+                let end = ctx.int_constant(&[((from + 1) * padded_axes) as i64]);
+                ctx.op("Slice", &[&added, &start, &end], vec![], None)
+            };
+            let (starts, end_amounts) = (half(ctx, 0), half(ctx, 1));
+            let extent = ctx.shape_of(&g);
+            let extent = ctx.op("Gather", &[&extent, &axes], vec![], None);
+            let ends = ctx.op("Sub", &[&extent, &end_amounts], vec![], None);
+            let negated = ctx.op("Neg", &[pads], vec![], None);
+            let restore = ctx.op("Max", &[&negated, &zero], vec![], None);
+            (starts, ends, Some(restore))
+        }
+    };
+    let cropped = ctx.op("Slice", &[&g, &starts, &ends, &axes], vec![], None);
+    let dx = match restore {
+        Some(restore) => {
+            let mut inputs = vec![cropped.as_str(), restore.as_str()];
+            if ctx.has_input(3) {
+                // Opset 18 `axes`: the pads apply to these axes only.
+                inputs.extend(["", axes.as_str()]);
+            }
+            ctx.op("Pad", &inputs, vec![], Some(x))
+        }
+        None => {
+            if let Some(ty) = ctx.shapes.get(x).cloned() {
+                ctx.shapes.insert(&cropped, ty);
+            }
+            cropped
+        }
+    };
     let mut grads = data_only(ctx, None);
     if ctx.needs(2) {
         let value = ctx.i(2);
