@@ -265,6 +265,7 @@ fn sgd_uses_the_options_momentum_weight_decay_and_freeze() {
         momentum: 0.5,
         weight_decay: 0.01,
         freeze: vec![frozen.clone()],
+        sam: None,
     };
     let mut torch = TorchTrainer::new(&model, &options, Device::Cpu).unwrap();
     let before = torch.state().unwrap();

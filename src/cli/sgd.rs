@@ -14,6 +14,9 @@ pub struct SgdArgs {
     /// Initializers to keep fixed (repeat the flag or separate with commas)
     #[arg(long, value_name = "NAME", value_delimiter = ',')]
     pub freeze: Vec<String>,
+    /// Sharpness-aware minimisation with radius RHO (Foret et al.; on LDAM-DRW as Rangwani et al.): the update takes the gradient at w + RHO g/||g||
+    #[arg(long, value_name = "RHO")]
+    pub sam: Option<f64>,
 }
 
 impl SgdArgs {
@@ -22,6 +25,7 @@ impl SgdArgs {
             momentum: self.momentum,
             weight_decay: self.weight_decay,
             freeze: self.freeze.clone(),
+            sam: self.sam,
         }
     }
 }

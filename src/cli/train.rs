@@ -187,6 +187,7 @@ impl TrainArgs {
         s.momentum = sgd.momentum;
         s.weight_decay = sgd.weight_decay;
         s.freeze = sgd.freeze;
+        s.sam = sgd.sam;
         s.eval_every = self.eval_every;
         s.eval_batch_size = self.eval_batch_size;
         s.allow_count_mismatch = self.allow_count_mismatch;

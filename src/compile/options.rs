@@ -14,6 +14,8 @@ pub struct CompileOptions {
     pub weight_decay: f64,
     /// Initializers to keep fixed.
     pub freeze: Vec<String>,
+    /// Sharpness-aware minimisation's radius `rho` ([`super::sam`]); `None` for plain SGD.
+    pub sam: Option<f64>,
 }
 
 impl Default for CompileOptions {
@@ -22,6 +24,7 @@ impl Default for CompileOptions {
             momentum: 0.9,
             weight_decay: 2e-4,
             freeze: Vec::new(),
+            sam: None,
         }
     }
 }
@@ -38,6 +41,14 @@ pub(crate) fn check_options(options: &CompileOptions) -> Result<()> {
             "weight_decay",
             format!("must be >= 0, got {}", options.weight_decay),
         ));
+    }
+    if let Some(rho) = options.sam {
+        if !(rho.is_finite() && rho > 0.0) {
+            return Err(Error::setting(
+                "sam",
+                format!("must be a positive radius, got {rho}"),
+            ));
+        }
     }
     Ok(())
 }

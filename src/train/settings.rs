@@ -68,6 +68,9 @@ pub struct TrainSettings {
     pub momentum: f64,
     pub weight_decay: f64,
     pub freeze: Vec<String>,
+    /// Sharpness-aware minimisation's radius; `None`: plain SGD.
+    #[serde(default)]
+    pub sam: Option<f64>,
     /// Evaluate on the test set every this many epochs (and after the last).
     pub eval_every: usize,
     pub eval_batch_size: usize,
@@ -102,6 +105,7 @@ impl TrainSettings {
             momentum: 0.9,
             weight_decay: 2e-4,
             freeze: Vec::new(),
+            sam: None,
             eval_every: 1,
             eval_batch_size: 512,
             allow_count_mismatch: false,
@@ -141,6 +145,7 @@ impl TrainSettings {
             momentum: self.momentum,
             weight_decay: self.weight_decay,
             freeze: self.freeze.clone(),
+            sam: self.sam,
             eval_every: self.eval_every,
             eval_batch_size: self.eval_batch_size,
             augment: self.augment,
@@ -189,6 +194,8 @@ pub struct TrainConfig {
     pub weight_decay: f64,
     /// Initializers to keep fixed.
     pub freeze: Vec<String>,
+    /// Sharpness-aware minimisation's radius; `None`: plain SGD.
+    pub sam: Option<f64>,
     /// Evaluate on the test set every this many epochs (and after the last).
     pub eval_every: usize,
     pub eval_batch_size: usize,

@@ -179,6 +179,7 @@ impl Training {
             momentum: config.momentum,
             weight_decay: config.weight_decay,
             freeze: config.freeze.clone(),
+            sam: config.sam,
         };
         let trainer = create_trainer(config.backend, &patched, &options, config.device)?;
         Ok(Training {

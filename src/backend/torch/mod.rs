@@ -9,6 +9,7 @@
 //! from [`crate::compile::inference::inference_model_of_patched`].
 
 mod program;
+mod sam;
 mod sgd;
 
 use crate::ops::torch_tensor as convert;
@@ -54,6 +55,8 @@ pub struct TorchTrainer {
     /// Every other initializer: fixed values the graph reads.
     constants: Vec<(usize, Tensor)>,
     sgd: sgd::Sgd,
+    /// Sharpness-aware minimisation's radius, when the step uses it.
+    sam: Option<f64>,
 }
 
 /// The libtorch device for `device`, or an error saying why it is not usable.
@@ -165,6 +168,7 @@ impl TorchTrainer {
             epoch_slot: program.slot(&record.epoch_input)?,
             program,
             sgd: sgd::Sgd::new(options.momentum, options.weight_decay),
+            sam: options.sam,
             patched: patched.clone(),
             plan,
             device,
@@ -198,6 +202,58 @@ impl TorchTrainer {
             .f_reshape(batch.shape.as_slice())
             .and_then(|x| x.f_to_device(self.torch_device))
             .map_err(libtorch("input batch"))
+    }
+
+    /// SAM's second pass: the gradient at `w + e`, BatchNorm on its batch
+    /// statistics with the running statistics left as the first pass set them
+    /// (the second pass updates copies), Dropout drawing new masks; the weights
+    /// are restored before returning.
+    fn sam_gradients(
+        &mut self,
+        x: &Tensor,
+        labels: &Tensor,
+        epoch: &Tensor,
+        gradients: &[Tensor],
+        rho: f64,
+    ) -> Result<Vec<Tensor>> {
+        let mut values: Vec<&mut Tensor> =
+            self.parameters.iter_mut().map(|p| &mut p.value).collect();
+        let saved =
+            sam::perturb(&mut values, gradients, rho).map_err(libtorch("SAM perturbation"))?;
+        drop(values);
+        let statistics = tch::no_grad(|| {
+            self.statistics
+                .iter()
+                .map(|(_, slot, t)| t.f_detach_copy().map(|copy| (*slot, copy)))
+                .collect::<std::result::Result<Vec<_>, _>>()
+        })
+        .map_err(libtorch("SAM running statistics"))?;
+        let mut bound: Vec<(usize, &Tensor)> = self
+            .parameters
+            .iter()
+            .map(|p| (p.slot, &p.value))
+            .chain(statistics.iter().map(|(slot, t)| (*slot, t)))
+            .chain(self.constants.iter().map(|(slot, t)| (*slot, t)))
+            .collect();
+        bound.extend([
+            (self.data_slot, x),
+            (self.labels_slot, labels),
+            (self.epoch_slot, epoch),
+        ]);
+        let outputs = self
+            .program
+            .run(&self.train_plan, &bound, true, self.torch_device)?;
+        drop(bound);
+        let loss = outputs
+            .first()
+            .ok_or_else(|| Error::invalid("the training plan returns the loss"))?;
+        let values: Vec<&Tensor> = self.parameters.iter().map(|p| &p.value).collect();
+        let second = Tensor::f_run_backward(&[loss], &values, false, false)
+            .map_err(libtorch("SAM backward pass"))?;
+        let mut values: Vec<&mut Tensor> =
+            self.parameters.iter_mut().map(|p| &mut p.value).collect();
+        sam::restore(&mut values, &saved).map_err(libtorch("SAM restore"))?;
+        Ok(second)
     }
 
     /// Every state tensor, by name, as libtorch tensors.
@@ -244,8 +300,11 @@ impl Trainer for TorchTrainer {
         drop(bound);
 
         let values: Vec<&Tensor> = self.parameters.iter().map(|p| &p.value).collect();
-        let gradients = Tensor::f_run_backward(&[&loss], &values, false, false)
+        let mut gradients = Tensor::f_run_backward(&[&loss], &values, false, false)
             .map_err(libtorch("backward pass"))?;
+        if let Some(rho) = self.sam {
+            gradients = self.sam_gradients(&x, &labels, &epoch, &gradients, rho)?;
+        }
         for (parameter, gradient) in self.parameters.iter_mut().zip(&gradients) {
             self.sgd
                 .update(&mut parameter.value, &mut parameter.momentum, gradient, lr)
