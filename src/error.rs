@@ -118,6 +118,11 @@ pub enum Error {
     #[error("{reason}")]
     Training { reason: String },
 
+    /// A data-parallel run cannot go on; `rank` is the process that says so
+    /// (`None` before the world is known).
+    #[error("{}{reason}", rank.map_or(String::new(), |r| format!("rank {r}: ")))]
+    Distributed { rank: Option<usize>, reason: String },
+
     /// A setting outside its range. The message names the setting's field
     /// (`momentum must lie in [0, 1)`); [`Error::naming_settings`] gives it with
     /// the command-line flag instead (`--momentum must lie in [0, 1)`).

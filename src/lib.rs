@@ -30,6 +30,7 @@ pub mod autodiff;
 pub mod backend;
 pub mod compile;
 pub mod counts;
+pub mod distributed;
 pub mod error;
 pub mod inspect;
 pub mod ldam;

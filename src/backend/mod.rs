@@ -1,6 +1,7 @@
 //! Runtimes that execute training: one trait, one implementation per runtime.
 //! The training loop only sees this trait.
 
+pub mod distributed;
 pub mod onnxruntime;
 #[cfg(feature = "torch")]
 pub mod torch;
