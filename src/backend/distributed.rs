@@ -52,6 +52,15 @@ pub fn create_trainer(
     if !world.is_mpi() {
         return crate::backend::create_trainer(backend, patched, options, device);
     }
+    if options.sam.is_some() {
+        // SAM's ascent step normalises each rank's own gradient: exact
+        // data-parallel SAM would need a second allreduce inside the step.
+        return Err(Error::setting(
+            "sam",
+            "is not available in data-parallel training (its ascent step would use each rank's \
+             slice gradient, not the global batch's)",
+        ));
+    }
     match backend {
         Backend::OnnxRuntime => Ok(Box::new(create(world.clone(), patched, options, device)?)),
         Backend::Torch => Err(world.error(

@@ -197,6 +197,29 @@ impl TrainArgs {
 }
 
 pub fn run_train(args: TrainArgs) -> Result<ExitCode> {
+    // Under `mpirun -np K`, one of K ranks training together; else alone.
+    let world = Arc::new(ldam_onnx::distributed::World::from_environment()?);
+    if world.is_mpi() && world.is_writer() && !args.quiet {
+        eprintln!("{}", world.describe());
+    }
+    let result = train_in_world(args, world.clone());
+    match result {
+        // A rank that fails ends them all: the others would wait for it in
+        // the next allreduce.
+        Err(error) if world.size() > 1 => {
+            eprintln!(
+                "error: rank {} of {}: {}",
+                world.rank(),
+                world.size(),
+                crate::cli::message(&error)
+            );
+            world.abort(1)
+        }
+        other => other,
+    }
+}
+
+fn train_in_world(args: TrainArgs, world: Arc<ldam_onnx::distributed::World>) -> Result<ExitCode> {
     let interrupt = Arc::new(AtomicBool::new(false));
     {
         let flag = interrupt.clone();
@@ -218,6 +241,7 @@ pub fn run_train(args: TrainArgs) -> Result<ExitCode> {
         force: args.force,
         backend: args.backend,
         names: SettingNames::Flags,
+        world: world.clone(),
     };
     let (run_dir, outcome) = match (&args.resume, args.settings(), &args.out) {
         (Some(dir), _, _) => (dir.clone(), run::resume(dir, &options)?),
@@ -225,6 +249,8 @@ pub fn run_train(args: TrainArgs) -> Result<ExitCode> {
         _ => bail!("give MODEL, --train and --out, or --resume DIR"),
     };
     match outcome {
+        Outcome::Replica { .. } => Ok(ExitCode::SUCCESS),
+        Outcome::Interrupted { .. } if !world.is_writer() => Ok(ExitCode::from(130)),
         Outcome::Interrupted { epoch, batch } => {
             eprintln!(
                 "stopped at epoch {}, batch {batch}; checkpoint saved. Continue with:\n  ldam-onnx train --resume {}",

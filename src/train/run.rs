@@ -5,6 +5,7 @@
 //! continued from its folder with [`resume`].
 
 use crate::backend::{Backend, Device};
+use crate::distributed::World;
 use crate::error::{Error, Result, SettingNames};
 use crate::patch::metadata::PatchRecord;
 use crate::train::batches::{NormalizeChoice, Preprocess};
@@ -36,6 +37,9 @@ pub struct RunOptions {
     /// How the run's notes and training errors name settings (the CLI names
     /// them by flag).
     pub names: SettingNames,
+    /// The processes training together ([`World::from_environment`] under
+    /// `mpirun`); only rank 0 writes into the run folder.
+    pub world: Arc<World>,
 }
 
 impl Default for RunOptions {
@@ -47,6 +51,7 @@ impl Default for RunOptions {
             force: false,
             backend: None,
             names: SettingNames::Fields,
+            world: Arc::new(World::single()),
         }
     }
 }
@@ -60,6 +65,9 @@ pub enum Outcome {
         epoch: usize,
         batch: usize,
     },
+    /// A rank other than 0 of a data-parallel run finished; rank 0 wrote the
+    /// run's files.
+    Replica { rank: usize },
 }
 
 /// Starts a new run in `run_dir`.
@@ -69,13 +77,18 @@ pub fn start(mut settings: TrainSettings, run_dir: &Path, options: &RunOptions) 
     }
     settings.validate()?;
     let settings = absolute_paths(settings)?;
-    if Checkpoint::path(run_dir).exists() && !options.force {
+    let writer = options.world.is_writer();
+    if writer && Checkpoint::path(run_dir).exists() && !options.force {
         return Err(Error::RunExists {
             run_dir: run_dir.to_path_buf(),
         });
     }
-    let mut training = prepare(&settings, options.device)?;
+    let mut training = prepare(&settings, options.device, &options.world)?;
     training.record_settings(settings_json(&settings)?);
+    let first = training.checkpoint()?;
+    if !writer {
+        return run_in_folder(&settings, training, run_dir, options);
+    }
     // Fails now, not after an epoch, on an unwritable folder or a disk without
     // room for the checkpoint and its replacement (written twice on purpose).
     prepare_dir(run_dir)?;
@@ -84,7 +97,6 @@ pub fn start(mut settings: TrainSettings, run_dir: &Path, options: &RunOptions) 
         // checkpoint: a new run stopped early would leave them looking current.
         RunFolder::remove_results(run_dir)?;
     }
-    let first = training.checkpoint()?;
     for _ in 0..2 {
         first.save(run_dir).map_err(|e| Error::RunFolder {
             action: "cannot write checkpoints into",
@@ -109,7 +121,7 @@ pub fn resume(run_dir: &Path, options: &RunOptions) -> Result<Outcome> {
         settings.backend = backend;
         checkpoint.progress.settings = settings_json(&settings)?;
     }
-    let mut training = prepare(&settings, options.device)?;
+    let mut training = prepare(&settings, options.device, &options.world)?;
     training.resume_from(checkpoint)?;
     run_in_folder(&settings, training, run_dir, options)
 }
@@ -123,6 +135,14 @@ fn run_in_folder(
 ) -> Result<Outcome> {
     training.set_interrupt_flag(options.interrupt.clone());
     training.name_settings(options.names);
+    if !options.world.is_writer() {
+        return Ok(match training.run(&mut ())? {
+            training::Outcome::Interrupted { epoch, batch } => Outcome::Interrupted { epoch, batch },
+            training::Outcome::Trained(_) => Outcome::Replica {
+                rank: options.world.rank(),
+            },
+        });
+    }
     let mut view = ProgressView::new(options.quiet);
     let mut folder = RunFolder::new(run_dir, settings_json(settings)?);
     match training.run(&mut (&mut view, &mut folder))? {
@@ -164,7 +184,7 @@ fn prepare_dir(run_dir: &Path) -> Result<()> {
 
 /// The model and datasets the settings name, read, checked (errors name the
 /// flags), long-tailed as asked, and made into a [`Training`] on `device`.
-fn prepare(settings: &TrainSettings, device: Device) -> Result<Training> {
+fn prepare(settings: &TrainSettings, device: Device, world: &Arc<World>) -> Result<Training> {
     let loaded = crate::onnx::io::load(&settings.model)?;
     let model_name = settings.model.display().to_string();
     let mut patched = loaded.model;
@@ -243,5 +263,5 @@ fn prepare(settings: &TrainSettings, device: Device) -> Result<Training> {
         Some(n) => NormalizeChoice::Fixed(n),
         None => NormalizeChoice::None,
     });
-    Training::new(&patched, train, test, config)
+    Training::in_world(&patched, train, test, config, world.clone())
 }

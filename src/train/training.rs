@@ -63,8 +63,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use crate::backend::{create_trainer, Trainer};
+use crate::backend::Trainer;
 use crate::compile::CompileOptions;
+use crate::distributed::World;
 use crate::error::{Error, Result, SettingNames};
 use crate::ldam::contract::{self, keys, PatchRecord};
 use crate::onnx::ModelProto;
@@ -112,6 +113,7 @@ pub struct Training {
     progress: Progress,
     interrupt: Arc<AtomicBool>,
     names: SettingNames,
+    world: Arc<World>,
 }
 
 impl Training {
@@ -125,7 +127,32 @@ impl Training {
         test: Dataset,
         config: TrainConfig,
     ) -> Result<Training> {
+        Training::in_world(patched, train, test, config, Arc::new(World::single()))
+    }
+
+    /// [`Training::new`] as one rank of `world`: in an MPI world, each rank
+    /// trains on its contiguous slice of every global batch of
+    /// `config.batch_size` examples, which the world's size must divide
+    /// ([`crate::backend::distributed`]).
+    pub fn in_world(
+        patched: &ModelProto,
+        train: Dataset,
+        test: Dataset,
+        config: TrainConfig,
+        world: Arc<World>,
+    ) -> Result<Training> {
         config.validate()?;
+        if config.batch_size % world.size() != 0 {
+            return Err(Error::setting(
+                "batch_size",
+                format!(
+                    "{} is the global batch and must split evenly over the {} ranks: use a multiple of {}",
+                    config.batch_size,
+                    world.size(),
+                    world.size()
+                ),
+            ));
+        }
         if PatchRecord::read(patched)?.is_none() {
             return Err(Error::config(
                 "the model is not patched; patch it first (ldam_onnx::patch::patch)",
@@ -181,7 +208,13 @@ impl Training {
             freeze: config.freeze.clone(),
             sam: config.sam,
         };
-        let trainer = create_trainer(config.backend, &patched, &options, config.device)?;
+        let trainer = crate::backend::distributed::create_trainer(
+            &world,
+            config.backend,
+            &patched,
+            &options,
+            config.device,
+        )?;
         Ok(Training {
             patched,
             record,
@@ -203,6 +236,7 @@ impl Training {
             },
             interrupt: Arc::new(AtomicBool::new(false)),
             names: SettingNames::Fields,
+            world,
         })
     }
 
@@ -384,7 +418,9 @@ impl Training {
                     lr,
                     images_per_s: totals.seen as f64 / totals.seconds.max(1e-9),
                 })?;
-                if self.interrupt.load(Ordering::SeqCst) && self.progress.batch < batches {
+                // All ranks stop after the same step, whichever saw the interrupt.
+                let stop = self.world.any(self.interrupt.load(Ordering::SeqCst))?;
+                if stop && self.progress.batch < batches {
                     let batch = self.progress.batch;
                     observer.interrupted(epoch, batch)?;
                     observer.checkpoint(&self.checkpoint()?, CheckpointReason::Interrupted)?;
@@ -429,7 +465,8 @@ impl Training {
             if evaluation.is_some() {
                 last_eval = evaluation;
             }
-            if self.interrupt.load(Ordering::SeqCst) && self.progress.epoch < epochs {
+            let stop = self.world.any(self.interrupt.load(Ordering::SeqCst))?;
+            if stop && self.progress.epoch < epochs {
                 observer.interrupted(self.progress.epoch, 0)?;
                 return Ok(Outcome::Interrupted {
                     epoch: self.progress.epoch,
