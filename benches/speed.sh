@@ -57,8 +57,8 @@ cargo build --quiet --release --locked --features torch --example bench_step --e
 # One thread count and one waiting policy for all: libtorch and PyTorch read
 # OMP_NUM_THREADS and OMP_WAIT_POLICY; ONNX Runtime gets one intra-op thread per
 # core whose threads sleep between ops (the trainer's settings, src/runtime.rs).
-# Spinning threads (--wait active, OpenMP's default) lose 3-4x on a machine
-# whose cores other processes share.
+# Spinning threads (--wait active, OpenMP's default) ran PyTorch's CNN step 3.5x
+# slower on a machine whose cores other processes share.
 export OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads OMP_WAIT_POLICY=$wait_policy
 out="$root/target/speed"
 mkdir -p "$out"
