@@ -320,6 +320,40 @@ fn batchnorm_running_statistics_are_the_ranks_slices_averaged() {
     assert_eq!(compared, 4, "two BatchNorms, mean and variance each");
 }
 
+#[test]
+fn a_rank_that_fails_alone_ends_every_rank_with_its_rank_named() {
+    let _job = one_job();
+    let tmp = tempfile::tempdir().unwrap();
+    let model = patched(tmp.path(), "mlp");
+    // Rank 0 alone writes the run folder, and cannot: a file is in the way.
+    // Rank 1 trains on and would wait for rank 0 in the first allreduce.
+    let blocker = tmp.path().join("file");
+    std::fs::write(&blocker, b"not a folder").unwrap();
+    let out = blocker.join("run");
+    let extra = [
+        "--train-limit",
+        "256",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "64",
+    ];
+    let started = Instant::now();
+    let output = mpirun(2)
+        .args(train_args(&model, &out, &extra))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("error: rank 0 of 2:"), "{stderr}");
+    assert!(stderr.contains("MPI_ABORT"), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
 /// Pids of the processes whose parent is `parent`.
 fn children(parent: u32) -> Vec<u32> {
     let mut pids = Vec::new();
