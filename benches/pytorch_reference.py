@@ -8,6 +8,14 @@ appended to --out):
 
     python3 benches/pytorch_reference.py --model mlp --method erm      --epochs 20 --steps 16,18 --drw 16
     python3 benches/pytorch_reference.py --model mlp --method ldam-drw --epochs 20 --steps 16,18 --drw 16
+    python3 benches/pytorch_reference.py --model mlp --method la       --epochs 20 --steps 16,18
+    python3 benches/pytorch_reference.py --model mlp --method ldam-drw --epochs 20 --steps 16,18 --drw 16 --sam 0.05
+
+`--method la` is logit-adjusted cross-entropy CE(z + tau log pi, y) (Menon et al.),
+`vs` the VS loss CE(Delta z + tau log pi, y), Delta_j = (n_j/n_max)^gamma (Kini et
+al.); `--sam RHO` trains with SAM as Rangwani et al. apply it: e = RHO g/(||g|| +
+1e-12) from the gradient without weight decay, the gradient at w + e with the
+BatchNorm running statistics kept from the first pass, then SGD of w.
 
 The long-tailed subset is drawn with numpy's generator, so it holds other
 examples than the tool's (same counts); the cosine head is the reference's
@@ -90,7 +98,7 @@ def augment(x, g):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument('--method', default='erm', choices=['erm', 'ldam-drw', 'ldam', 'erm-drw'])
+    ap.add_argument('--method', default='erm', choices=['erm', 'ldam-drw', 'ldam', 'erm-drw', 'la', 'vs'])
     ap.add_argument('--model', default='cnn', choices=['cnn', 'mlp'])
     ap.add_argument('--profile', default='exp')
     ap.add_argument('--ratio', type=float, default=100)
@@ -104,6 +112,10 @@ def main():
     ap.add_argument('--max-m', type=float, default=0.5)
     ap.add_argument('--s', type=float, default=30)
     ap.add_argument('--beta', type=float, default=0.9999)
+    ap.add_argument('--la-tau', type=float, default=1.0)
+    ap.add_argument('--vs-gamma', type=float, default=0.2)
+    ap.add_argument('--vs-tau', type=float, default=1.2)
+    ap.add_argument('--sam', type=float, default=0.0, help='SAM radius rho (0: plain SGD)')
     ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--no-aug', action='store_true')
     ap.add_argument('--eval-every', type=int, default=0)
@@ -137,6 +149,8 @@ def main():
     cls = torch.tensor(counts, dtype=torch.float64)
     m_list = 1.0 / cls.sqrt().sqrt()
     m_list = (m_list * (a.max_m / m_list.max())).float()
+    log_pi = torch.log(cls / cls.sum()).float()
+    vs_delta = ((cls / cls.max()) ** a.vs_gamma).float()
     steps = [int(s) for s in a.steps.split(',')]
     g = torch.Generator().manual_seed(a.seed)
     torch.manual_seed(a.seed)
@@ -187,13 +201,34 @@ def main():
                 x = augment(x, g)
             x = (x - MEAN) / STD
             y = Ytr[b]
-            out = model(x)
-            if ldam:
-                onehot = F.one_hot(y, 10).float()
-                out = a.s * (out - onehot * m_list[None, :])
-            loss = F.cross_entropy(out, y, weight=w)
+            def loss_of(out):
+                if ldam:
+                    onehot = F.one_hot(y, 10).float()
+                    out = a.s * (out - onehot * m_list[None, :])
+                elif a.method == 'la':
+                    out = out + a.la_tau * log_pi[None, :]
+                elif a.method == 'vs':
+                    out = vs_delta[None, :] * out + a.vs_tau * log_pi[None, :]
+                return F.cross_entropy(out, y, weight=w)
+            loss = loss_of(model(x))
             opt.zero_grad()
             loss.backward()
+            if a.sam:
+                params = [p for p in model.parameters() if p.grad is not None]
+                norm = torch.norm(torch.stack([p.grad.norm(2) for p in params]), 2)
+                scale = a.sam / (norm + 1e-12)
+                old = [p.detach().clone() for p in params]
+                running = {k: v.clone() for k, v in model.state_dict().items()
+                           if 'running_' in k or 'num_batches_tracked' in k}
+                with torch.no_grad():
+                    for p in params:
+                        p.add_(p.grad * scale)
+                opt.zero_grad()
+                loss_of(model(x)).backward()
+                model.load_state_dict(running, strict=False)
+                with torch.no_grad():
+                    for p, o in zip(params, old):
+                        p.copy_(o)
             opt.step()
             tot += loss.item() * len(b)
         t_train += time.time() - t0
@@ -206,7 +241,7 @@ def main():
     med = [c for c in range(10) if 20 <= counts[c] <= 100]
     few = [c for c in range(10) if counts[c] < 20]
     grp = lambda cs: round(float(np.mean([pc[c] for c in cs])), 2) if cs else None
-    res = dict(tag=a.tag, method=a.method, model=a.model, profile=a.profile, ratio=a.ratio, perm=a.perm, counts=counts,
+    res = dict(tag=a.tag, method=a.method, sam=a.sam, model=a.model, profile=a.profile, ratio=a.ratio, perm=a.perm, counts=counts,
                epochs=a.epochs, steps=steps, drw=a.drw, max_m=a.max_m, s=a.s, seed=a.seed, aug=not a.no_aug,
                err=round(err, 2), per_class=[round(v, 1) for v in pc], many=grp(many), medium=grp(med),
                few=grp(few), sec_per_epoch=round(t_train / a.epochs, 2), hist=hist)

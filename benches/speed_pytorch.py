@@ -134,7 +134,7 @@ def export(args):
 
 def table(args):
     rates, rss = {}, {}
-    order = []
+    order = ['pytorch', 'torch-backend', 'tch-direct', 'compiled']
     with open(args.results) as f:
         for line in f:
             parts = line.split()
@@ -145,8 +145,7 @@ def table(args):
                 continue
             key = (parts[2], int(parts[3]))
             rates.setdefault(key, {}).setdefault(parts[1], []).append(float(parts[4]))
-            if parts[1] not in order:
-                order.append(parts[1])
+
     names = {
         'pytorch': 'PyTorch 2.13 eager (Python)',
         'torch-backend': '`--backend torch` (interpreter)',

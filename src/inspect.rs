@@ -62,6 +62,11 @@ pub struct LdamSummary {
     pub max_m: f64,
     pub scale: f64,
     pub gamma: f64,
+    /// Logit adjustment's tau (`la`).
+    pub la_tau: f64,
+    /// Vector scaling's gamma and tau (`vs`).
+    pub vs_gamma: f64,
+    pub vs_tau: f64,
     pub reweight: String,
     pub drw_epoch: i64,
     pub beta: f64,
@@ -134,6 +139,9 @@ pub fn summarize(loaded: &LoadedModel) -> crate::Result<Summary> {
             max_m: c.max_m,
             scale: c.scale,
             gamma: c.gamma,
+            la_tau: c.la_tau,
+            vs_gamma: c.vs_gamma,
+            vs_tau: c.vs_tau,
             reweight: c.reweight.to_string(),
             drw_epoch: c.drw_epoch,
             beta: c.beta,
@@ -344,6 +352,8 @@ pub fn render_text(s: &Summary) -> String {
         let loss = match l.loss.as_str() {
             "ldam" => format!("ldam (max_m {}, scale {})", l.max_m, l.scale),
             "focal" => format!("focal (gamma {})", l.gamma),
+            "la" => format!("la (tau {})", l.la_tau),
+            "vs" => format!("vs (gamma {}, tau {})", l.vs_gamma, l.vs_tau),
             other => other.to_string(),
         };
         let _ = writeln!(w, "  loss: {loss}");

@@ -1642,3 +1642,30 @@ fn compile_freeze_leaves_frozen_parameters_out_of_the_step_and_updates_the_other
         );
     }
 }
+
+#[test]
+fn inspect_names_the_settings_of_the_la_and_vs_losses() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (flags, text, key, value) in [
+        (
+            vec!["--loss", "la", "--la-tau", "0.5"],
+            "loss: la (tau 0.5)",
+            "la_tau",
+            0.5,
+        ),
+        (
+            vec!["--loss", "vs", "--vs-gamma", "0.3", "--vs-tau", "1.5"],
+            "loss: vs (gamma 0.3, tau 1.5)",
+            "vs_gamma",
+            0.3,
+        ),
+    ] {
+        let out = tmp.path().join(format!("{}.onnx", flags[1]));
+        let patched = patch(&mlp(), &MLP_TRAIN, &out, &flags);
+        let shown = ldam_ok(["inspect", &p(&patched)]);
+        assert!(shown.contains(text), "{shown}");
+        let json: Value =
+            serde_json::from_str(&ldam_ok(["inspect", &p(&patched), "--format", "json"])).unwrap();
+        assert_eq!(json["ldam"][key], value);
+    }
+}

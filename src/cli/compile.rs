@@ -65,12 +65,16 @@ pub fn run_compile(args: CompileArgs) -> Result<()> {
         count(StateKind::RunningMean) + count(StateKind::RunningVar)
     );
     println!(
-        "  nodes: {} forward, {} backward, {} update; SGD momentum {}, weight decay {}",
+        "  nodes: {} forward, {} backward, {} update; SGD momentum {}, weight decay {}{}",
         step.forward_nodes,
         step.backward_nodes,
         step.update_nodes,
         options.momentum,
-        options.weight_decay
+        options.weight_decay,
+        match options.sam {
+            Some(rho) => format!("; SAM rho {rho} (a second pass at w + e)"),
+            None => String::new(),
+        }
     );
     Ok(())
 }
