@@ -184,7 +184,7 @@ fn message(result: ldam_onnx::Result<Dataset>) -> String {
 fn u8_pixels(data: &Dataset) -> &[u8] {
     match &data.images {
         Pixels::U8(v) => v,
-        Pixels::F32(_) => panic!("expected u8 pixels, got f32: {data:?}"),
+        other => panic!("expected u8 pixels, got {other:?}: {data:?}"),
     }
 }
 
@@ -211,7 +211,7 @@ fn idx_folder_reads_both_splits_byte_for_byte() {
     );
     // Example 1's pixels are 7..19, scaled to [0, 1].
     let expected: Vec<f32> = (7..19).map(|p| p as f32 / 255.0).collect();
-    assert_eq!(train.example(1), expected);
+    assert_eq!(train.example(1).unwrap(), expected);
     assert!(
         train.source.contains("train-images-idx3-ubyte"),
         "{}",
@@ -372,7 +372,7 @@ fn grey_idx_broadcasts_to_three_channels_only_when_asked() {
     assert_eq!(grey.shape, vec![1, 3, 4]);
     assert_eq!(rgb.shape, vec![3, 3, 4]);
     assert_eq!(rgb.labels, grey.labels);
-    assert_eq!(rgb.example(2), grey.example(2).repeat(3));
+    assert_eq!(rgb.example(2).unwrap(), grey.example(2).unwrap().repeat(3));
     let err = rgb.broadcast_channels(2).unwrap_err().to_string();
     assert!(err.contains("cannot turn 3 channels into 2"), "{err}");
 }
@@ -404,7 +404,7 @@ fn cifar10_folder_concatenates_five_batches_and_reads_its_test_batch() {
     let record6 = &pixels[6 * 3072..7 * 3072];
     assert_eq!(record6[..4], 6u32.to_le_bytes());
     assert_eq!((record6[1024], record6[3071]), (100, 200));
-    let example = train.example(6);
+    let example = train.example(6).unwrap();
     assert_eq!(example[1024], 100.0 / 255.0);
     assert!(train.source.starts_with("CIFAR-10"), "{}", train.source);
 
@@ -520,7 +520,7 @@ fn npz_with_float32_x_keeps_the_values() {
     let data = load(&path, Split::Test).unwrap();
     assert_eq!(data.shape, vec![3, 2, 2]);
     assert!(matches!(&data.images, Pixels::F32(v) if v.as_slice() == x.as_slice().unwrap()));
-    assert_eq!(data.example(2), x.as_slice().unwrap()[24..].to_vec());
+    assert_eq!(data.example(2).unwrap(), x.as_slice().unwrap()[24..].to_vec());
     assert_eq!(data.labels, vec![1, 1, 0]);
 }
 
@@ -746,11 +746,11 @@ fn patch_with_a_compressed_npz_labels_file_records_its_histogram() {
 #[test]
 fn unrecognised_files_and_empty_folders_are_explained() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("notes.txt");
+    let path = dir.path().join("notes.dat");
     std::fs::write(&path, "hello, not a dataset").unwrap();
     let err = message(load(&path, Split::Train));
     assert!(
-        err.contains("notes.txt: not a recognised dataset file"),
+        err.contains("notes.dat: not a recognised dataset file"),
         "{err}"
     );
     let err = message(load(dir.path(), Split::Test));

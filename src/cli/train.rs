@@ -20,10 +20,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// Settings flags; none of them may accompany --resume (the run keeps its own).
-const SETTING_FLAGS: [&str; 26] = [
+const SETTING_FLAGS: [&str; 29] = [
     "model",
     "train",
     "test",
+    "image_root",
+    "class_names",
+    "skip_bad_images",
     "train_limit",
     "test_limit",
     "imbalance_ratio",
@@ -64,12 +67,25 @@ pub struct TrainArgs {
     /// The patched model (`ldam-onnx patch`)
     #[arg(required_unless_present = "resume")]
     model: Option<PathBuf>,
-    /// Training data: an IDX/CIFAR folder or file, or an NPZ with x and y
+    /// Training data: an IDX/CIFAR folder or file, an NPZ with x and y, an image
+    /// folder (ROOT/<class>/<image>, or ROOT/train and ROOT/val or ROOT/test), or a
+    /// list file (.txt: one "relative/path label" per line)
     #[arg(long, value_name = "PATH", required_unless_present = "resume")]
     train: Option<PathBuf>,
     /// Test data [default: the --train path, whose test split is read]
     #[arg(long, value_name = "PATH")]
     test: Option<PathBuf>,
+    /// The folder list files' paths are relative to [default: each list's folder]
+    #[arg(long, value_name = "DIR")]
+    image_root: Option<PathBuf>,
+    /// Class names for reports: one per line, or iNaturalist JSON categories
+    /// [default: folder names, or the standard names of Fashion-MNIST and CIFAR]
+    #[arg(long, value_name = "FILE")]
+    class_names: Option<PathBuf>,
+    /// Leave out (and count in report.json) image files that cannot be decoded,
+    /// instead of stopping at the first
+    #[arg(long)]
+    skip_bad_images: bool,
     /// The run folder (checkpoints, metrics, report, plots, model.onnx)
     #[arg(long, value_name = "DIR", required_unless_present = "resume")]
     out: Option<PathBuf>,
@@ -95,10 +111,13 @@ pub struct TrainArgs {
     /// Repeat one-channel images into the model's channels
     #[arg(long)]
     grey_to_rgb: bool,
-    /// Training augmentation: crop-flip (4-pixel padded random crop + horizontal flip) or none
+    /// Training augmentation: crop-flip (4-pixel padded random crop + horizontal flip;
+    /// on image files larger than 32x32: resized-crop-flip), resized-crop-flip
+    /// (torchvision's RandomResizedCrop + horizontal flip) or none
     #[arg(long, default_value = "crop-flip", value_parser = parse::<Augment>)]
     augment: Augment,
-    /// Per-channel input normalisation: none, dataset (training-set mean/std), or MEANS/STDS
+    /// Per-channel input normalisation: none, dataset (training-set mean/std), imagenet
+    /// (0.485,0.456,0.406/0.229,0.224,0.225), or MEANS/STDS
     /// [default: dataset for u8 images, none for float data]
     #[arg(long, value_name = "SPEC", value_parser = parse_normalize)]
     normalize: Option<NormalizeChoice>,
@@ -166,6 +185,9 @@ impl TrainArgs {
         let (model, train) = (self.model.clone()?, self.train.clone()?);
         let test = self.test.clone().unwrap_or_else(|| train.clone());
         let mut s = TrainSettings::new(model, train, test);
+        s.image_root = self.image_root.clone();
+        s.class_names = self.class_names.clone();
+        s.skip_bad_images = self.skip_bad_images;
         s.train_limit = self.train_limit;
         s.test_limit = self.test_limit;
         s.imbalance_ratio = self.imbalance_ratio;
@@ -299,9 +321,19 @@ training counts: from the model or --class-counts.")]
 pub struct EvalArgs {
     /// Any ONNX classifier with one image input and [N, C] logits
     model: PathBuf,
-    /// Test data: an IDX/CIFAR folder or file, or an NPZ with x and y
+    /// Test data: an IDX/CIFAR folder or file, an NPZ with x and y, an image folder,
+    /// or a list file (.txt)
     #[arg(long, value_name = "PATH")]
     test: PathBuf,
+    /// The folder a list file's paths are relative to [default: the list's folder]
+    #[arg(long, value_name = "DIR")]
+    image_root: Option<PathBuf>,
+    /// Class names for the output: one per line, or iNaturalist JSON categories
+    #[arg(long, value_name = "FILE")]
+    class_names: Option<PathBuf>,
+    /// Leave out (and count) image files that cannot be decoded
+    #[arg(long)]
+    skip_bad_images: bool,
     /// Write report.json and per_class.png into DIR
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
@@ -336,7 +368,13 @@ pub fn run_eval(args: EvalArgs) -> Result<ExitCode> {
     let context = || args.model.display().to_string();
     let mut classifier =
         Classifier::new(&model, args.logits.as_deref(), args.device).with_context(context)?;
-    let dataset = data::load(&args.test, Split::Test)?;
+    let options = data::ReadOptions {
+        image_root: args.image_root.clone(),
+        class_names: args.class_names.clone(),
+        skip_bad_images: args.skip_bad_images,
+        classes: Some(classifier.classes),
+    };
+    let dataset = data::load_with(&args.test, Split::Test, &options)?;
     let dataset = fit_to_input(
         dataset,
         &classifier.input,

@@ -1,7 +1,10 @@
 //! From dataset examples to network input: the reference's augmentation
-//! (`RandomCrop(padding=4)` + `RandomHorizontalFlip`), per-channel normalisation,
-//! and a producer thread that assembles the next batches (in parallel, with rayon)
-//! while the runtime trains on the current one.
+//! (`RandomCrop(padding=4)` + `RandomHorizontalFlip`), torchvision's ImageNet
+//! augmentation for image files (`RandomResizedCrop` + `RandomHorizontalFlip`),
+//! per-channel normalisation, and a producer thread that assembles the next
+//! batches (in parallel, with rayon; image files are decoded there, so only the
+//! batches in flight are ever in memory) while the runtime trains on the
+//! current one.
 //!
 //! Every random choice is a pure function of (seed, epoch, position in the epoch),
 //! never of thread timing or of where a run was resumed, so an interrupted and
@@ -9,6 +12,7 @@
 
 use crate::backend::Batch;
 use crate::error::{Error, Result};
+use crate::train::data::images::transform;
 use crate::train::data::{Dataset, Pixels};
 use rand::RngExt;
 use rand_chacha::rand_core::SeedableRng;
@@ -27,11 +31,42 @@ pub const CROP_PADDING: usize = 4;
 pub enum Augment {
     None,
     /// Random crop of the original size from the image padded with 4 zero pixels
-    /// on each side, then a horizontal flip with probability 1/2.
+    /// on each side, then a horizontal flip with probability 1/2. On image files
+    /// decoded to more than [`CROP_FLIP_MAX_SIDE`] pixels a side it means
+    /// [`Augment::ResizedCropFlip`], the recipe such images are trained with.
     CropFlip,
+    /// torchvision's `RandomResizedCrop(size, scale=(0.08, 1), ratio=(3/4, 4/3))`
+    /// of the image as decoded (in-memory images: as stored), resampled to the
+    /// example size, then a horizontal flip with probability 1/2.
+    ResizedCropFlip,
 }
 
-keyword_enum!(Augment { None => "none", CropFlip => "crop-flip" });
+keyword_enum!(Augment {
+    None => "none",
+    CropFlip => "crop-flip",
+    ResizedCropFlip => "resized-crop-flip",
+});
+
+/// The largest side for which `crop-flip` on image files stays the CIFAR
+/// recipe (pad-crop-flip at the model's size).
+pub const CROP_FLIP_MAX_SIDE: usize = 32;
+
+impl Augment {
+    /// The augmentation applied to `dataset`: `crop-flip` becomes
+    /// `resized-crop-flip` on image files larger than 32x32.
+    pub fn for_data(self, dataset: &Dataset) -> Augment {
+        let large = dataset
+            .shape
+            .iter()
+            .skip(1)
+            .any(|&d| d > CROP_FLIP_MAX_SIDE);
+        if self == Augment::CropFlip && dataset.is_image_files() && large {
+            Augment::ResizedCropFlip
+        } else {
+            self
+        }
+    }
+}
 
 /// Per-channel `(x - mean) / std`, applied after u8 pixels are scaled to [0, 1].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,31 +81,34 @@ impl Normalization {
     pub fn of_dataset(dataset: &Dataset) -> Result<Normalization> {
         let channels = channels_of(dataset)?;
         let plane = dataset.example_len() / channels;
-        // Per channel sums in f64: 60000 x 784 values overflow f32's precision.
-        let sums = (0..dataset.len())
-            .into_par_iter()
-            .fold(
-                || vec![(0.0f64, 0.0f64); channels],
-                |mut acc, i| {
-                    let example = dataset.example(i);
+        // Per channel sums in f64 (60000 x 784 values overflow f32's
+        // precision), over fixed chunks added in order: the same statistics
+        // whatever the threads did.
+        let indices: Vec<usize> = (0..dataset.len()).collect();
+        let partial = indices
+            .par_chunks(STATISTICS_CHUNK)
+            .map(|chunk| -> Result<Vec<(f64, f64)>> {
+                let mut acc = vec![(0.0f64, 0.0f64); channels];
+                let mut example = vec![0.0; dataset.example_len()];
+                for &i in chunk {
+                    dataset.write_example(i, &mut example)?;
                     for (c, values) in example.chunks_exact(plane).enumerate() {
                         for &v in values {
                             acc[c].0 += f64::from(v);
                             acc[c].1 += f64::from(v) * f64::from(v);
                         }
                     }
-                    acc
-                },
-            )
-            .reduce(
-                || vec![(0.0, 0.0); channels],
-                |a, b| {
-                    a.iter()
-                        .zip(&b)
-                        .map(|(x, y)| (x.0 + y.0, x.1 + y.1))
-                        .collect()
-                },
-            );
+                }
+                Ok(acc)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut sums = vec![(0.0f64, 0.0f64); channels];
+        for acc in partial {
+            for (s, a) in sums.iter_mut().zip(acc) {
+                s.0 += a.0;
+                s.1 += a.1;
+            }
+        }
         let n = (dataset.len() * plane) as f64;
         let mut mean = Vec::with_capacity(channels);
         let mut std = Vec::with_capacity(channels);
@@ -84,14 +122,22 @@ impl Normalization {
         Ok(Normalization { mean, std })
     }
 
+    /// torchvision's ImageNet statistics (the `imagenet` preset).
+    pub fn imagenet() -> Normalization {
+        Normalization {
+            mean: vec![0.485, 0.456, 0.406],
+            std: vec![0.229, 0.224, 0.225],
+        }
+    }
+
     /// Parses `MEANS/STDS`, e.g. `0.4914,0.4822,0.4465/0.2023,0.1994,0.2010`.
     pub fn parse(text: &str) -> Result<Normalization> {
         let bad = |why: &str| {
             Error::setting(
                 "normalize",
                 format!(
-                    "'{text}': {why} (expected none, dataset, or MEANS/STDS such as \
-                     0.5,0.5,0.5/0.25,0.25,0.25)"
+                    "'{text}': {why} (expected none, dataset, imagenet, or MEANS/STDS such \
+                     as 0.5,0.5,0.5/0.25,0.25,0.25)"
                 ),
             )
         };
@@ -140,20 +186,23 @@ pub enum NormalizeChoice {
 }
 
 impl NormalizeChoice {
-    /// `none`, `dataset`, or `MEANS/STDS`.
+    /// `none`, `dataset`, `imagenet` (torchvision's ImageNet statistics), or
+    /// `MEANS/STDS`.
     pub fn parse(text: &str) -> Result<NormalizeChoice> {
         match text {
             "none" => Ok(NormalizeChoice::None),
             "dataset" => Ok(NormalizeChoice::Dataset),
+            "imagenet" => Ok(NormalizeChoice::Fixed(Normalization::imagenet())),
             other => Normalization::parse(other).map(NormalizeChoice::Fixed),
         }
     }
 
-    /// The default for `dataset`: its own statistics for u8 images (scaled to
-    /// [0, 1] first), none for float data, which is used exactly as given.
+    /// The default for `dataset`: its own statistics for u8 images and image
+    /// files (scaled to [0, 1] first), none for float data, which is used
+    /// exactly as given.
     pub fn default_for(dataset: &Dataset) -> NormalizeChoice {
         match dataset.images {
-            Pixels::U8(_) => NormalizeChoice::Dataset,
+            Pixels::U8(_) | Pixels::Files(_) => NormalizeChoice::Dataset,
             Pixels::F32(_) => NormalizeChoice::None,
         }
     }
@@ -202,7 +251,7 @@ impl Preprocess {
                 ));
             }
         }
-        if self.augment == Augment::CropFlip && dataset.shape.len() != 3 {
+        if self.augment != Augment::None && dataset.shape.len() != 3 {
             return Err(Error::AugmentNeedsImages {
                 data: dataset.source.clone(),
                 shape: dataset.shape.clone(),
@@ -247,8 +296,12 @@ pub const STREAM_ORDER: u64 = 1;
 pub const STREAM_AUGMENT: u64 = 2;
 pub const STREAM_LIMIT: u64 = 3;
 
+/// Examples per chunk of the dataset statistics.
+const STATISTICS_CHUNK: usize = 1024;
+
 /// Writes example `index` of `dataset`, preprocessed, into `out`; `rng_parts`
-/// name its augmentation stream.
+/// name its augmentation stream. Fails only on an image file that cannot be
+/// decoded.
 fn write_preprocessed(
     dataset: &Dataset,
     index: usize,
@@ -256,12 +309,29 @@ fn write_preprocessed(
     rng_parts: [u64; 4],
     scratch: &mut Vec<f32>,
     out: &mut [f32],
-) {
-    match preprocess.augment {
-        Augment::None => dataset.write_example(index, out),
-        Augment::CropFlip => {
+) -> Result<()> {
+    match (preprocess.augment.for_data(dataset), &dataset.images) {
+        (Augment::None, _) => dataset.write_example(index, out)?,
+        (Augment::ResizedCropFlip, Pixels::Files(files)) => {
+            files.write_resized_crop_flip(index, &mut rng_for(&rng_parts), out)?
+        }
+        (Augment::ResizedCropFlip, _) => {
             scratch.resize(dataset.example_len(), 0.0);
-            dataset.write_example(index, scratch);
+            dataset.write_example(index, scratch)?;
+            let [channels, height, width] = dataset.shape[..] else {
+                unreachable!("Preprocess::check requires images for resized-crop-flip")
+            };
+            transform::resized_crop_flip(
+                scratch,
+                [channels, height, width],
+                (height, width),
+                &mut rng_for(&rng_parts),
+                out,
+            );
+        }
+        (Augment::CropFlip, _) => {
+            scratch.resize(dataset.example_len(), 0.0);
+            dataset.write_example(index, scratch)?;
             let mut rng = rng_for(&rng_parts);
             let [channels, height, width] = dataset.shape[..] else {
                 unreachable!("Preprocess::check requires images for crop-flip")
@@ -282,6 +352,7 @@ fn write_preprocessed(
             }
         }
     }
+    Ok(())
 }
 
 /// `out[c][y][x] = image[c][y + dy][x' + dx]` with zeros outside the image, where
@@ -318,41 +389,43 @@ fn crop_flip(
 
 /// Assembles the examples at `indices` into a batch. `epoch` and `first` (the
 /// position of `indices[0]` in the epoch's order) name each example's
-/// augmentation stream.
+/// augmentation stream. Fails only on an image file that cannot be decoded.
 pub fn assemble(
     dataset: &Dataset,
     indices: &[usize],
     preprocess: &Preprocess,
     epoch: usize,
     first: usize,
-) -> Batch {
+) -> Result<Batch> {
     let n = dataset.example_len();
     let mut data = vec![0.0f32; indices.len() * n];
     data.par_chunks_mut(n)
         .zip(indices.par_iter())
         .enumerate()
-        .for_each_init(Vec::new, |scratch, (k, (out, &index))| {
+        .try_for_each_init(Vec::new, |scratch, (k, (out, &index))| {
             let parts = [
                 preprocess.seed,
                 STREAM_AUGMENT,
                 epoch as u64,
                 (first + k) as u64,
             ];
-            write_preprocessed(dataset, index, preprocess, parts, scratch, out);
-        });
+            write_preprocessed(dataset, index, preprocess, parts, scratch, out)
+        })?;
     let mut shape = vec![indices.len() as i64];
     shape.extend(dataset.shape.iter().map(|&d| d as i64));
-    Batch {
+    Ok(Batch {
         shape,
         data,
         labels: indices.iter().map(|&i| dataset.labels[i]).collect(),
-    }
+    })
 }
 
 /// Batches of one epoch, assembled ahead on a background thread (at most
-/// `AHEAD` waiting), starting at batch `start`.
+/// `AHEAD` waiting), starting at batch `start`. A batch that cannot be
+/// assembled (an image file that does not decode) is its error, and the last
+/// item.
 pub struct Producer {
-    receiver: Receiver<(usize, Batch)>,
+    receiver: Receiver<(usize, Result<Batch>)>,
     handle: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -371,8 +444,9 @@ impl Producer {
         let handle = std::thread::spawn(move || {
             for (b, indices) in order.chunks(batch_size).enumerate().skip(start) {
                 let batch = assemble(&dataset, indices, &preprocess, epoch, b * batch_size);
+                let failed = batch.is_err();
                 // The consumer stopped early (interrupt, error): stop too.
-                if sender.send((b, batch)).is_err() {
+                if sender.send((b, batch)).is_err() || failed {
                     return;
                 }
             }
@@ -386,8 +460,8 @@ impl Producer {
 
 impl Iterator for Producer {
     /// (batch index in the epoch, batch)
-    type Item = (usize, Batch);
-    fn next(&mut self) -> Option<(usize, Batch)> {
+    type Item = (usize, Result<Batch>);
+    fn next(&mut self) -> Option<(usize, Result<Batch>)> {
         self.receiver.recv().ok()
     }
 }
@@ -409,7 +483,7 @@ pub fn eval_batches<'a>(
     dataset: &'a Dataset,
     preprocess: &'a Preprocess,
     batch_size: usize,
-) -> impl Iterator<Item = Batch> + 'a {
+) -> impl Iterator<Item = Result<Batch>> + 'a {
     let eval = preprocess.for_eval();
     (0..dataset.len()).step_by(batch_size).map(move |first| {
         let indices: Vec<usize> = (first..(first + batch_size).min(dataset.len())).collect();
@@ -476,16 +550,16 @@ mod tests {
             }),
             seed: 7,
         };
-        let whole = assemble(&ds, &[1, 0], &pre, 3, 0);
-        let second = assemble(&ds, &[0], &pre, 3, 1);
+        let whole = assemble(&ds, &[1, 0], &pre, 3, 0).unwrap();
+        let second = assemble(&ds, &[0], &pre, 3, 1).unwrap();
         assert_eq!(whole.data[6..], second.data[..]);
         assert_eq!(whole.shape, vec![2, 1, 2, 3]);
         assert_eq!(whole.labels, vec![1, 0]);
         // Another epoch draws other crops for at least one of many examples.
         let many: Vec<usize> = vec![0; 64];
         assert_ne!(
-            assemble(&ds, &many, &pre, 3, 0).data,
-            assemble(&ds, &many, &pre, 4, 0).data
+            assemble(&ds, &many, &pre, 3, 0).unwrap().data,
+            assemble(&ds, &many, &pre, 4, 0).unwrap().data
         );
     }
 
@@ -499,7 +573,7 @@ mod tests {
         });
         let got: Vec<(usize, Vec<i64>)> =
             Producer::spawn(ds.clone(), vec![1, 0, 1, 1, 0], 2, 1, pre, 0)
-                .map(|(b, batch)| (b, batch.labels))
+                .map(|(b, batch)| (b, batch.unwrap().labels))
                 .collect();
         assert_eq!(got, vec![(1, vec![1, 1]), (2, vec![0])]);
         // Dropping a producer mid-epoch ends its thread.

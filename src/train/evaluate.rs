@@ -30,6 +30,7 @@ pub fn evaluate(
 ) -> Result<Evaluation> {
     let mut evaluation = Evaluation::new(classes);
     for batch in eval_batches(dataset, preprocess, batch_size) {
+        let batch = batch?;
         let logits = predict(&batch)?;
         evaluation.add_logits(&logits, &batch.labels)?;
     }
@@ -46,6 +47,15 @@ pub fn fit_to_input(
     grey_to_rgb: bool,
 ) -> Result<Dataset> {
     let expected = &dims[1.min(dims.len())..];
+    if dataset.is_image_files() {
+        // Image files decode to the model's channels and size.
+        if let [Dim::Fixed(c), Dim::Fixed(h), Dim::Fixed(w)] = expected {
+            let size = |d: i64| usize::try_from(d).ok();
+            if let (Some(c), Some(h), Some(w)) = (size(*c), size(*h), size(*w)) {
+                return dataset.with_image_shape([c, h, w]);
+            }
+        }
+    }
     let fits = |shape: &[usize]| {
         expected.len() == shape.len()
             && expected

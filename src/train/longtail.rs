@@ -237,7 +237,7 @@ mod tests {
         assert_eq!(first_of_each, vec![0, 1, 2]);
         // Each kept example is the original one: its value is its index.
         for i in 0..sub.len() {
-            let original = sub.example(i)[0] as usize;
+            let original = sub.example(i).unwrap()[0] as usize;
             assert_eq!(data.labels[original], sub.labels[i]);
         }
     }

@@ -168,7 +168,11 @@ fn absolute_paths(mut settings: TrainSettings) -> Result<TrainSettings> {
         &mut settings.model,
         &mut settings.train_data,
         &mut settings.test_data,
-    ] {
+    ]
+    .into_iter()
+    .chain(settings.image_root.as_mut())
+    .chain(settings.class_names.as_mut())
+    {
         *path = std::path::absolute(&*path).map_err(|e| Error::io(path.clone(), e))?;
     }
     Ok(settings)
@@ -206,7 +210,14 @@ fn prepare(settings: &TrainSettings, device: Device, world: &Arc<World>) -> Resu
             Split::Train => "train",
             Split::Test => "test",
         };
-        let dataset = data::load(path, split).map_err(|e| Error::in_setting(setting, e))?;
+        let options = data::ReadOptions {
+            image_root: settings.image_root.clone(),
+            class_names: settings.class_names.clone(),
+            skip_bad_images: settings.skip_bad_images,
+            classes: Some(classes),
+        };
+        let dataset =
+            data::load_with(path, split, &options).map_err(|e| Error::in_setting(setting, e))?;
         let mut dataset = fit_to_input(dataset, &input, &dims, settings.grey_to_rgb)?;
         if dataset.classes > classes {
             return Err(Error::config(format!(

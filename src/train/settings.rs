@@ -40,6 +40,18 @@ pub struct TrainSettings {
     pub model: PathBuf,
     pub train_data: PathBuf,
     pub test_data: PathBuf,
+    /// The folder the paths of list files (`.txt`) are relative to; `None`:
+    /// each list's own folder.
+    #[serde(default)]
+    pub image_root: Option<PathBuf>,
+    /// Class names, one per line (or an iNaturalist JSON file's
+    /// `categories`), for reports; `None`: from the data where it tells them.
+    #[serde(default)]
+    pub class_names: Option<PathBuf>,
+    /// Leave out and count image files that cannot be decoded, instead of
+    /// stopping at the first.
+    #[serde(default)]
+    pub skip_bad_images: bool,
     /// Keep only this many training examples (a seeded random subset), before
     /// any long-tail subsampling.
     pub train_limit: Option<usize>,
@@ -85,6 +97,9 @@ impl TrainSettings {
             model,
             train_data,
             test_data,
+            image_root: None,
+            class_names: None,
+            skip_bad_images: false,
             train_limit: None,
             test_limit: None,
             imbalance_ratio: None,

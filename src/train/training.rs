@@ -397,6 +397,7 @@ impl Training {
             );
             let mut clock = Instant::now();
             for (b, batch) in producer {
+                let batch = batch?;
                 let out = self.trainer.step(&batch, epoch as i64, lr as f32)?;
                 if !out.loss.is_finite() {
                     return Err(self.non_finite(out.loss, (epoch, b), lr, saved, &*observer));

@@ -1,6 +1,8 @@
-//! The in-memory dataset every reader returns: pixels, example shape, labels.
+//! The dataset every reader returns: pixels (in memory, or image files decoded
+//! on demand), example shape, labels, class names.
 
 use crate::error::{Error, Result};
+use crate::train::data::images::ImageFiles;
 use std::fmt;
 
 /// Which half of a dataset to read from a folder.
@@ -26,6 +28,8 @@ pub enum Pixels {
     U8(Vec<u8>),
     /// Values used as they are (an NPZ with float32 `x`).
     F32(Vec<f32>),
+    /// Image files decoded when an example is read (image folders and lists).
+    Files(ImageFiles),
 }
 
 impl Pixels {
@@ -34,6 +38,7 @@ impl Pixels {
         match self {
             Pixels::U8(v) => v.len(),
             Pixels::F32(v) => v.len(),
+            Pixels::Files(files) => files.len() * files.shape().iter().product::<usize>(),
         }
     }
 
@@ -45,6 +50,7 @@ impl Pixels {
         match self {
             Pixels::U8(_) => "u8",
             Pixels::F32(_) => "f32",
+            Pixels::Files(_) => "files",
         }
     }
 }
@@ -75,6 +81,11 @@ pub struct Dataset {
     pub classes: usize,
     /// What was read, for messages and reports (format and file names).
     pub source: String,
+    /// One name per class when the data or the caller tells them (image folder
+    /// names, a class-names file, the standard names of a recognised format).
+    pub class_names: Option<Vec<String>>,
+    /// Image files left out as unreadable (`skip_bad_images`).
+    pub skipped_images: usize,
 }
 
 /// Examples per class; labels outside `0..classes` are not counted ([`Dataset`]
@@ -118,6 +129,14 @@ impl Dataset {
         if labels.is_empty() {
             return Err(Error::config(format!("{source}: holds no examples")));
         }
+        if let Pixels::Files(files) = &images {
+            if files.shape().as_slice() != shape.as_slice() {
+                return Err(Error::config(format!(
+                    "{source}: images decode to {:?}, not the example shape {shape:?}",
+                    files.shape()
+                )));
+            }
+        }
         if labels.len().checked_mul(example_len) != Some(images.len()) {
             return Err(Error::config(format!(
                 "{source}: {} pixel values for {} examples of shape {shape:?}",
@@ -140,6 +159,44 @@ impl Dataset {
             labels,
             classes,
             source,
+            class_names: None,
+            skipped_images: 0,
+        })
+    }
+
+    /// Whether examples are image files decoded on demand.
+    pub fn is_image_files(&self) -> bool {
+        matches!(self.images, Pixels::Files(_))
+    }
+
+    /// The name of class `class`: its given name, else its number.
+    pub fn class_name(&self, class: usize) -> String {
+        self.class_names
+            .as_ref()
+            .and_then(|names| names.get(class))
+            .cloned()
+            .unwrap_or_else(|| class.to_string())
+    }
+
+    /// An image-file dataset decoded to `shape` (`[channels, height, width]`,
+    /// 1 or 3 channels): the model's input. Other datasets are returned as they
+    /// are.
+    pub fn with_image_shape(self, shape: [usize; 3]) -> Result<Dataset> {
+        let Pixels::Files(files) = &self.images else {
+            return Ok(self);
+        };
+        if !matches!(shape[0], 1 | 3) || shape[1] == 0 || shape[2] == 0 {
+            return Err(Error::config(format!(
+                "{}: images can be decoded to 1 (grey) or 3 (RGB) channels of a fixed size, \
+                 not {shape:?}",
+                self.source
+            )));
+        }
+        let images = Pixels::Files(files.with_shape(shape));
+        Ok(Dataset {
+            images,
+            shape: shape.to_vec(),
+            ..self
         })
     }
 
@@ -158,12 +215,14 @@ impl Dataset {
     }
 
     /// Writes example `i` into `out` as f32 in channel-height-width order, u8
-    /// pixels divided by 255 (the reference's `ToTensor`), f32 values copied.
+    /// pixels divided by 255 (the reference's `ToTensor`), f32 values copied,
+    /// image files decoded (and resized as evaluation does, see
+    /// [`ImageFiles::write_eval`]); only a file that cannot be decoded fails.
     ///
     /// # Panics
     /// If `i >= self.len()` or `out.len() != self.example_len()`: both are the
     /// caller's indexing mistakes, like slice indexing.
-    pub fn write_example(&self, i: usize, out: &mut [f32]) {
+    pub fn write_example(&self, i: usize, out: &mut [f32]) -> Result<()> {
         let n = self.example_len();
         assert!(i < self.len(), "example {i} of {}", self.len());
         assert_eq!(out.len(), n, "output buffer length vs example length");
@@ -175,14 +234,16 @@ impl Dataset {
                 }
             }
             Pixels::F32(values) => out.copy_from_slice(&values[range]),
+            Pixels::Files(files) => return files.write_eval(i, out),
         }
+        Ok(())
     }
 
     /// Example `i` as a new f32 vector; see [`Dataset::write_example`].
-    pub fn example(&self, i: usize) -> Vec<f32> {
+    pub fn example(&self, i: usize) -> Result<Vec<f32>> {
         let mut out = vec![0.0; self.example_len()];
-        self.write_example(i, &mut out);
-        out
+        self.write_example(i, &mut out)?;
+        Ok(out)
     }
 
     /// Examples per class, indexed by class.
@@ -212,9 +273,14 @@ impl Dataset {
         let images = match &self.images {
             Pixels::U8(v) => Pixels::U8(gather(v, indices, n)),
             Pixels::F32(v) => Pixels::F32(gather(v, indices, n)),
+            Pixels::Files(files) => Pixels::Files(files.subset(indices)),
         };
         let labels = indices.iter().map(|&i| self.labels[i]).collect();
-        Dataset::new(images, self.shape.clone(), labels, self.classes, source)
+        Ok(Dataset {
+            class_names: self.class_names.clone(),
+            skipped_images: self.skipped_images,
+            ..Dataset::new(images, self.shape.clone(), labels, self.classes, source)?
+        })
     }
 
     /// The same examples with `channels` channels: a one-channel (grey) set is
@@ -252,14 +318,20 @@ impl Dataset {
         let images = match &self.images {
             Pixels::U8(v) => Pixels::U8(repeat(v, plane, channels)),
             Pixels::F32(v) => Pixels::F32(repeat(v, plane, channels)),
+            // Decoded to the new channel count instead.
+            Pixels::Files(_) => return self.clone().with_image_shape([channels, height, width]),
         };
-        Dataset::new(
-            images,
-            vec![channels, height, width],
-            self.labels.clone(),
-            self.classes,
-            format!("{} (grey repeated into {channels} channels)", self.source),
-        )
+        Ok(Dataset {
+            class_names: self.class_names.clone(),
+            skipped_images: self.skipped_images,
+            ..Dataset::new(
+                images,
+                vec![channels, height, width],
+                self.labels.clone(),
+                self.classes,
+                format!("{} (grey repeated into {channels} channels)", self.source),
+            )?
+        })
     }
 }
 
@@ -297,10 +369,10 @@ mod tests {
             "t",
         )
         .unwrap();
-        assert_eq!(data.example(1), vec![0.2, 0.4]);
+        assert_eq!(data.example(1).unwrap(), vec![0.2, 0.4]);
         let rgb = data.broadcast_channels(3).unwrap();
         assert_eq!(rgb.shape, vec![3, 1, 2]);
-        assert_eq!(rgb.example(0), vec![0.0, 1.0, 0.0, 1.0, 0.0, 1.0]);
+        assert_eq!(rgb.example(0).unwrap(), vec![0.0, 1.0, 0.0, 1.0, 0.0, 1.0]);
         assert!(rgb.broadcast_channels(1).is_err());
         assert_eq!(rgb.broadcast_channels(3).unwrap(), rgb);
     }
@@ -317,7 +389,7 @@ mod tests {
         .unwrap();
         let sub = data.subset(&[2, 0, 2], "sub").unwrap();
         assert_eq!(sub.labels, vec![2, 0, 2]);
-        assert_eq!(sub.example(0), vec![2.5]);
+        assert_eq!(sub.example(0).unwrap(), vec![2.5]);
         assert_eq!(sub.classes, 3);
         assert!(data
             .subset(&[3], "sub")

@@ -70,7 +70,7 @@ pub(super) fn find_layout(dir: &Path, split: Split) -> Result<Layout> {
             Err(Error::config(format!(
                 "{}: no {split} data found; expected {idx}-images-idx3-ubyte[.gz] + \
                  {idx}-labels-idx1-ubyte[.gz] (IDX), {cifar10} (CIFAR-10), {cifar100} \
-                 (CIFAR-100) or {split}.npz",
+                 (CIFAR-100), {split}.npz, or class folders of .jpg/.png/.bmp images",
                 dir.display()
             )))
         }

@@ -136,6 +136,7 @@ fn hwc_to_chw(images: Pixels, chw: &[usize]) -> Pixels {
     match images {
         Pixels::U8(v) => Pixels::U8(transpose(&v, c, h, w)),
         Pixels::F32(v) => Pixels::F32(transpose(&v, c, h, w)),
+        files @ Pixels::Files(_) => files,
     }
 }
 
