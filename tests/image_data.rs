@@ -421,10 +421,30 @@ fn a_bad_image_stops_train_before_the_run_folder_is_made() {
 
     // Skipped and counted: the run trains on the 19 others (counts differ
     // from the patched ones, so allow it).
+    // Class names from a file name the report's classes and the confusion
+    // matrix's rows and columns.
+    let names_path = tmp.path().join("names.txt");
+    let names: Vec<String> = (0..10).map(|c| format!("class {c}")).collect();
+    std::fs::write(&names_path, names.join("\n")).unwrap();
     let mut settings = TrainSettings::new(model, list_path.clone(), list_path);
     settings.skip_bad_images = true;
     settings.allow_count_mismatch = true;
+    settings.class_names = Some(names_path);
     settings.epochs = 1;
     let done = finished(run::start(settings, &out, &RunOptions::default()).unwrap());
     assert_eq!(done.report.class_counts.train.iter().sum::<u64>(), 19);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    // One bad file, read in both the training and the test set.
+    assert_eq!(json["skipped_images"], 2);
+    assert_eq!(json["per_class"][7]["name"], "class 7");
+    assert_eq!(json["per_class"][7]["train"], 1);
+    assert_eq!(json["per_class"][3]["train"], 2);
+    let csv = std::fs::read_to_string(out.join("confusion.csv")).unwrap();
+    let header = csv.lines().next().unwrap();
+    assert!(header.ends_with("class 8,class 9"), "{header}");
+    assert!(
+        csv.lines().nth(10).unwrap().starts_with("class 9,"),
+        "{csv}"
+    );
 }

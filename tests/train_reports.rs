@@ -234,7 +234,7 @@ fn hand_report() -> Report {
 }
 
 #[test]
-fn run_folder_gets_csv_json_and_two_pngs_and_nothing_else() {
+fn run_folder_gets_two_csvs_json_and_two_pngs_and_nothing_else() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     let records = epoch_records(40);
@@ -302,7 +302,13 @@ fn run_folder_gets_csv_json_and_two_pngs_and_nothing_else() {
     names.sort();
     assert_eq!(
         names,
-        ["curves.png", "metrics.csv", "per_class.png", "report.json"]
+        [
+            "confusion.csv",
+            "curves.png",
+            "metrics.csv",
+            "per_class.png",
+            "report.json"
+        ]
     );
 }
 

@@ -311,6 +311,33 @@ fn print_result(report: &Report) {
     );
 }
 
+/// Per-class accuracy with class names, when the classes fit on a screen.
+fn print_per_class(report: &Report) {
+    const MAX_LISTED: usize = 100;
+    if report.per_class.len() > MAX_LISTED {
+        println!(
+            "{} classes: per-class accuracies in report.json (--out)",
+            report.per_class.len()
+        );
+        return;
+    }
+    let width = report
+        .per_class
+        .iter()
+        .map(|c| c.name.chars().count())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    println!("{:<width$}  {:>8}  {:>6}  accuracy", "class", "train", "test");
+    for class in &report.per_class {
+        let accuracy = class.accuracy.map_or("-".into(), |a| format!("{a:.2}%"));
+        println!(
+            "{:<width$}  {:>8}  {:>6}  {accuracy}",
+            class.name, class.train, class.test
+        );
+    }
+}
+
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:\n  \
 ldam-onnx eval runs/fmnist-ldam-drw/model.onnx --test /usr/share/datasets/fashion-mnist\n  \
@@ -421,6 +448,8 @@ pub fn run_eval(args: EvalArgs) -> Result<ExitCode> {
         "normalization": preprocess.normalization,
         "logits": classifier.output,
         "device": args.device.to_string(),
+        "class_names": dataset.class_names,
+        "skipped_images": dataset.skipped_images,
     });
     // Without training counts (or with counts for another class list) there
     // are no shot groups: they stay empty rather than guessed.
@@ -437,10 +466,16 @@ pub fn run_eval(args: EvalArgs) -> Result<ExitCode> {
     )?;
     print_result(&report);
     println!("on {} test examples of {}", dataset.len(), dataset.source);
+    if dataset.skipped_images > 0 {
+        println!("{} unreadable image files skipped", dataset.skipped_images);
+    }
+    print_per_class(&report);
     if let Some(dir) = &args.out {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let json = report::write_report_json(dir, &report)?;
         println!("report:  {}", json.display());
+        let csv = report::write_confusion_csv(dir, &report)?;
+        println!("confusion matrix: {}", csv.display());
         if !group_counts.is_empty() {
             let png = report::plot_per_class(dir, &report)?;
             println!("plot:    {}", png.display());

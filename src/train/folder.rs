@@ -52,6 +52,7 @@ impl RunFolder {
             report::METRICS_CSV,
             report::CURVES_PNG,
             report::PER_CLASS_PNG,
+            report::CONFUSION_CSV,
         ] {
             let path = dir.join(name);
             match std::fs::remove_file(&path) {

@@ -20,6 +20,7 @@ pub const METRICS_CSV: &str = "metrics.csv";
 pub const REPORT_JSON: &str = "report.json";
 pub const CURVES_PNG: &str = "curves.png";
 pub const PER_CLASS_PNG: &str = "per_class.png";
+pub const CONFUSION_CSV: &str = "confusion.csv";
 
 /// The header of `metrics.csv`, in column order.
 pub const METRICS_HEADER: &str =
@@ -75,6 +76,10 @@ pub struct Report {
     pub top1_error: f64,
     /// Per-class test accuracy in %, `null` for a class without test examples.
     pub per_class_accuracy: Vec<Option<f64>>,
+    /// One entry per class, in class order, with its name: what the plots and
+    /// `compare` label classes with.
+    #[serde(default)]
+    pub per_class: Vec<ClassResult>,
     /// Mean per-class accuracy of the many/medium/few-shot classes, in %.
     pub groups: GroupAccuracy,
     /// `confusion[true][predicted]` on the test set.
@@ -83,7 +88,31 @@ pub struct Report {
     /// The run's settings exactly as the caller recorded them.
     pub settings: serde_json::Value,
     pub versions: Versions,
+    /// Image files left out as unreadable (`skip_bad_images`), training and
+    /// test sets together.
+    #[serde(default)]
+    pub skipped_images: usize,
 }
+
+/// One class of [`Report::per_class`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassResult {
+    /// The class's name, or its number when the data names no classes.
+    pub name: String,
+    /// Test accuracy in %, `null` without test examples.
+    pub accuracy: Option<f64>,
+    /// Training examples (the count that decides the shot group).
+    pub train: u64,
+    /// Test examples.
+    pub test: u64,
+    /// `many`, `medium` or `few`.
+    pub shot: String,
+}
+
+/// Where [`Report::new`] finds class names and the skipped-image count in the
+/// settings it records: under `resolved` (a training run) or at the top (`eval`).
+const NAMES_AT: [&str; 2] = ["/resolved/class_names", "/class_names"];
+const SKIPPED_AT: [&str; 2] = ["/resolved/skipped_images", "/skipped_images"];
 
 /// The class counts the evaluation was grouped by.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -102,7 +131,9 @@ pub struct Versions {
 }
 
 impl Report {
-    /// Summarises `evaluation`; `train_counts` decides the shot groups.
+    /// Summarises `evaluation`; `train_counts` decides the shot groups. Class
+    /// names and the count of skipped image files are taken from `settings`
+    /// (`class_names` and `skipped_images`, at the top or under `resolved`).
     pub fn new(
         evaluation: &Evaluation,
         train_counts: &[u64],
@@ -115,10 +146,34 @@ impl Report {
                 "the test set is empty: there is no accuracy to report",
             ));
         }
+        let lookup = |at: &[&str]| at.iter().find_map(|p| settings.pointer(p)).cloned();
+        let names: Option<Vec<String>> =
+            lookup(&NAMES_AT).and_then(|v| serde_json::from_value(v).ok());
+        let skipped_images = lookup(&SKIPPED_AT)
+            .and_then(|v| v.as_u64())
+            .map_or(0, |v| v as usize);
+        let accuracy = evaluation.per_class_accuracy();
+        let test_counts = evaluation.class_totals();
+        let per_class = accuracy
+            .iter()
+            .enumerate()
+            .map(|(c, &accuracy)| {
+                let train = train_counts.get(c).copied().unwrap_or(0);
+                ClassResult {
+                    name: class_name(names.as_deref(), c),
+                    accuracy,
+                    train,
+                    test: test_counts.get(c).copied().unwrap_or(0),
+                    shot: Shot::of(train).as_str().to_string(),
+                }
+            })
+            .collect();
         Ok(Report {
             top1: evaluation.top1(),
             top1_error: evaluation.top1_error(),
-            per_class_accuracy: evaluation.per_class_accuracy(),
+            per_class_accuracy: accuracy,
+            per_class,
+            skipped_images,
             groups: evaluation.group_accuracy(train_counts)?,
             confusion: evaluation.confusion().to_vec(),
             class_counts: ClassCounts {
@@ -134,6 +189,50 @@ impl Report {
     }
 }
 
+/// The name of class `class`: from `names`, else its number.
+pub fn class_name(names: Option<&[String]>, class: usize) -> String {
+    names
+        .and_then(|n| n.get(class))
+        .cloned()
+        .unwrap_or_else(|| class.to_string())
+}
+
+impl Report {
+    /// The name of class `class` ([`Report::per_class`]), else its number.
+    pub fn class_name(&self, class: usize) -> String {
+        self.per_class
+            .get(class)
+            .map_or_else(|| class.to_string(), |c| c.name.clone())
+    }
+
+    /// The confusion matrix as CSV with class names as row and column headers
+    /// (rows: true class, columns: prediction).
+    pub fn confusion_csv(&self) -> String {
+        let quote = |s: String| {
+            if s.contains([',', '"', '\n']) {
+                format!("\"{}\"", s.replace('"', "\"\""))
+            } else {
+                s
+            }
+        };
+        let classes = self.confusion.len();
+        let mut text = String::from("true \\ predicted");
+        for c in 0..classes {
+            text.push(',');
+            text.push_str(&quote(self.class_name(c)));
+        }
+        text.push('\n');
+        for (c, row) in self.confusion.iter().enumerate() {
+            text.push_str(&quote(self.class_name(c)));
+            for v in row {
+                text.push_str(&format!(",{v}"));
+            }
+            text.push('\n');
+        }
+        text
+    }
+}
+
 /// The paths of the files [`write_run`] wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunFiles {
@@ -141,6 +240,7 @@ pub struct RunFiles {
     pub report_json: PathBuf,
     pub curves_png: PathBuf,
     pub per_class_png: PathBuf,
+    pub confusion_csv: PathBuf,
 }
 
 /// Writes all four files into `dir` (created if missing).
@@ -151,7 +251,16 @@ pub fn write_run(dir: &Path, epochs: &[EpochRecord], report: &Report) -> Result<
         report_json: write_report_json(dir, report)?,
         curves_png: plot_curves(dir, epochs)?,
         per_class_png: plot_per_class(dir, report)?,
+        confusion_csv: write_confusion_csv(dir, report)?,
     })
+}
+
+/// Writes `dir/confusion.csv`: [`Report::confusion_csv`].
+pub fn write_confusion_csv(dir: &Path, report: &Report) -> Result<PathBuf> {
+    let path = dir.join(CONFUSION_CSV);
+    let text = report.confusion_csv();
+    write_atomically(&path, |file| file.write_all(text.as_bytes()))?;
+    Ok(path)
 }
 
 /// Rewrites `dir/metrics.csv` with all epochs so far. Rewriting the whole file
@@ -469,7 +578,7 @@ pub fn plot_per_class(dir: &Path, report: &Report) -> Result<PathBuf> {
             .set_secondary_coord(positions(), (min_count / 1.5..max_count * 1.5).log_scale());
         let class_label = |v: &SegmentValue<usize>| match v {
             SegmentValue::CenterOf(i) | SegmentValue::Exact(i) if *i < classes => {
-                order[*i].to_string()
+                short_label(&report.class_name(order[*i]))
             }
             _ => String::new(),
         };
@@ -568,6 +677,18 @@ pub fn plot_per_class(dir: &Path, report: &Report) -> Result<PathBuf> {
         Ok(())
     })?;
     Ok(path)
+}
+
+/// A class name cut to fit under a bar (the full names are in `report.json`).
+pub(crate) fn short_label(name: &str) -> String {
+    const MAX: usize = 12;
+    if name.chars().count() <= MAX {
+        name.to_string()
+    } else {
+        let mut short: String = name.chars().take(MAX - 1).collect();
+        short.push('…');
+        short
+    }
 }
 
 #[cfg(test)]

@@ -562,6 +562,8 @@ impl Training {
             "runtime": self.trainer.describe(),
             "train_examples": self.train.len(),
             "test_examples": self.test.len(),
+            "class_names": self.train.class_names.as_ref().or(self.test.class_names.as_ref()),
+            "skipped_images": self.train.skipped_images + self.test.skipped_images,
         });
         Ok(Trained {
             evaluation,
