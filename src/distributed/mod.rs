@@ -87,7 +87,14 @@ impl World {
         }
         #[cfg(feature = "mpi")]
         {
-            mpi_world::MpiWorld::initialize()
+            let (mpi, rank, size, local_rank) = mpi_world::MpiWorld::initialize()?;
+            Ok(World {
+                rank,
+                size,
+                local_rank,
+                check_ranks: std::env::var_os(CHECK_RANKS_ENV).is_some(),
+                mpi: Some(mpi),
+            })
         }
         #[cfg(not(feature = "mpi"))]
         {

@@ -1,6 +1,5 @@
 //! MPI's world through rsmpi: the only file that names the `mpi` crate.
 
-use super::World;
 use crate::error::{Error, Result};
 use mpi::collective::SystemOperation;
 use mpi::environment::Universe;
@@ -16,8 +15,9 @@ pub(super) struct MpiWorld {
 }
 
 impl MpiWorld {
-    /// Initialises MPI (once per process) and reads this process's place.
-    pub(super) fn initialize() -> Result<World> {
+    /// Initialises MPI (once per process): the world with this process's
+    /// rank, the world's size and the process's rank on its node.
+    pub(super) fn initialize() -> Result<(MpiWorld, usize, usize, usize)> {
         let universe = mpi::initialize().ok_or_else(|| Error::Distributed {
             rank: None,
             reason: "MPI is already initialised in this process".into(),
@@ -37,18 +37,13 @@ impl MpiWorld {
             })
             .unwrap_or_else(|| "unknown MPI".to_string());
         let host = mpi::environment::processor_name().unwrap_or_else(|_| "?".to_string());
-        Ok(World {
-            rank,
-            size,
-            local_rank,
-            check_ranks: std::env::var_os(super::CHECK_RANKS_ENV).is_some(),
-            mpi: Some(MpiWorld {
-                communicator,
-                _universe: universe,
-                library,
-                host,
-            }),
-        })
+        let world = MpiWorld {
+            communicator,
+            _universe: universe,
+            library,
+            host,
+        };
+        Ok((world, rank, size, local_rank))
     }
 
     pub(super) fn sum_in_place(&self, buffer: &mut [f32]) {
