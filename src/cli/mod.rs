@@ -1,6 +1,7 @@
 //! Argument structs (clap derive) and the glue from arguments to library calls.
 
 mod adjust;
+mod compare;
 mod compile;
 mod deploy;
 mod export_data;
@@ -49,6 +50,8 @@ enum Command {
     Train(train::TrainArgs),
     /// Test-set accuracy of any ONNX classifier, per class and by shot group
     Eval(train::EvalArgs),
+    /// Compare runs: top-1 error and many/medium/few table, per-class accuracy plot
+    Compare(compare::CompareArgs),
     /// Post-hoc logit adjustment and tau-normalisation of a trained classifier
     Adjust(adjust::AdjustArgs),
     /// Write a long-tailed train/test subset as one binary for the browser trainer (web/)
@@ -67,6 +70,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Compile(args) => compile::run_compile(args).map(done),
         Command::Train(args) => train::run_train(args),
         Command::Eval(args) => train::run_eval(args),
+        Command::Compare(args) => compare::run_compare(args).map(done),
         Command::Adjust(args) => adjust::run_adjust(args).map(done),
         Command::ExportData(args) => export_data::run_export_data(args).map(done),
         Command::ServeWeb(args) => serve_web::run_serve_web(args).map(done),

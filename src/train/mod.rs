@@ -5,6 +5,7 @@
 
 pub mod batches;
 pub mod checkpoint;
+pub mod compare;
 pub mod data;
 pub mod evaluate;
 pub mod folder;

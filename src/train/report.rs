@@ -320,7 +320,7 @@ fn parent_dir(path: &Path) -> &Path {
 // ---------------------------------------------------------------------------
 // Plots
 
-const FONT_FAMILY: &str = "sans-serif";
+pub(crate) const FONT_FAMILY: &str = "sans-serif";
 static DEJAVU_SANS: &[u8] = include_bytes!("DejaVuSans.ttf");
 
 /// plotters' `ab_glyph` text backend draws only registered fonts; registering
@@ -339,7 +339,7 @@ const TEST_COLOR: RGBColor = RGBColor(214, 39, 40);
 const MANY_COLOR: RGBColor = RGBColor(44, 160, 44);
 const MEDIUM_COLOR: RGBColor = RGBColor(255, 127, 14);
 const FEW_COLOR: RGBColor = RGBColor(148, 103, 189);
-const GRID_COLOR: RGBColor = RGBColor(225, 225, 225);
+pub(crate) const GRID_COLOR: RGBColor = RGBColor(225, 225, 225);
 
 fn shot_color(shot: Shot) -> RGBColor {
     match shot {
@@ -359,7 +359,7 @@ fn shot_label(shot: Shot) -> &'static str {
 
 /// Draws a PNG through a temporary `.png` file in the folder (the encoder picks
 /// the format from the extension), then renames it into place.
-fn draw_png(
+pub(crate) fn draw_png(
     path: &Path,
     size: (u32, u32),
     draw: impl FnOnce(&DrawingArea<BitMapBackend<'_>, Shift>) -> std::result::Result<(), String>,
