@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// Settings flags; none of them may accompany --resume (the run keeps its own).
-const SETTING_FLAGS: [&str; 29] = [
+const SETTING_FLAGS: [&str; 30] = [
     "model",
     "train",
     "test",
@@ -31,6 +31,7 @@ const SETTING_FLAGS: [&str; 29] = [
     "test_limit",
     "imbalance_ratio",
     "imbalance_profile",
+    "pareto_alpha",
     "grey_to_rgb",
     "augment",
     "normalize",
@@ -99,9 +100,13 @@ pub struct TrainArgs {
     /// Long-tailed training set: n_max / n_min (e.g. 100); the test set stays balanced
     #[arg(long, value_name = "R")]
     imbalance_ratio: Option<f64>,
-    /// How counts fall from head to tail: exp (geometric) or step (half the classes rare)
+    /// How counts fall from head to tail: exp (geometric), step (half the classes rare)
+    /// or pareto (a power law of shape --pareto-alpha, as ImageNet-LT was drawn)
     #[arg(long, default_value = "exp", value_parser = parse::<Profile>)]
     imbalance_profile: Profile,
+    /// Shape of the pareto profile: smaller drops faster after the head
+    #[arg(long, value_name = "ALPHA", default_value_t = 6.0)]
+    pareto_alpha: f64,
     /// Use a seeded random subset of N training examples (before long-tailing)
     #[arg(long, value_name = "N")]
     train_limit: Option<usize>,
@@ -192,6 +197,7 @@ impl TrainArgs {
         s.test_limit = self.test_limit;
         s.imbalance_ratio = self.imbalance_ratio;
         s.imbalance_profile = self.imbalance_profile;
+        s.pareto_alpha = self.pareto_alpha;
         s.grey_to_rgb = self.grey_to_rgb;
         s.augment = self.augment;
         s.normalize = self.normalize.clone();

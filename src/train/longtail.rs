@@ -24,9 +24,56 @@ pub enum Profile {
     Exp,
     /// The first `C / 2` classes keep `n_max`, the rest get `floor(n_max / ratio)`.
     Step,
+    /// A Pareto (Lomax) power law of shape `alpha`, as ImageNet-LT was drawn
+    /// (Liu et al. 2019, alpha 6): `n_i = floor(n_max * (1 + t_i (ratio^(1/alpha)
+    /// - 1))^(-alpha))` with `t_i = i / (C - 1)`, so the head keeps `n_max` and
+    /// the tail `n_max / ratio`; a smaller `alpha` drops faster after the head
+    /// and flattens the tail.
+    Pareto,
 }
 
-keyword_enum!(Profile { Exp => "exp", Step => "step" });
+keyword_enum!(Profile { Exp => "exp", Step => "step", Pareto => "pareto" });
+
+/// ImageNet-LT's Pareto shape.
+pub const DEFAULT_PARETO_ALPHA: f64 = 6.0;
+
+/// The Pareto shape must be a finite number > 0.
+pub fn check_alpha(alpha: f64) -> Result<()> {
+    if alpha.is_finite() && alpha > 0.0 {
+        Ok(())
+    } else {
+        Err(Error::setting(
+            "pareto_alpha",
+            format!("must be a number > 0 (ImageNet-LT used 6), got {alpha}"),
+        ))
+    }
+}
+
+/// [`long_tail_counts`] with the Pareto shape `alpha` (other profiles ignore it).
+pub fn long_tail_counts_with(
+    n_max: usize,
+    classes: usize,
+    ratio: f64,
+    profile: Profile,
+    alpha: f64,
+) -> Vec<usize> {
+    match profile {
+        Profile::Pareto if classes == 1 => vec![n_max],
+        Profile::Pareto => {
+            let span = ratio.powf(1.0 / alpha) - 1.0;
+            (0..classes)
+                .map(|i| {
+                    let t = i as f64 / (classes - 1) as f64;
+                    // Rounded before truncating so the tail lands on n_max / ratio
+                    // despite the power's last-bit error.
+                    let n = n_max as f64 * (1.0 + t * span).powf(-alpha);
+                    (n + 1e-9 * n_max as f64).floor() as usize
+                })
+                .collect()
+        }
+        _ => long_tail_counts(n_max, classes, ratio, profile),
+    }
+}
 
 /// The imbalance ratio must be a finite number >= 1 (1 keeps the set balanced).
 pub fn check_ratio(ratio: f64) -> Result<()> {
@@ -52,6 +99,9 @@ pub fn check_ratio(ratio: f64) -> Result<()> {
 pub fn long_tail_counts(n_max: usize, classes: usize, ratio: f64, profile: Profile) -> Vec<usize> {
     let head = n_max as f64;
     match profile {
+        Profile::Pareto => {
+            long_tail_counts_with(n_max, classes, ratio, profile, DEFAULT_PARETO_ALPHA)
+        }
         Profile::Exp if classes == 1 => vec![n_max],
         Profile::Exp => {
             let factor = 1.0 / ratio;
@@ -150,6 +200,30 @@ fn bounded(rng: &mut ChaCha8Rng, max: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pareto_counts_fall_from_n_max_to_n_max_over_ratio_by_a_power_law() {
+        // ImageNet-LT's range: 1280 images for the head, 5 for the tail.
+        let counts = long_tail_counts_with(1280, 1000, 256.0, Profile::Pareto, 6.0);
+        assert_eq!((counts[0], counts[999]), (1280, 5));
+        assert!(counts.windows(2).all(|w| w[0] >= w[1]));
+        // The curve's midpoint: 1280 * (1 + (256^(1/6) - 1) / 2)^-6, by hand.
+        let mid = 1280.0 * (1.0 + (256f64.powf(1.0 / 6.0) - 1.0) * 500.0 / 999.0).powf(-6.0);
+        assert_eq!(counts[500], mid as usize);
+        // A smaller alpha drops faster after the head.
+        let steep = long_tail_counts_with(1280, 1000, 256.0, Profile::Pareto, 1.0);
+        assert!(
+            steep[100] < counts[100],
+            "{} vs {}",
+            steep[100],
+            counts[100]
+        );
+        assert_eq!(
+            long_tail_counts_with(7, 1, 10.0, Profile::Pareto, 6.0),
+            vec![7]
+        );
+        assert!(check_alpha(0.0).is_err() && check_alpha(6.0).is_ok());
+    }
     use crate::train::data::Pixels;
 
     #[test]

@@ -253,7 +253,13 @@ fn prepare(settings: &TrainSettings, device: Device, world: &Arc<World>) -> Resu
             let counts = full_train.class_counts();
             let n_max = counts.iter().copied().min().unwrap_or(0) as usize;
             let wanted =
-                longtail::long_tail_counts(n_max, classes, ratio, settings.imbalance_profile);
+                longtail::long_tail_counts_with(
+                    n_max,
+                    classes,
+                    ratio,
+                    settings.imbalance_profile,
+                    settings.pareto_alpha,
+                );
             longtail::subsample(&full_train, &wanted, settings.seed)?
         }
         None => full_train,

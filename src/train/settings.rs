@@ -11,6 +11,10 @@ use crate::train::schedule::{LrSchedule, Sampler};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
+fn default_pareto_alpha() -> f64 {
+    crate::train::longtail::DEFAULT_PARETO_ALPHA
+}
+
 /// The reference recipe's length, against which default LR steps are scaled.
 pub const REFERENCE_EPOCHS: usize = 200;
 /// The reference recipe's LR steps (1-based epoch counts) for 200 epochs.
@@ -59,6 +63,9 @@ pub struct TrainSettings {
     pub test_limit: Option<usize>,
     pub imbalance_ratio: Option<f64>,
     pub imbalance_profile: Profile,
+    /// The shape of the `pareto` profile (ImageNet-LT: 6).
+    #[serde(default = "default_pareto_alpha")]
+    pub pareto_alpha: f64,
     /// Repeat grey images into the model's channels.
     pub grey_to_rgb: bool,
     pub augment: Augment,
@@ -104,6 +111,7 @@ impl TrainSettings {
             test_limit: None,
             imbalance_ratio: None,
             imbalance_profile: Profile::Exp,
+            pareto_alpha: crate::train::longtail::DEFAULT_PARETO_ALPHA,
             grey_to_rgb: false,
             augment: Augment::CropFlip,
             normalize: None,
@@ -141,6 +149,7 @@ impl TrainSettings {
         if let Some(r) = self.imbalance_ratio {
             crate::train::longtail::check_ratio(r)?;
         }
+        crate::train::longtail::check_alpha(self.pareto_alpha)?;
         config.check_rates()
     }
 
