@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// Settings flags; none of them may accompany --resume (the run keeps its own).
-const SETTING_FLAGS: [&str; 30] = [
+const SETTING_FLAGS: [&str; 31] = [
     "model",
     "train",
     "test",
@@ -47,6 +47,7 @@ const SETTING_FLAGS: [&str; 30] = [
     "no_shuffle",
     "momentum",
     "weight_decay",
+    "sam",
     "freeze",
     "eval_every",
     "eval_batch_size",
