@@ -94,12 +94,16 @@ fn deployable(
         .as_mut()
         .ok_or_else(|| Error::invalid("the model has no graph"))?;
 
-    for (name, tensor) in state {
-        if !state_names.contains(name) {
-            return Err(Error::config(format!(
-                "'{name}' is not a state tensor of this training step"
-            )));
-        }
+    if let Some(name) = state.keys().find(|name| !state_names.contains(name)) {
+        return Err(Error::config(format!(
+            "'{name}' is not a state tensor of this training step"
+        )));
+    }
+    // In the state's order, so that equal states give equal files.
+    for (name, tensor) in state_names
+        .iter()
+        .filter_map(|name| state.get(name).map(|tensor| (name, tensor)))
+    {
         // The slot a value fills: an initializer (a patched model, or a step
         // that keeps its state inside), or else the step's plain state input.
         let expected = match graph.initializer.iter().find(|t| t.name() == name) {
@@ -125,11 +129,14 @@ fn deployable(
                 given.describe()
             )));
         }
-        graph.initializer.retain(|t| t.name() != name);
-        graph.initializer.push(TensorProto {
+        let value = TensorProto {
             name: Some(name.clone()),
             ..tensor.clone()
-        });
+        };
+        match graph.initializer.iter_mut().find(|t| t.name() == name) {
+            Some(slot) => *slot = value,
+            None => graph.initializer.push(value),
+        }
     }
 
     // BatchNorm normalises with its running statistics again; Dropout is off.
