@@ -67,7 +67,9 @@ pub enum Outcome {
     },
     /// A rank other than 0 of a data-parallel run finished; rank 0 wrote the
     /// run's files.
-    Replica { rank: usize },
+    Replica {
+        rank: usize,
+    },
 }
 
 /// Starts a new run in `run_dir`.
@@ -137,7 +139,9 @@ fn run_in_folder(
     training.name_settings(options.names);
     if !options.world.is_writer() {
         return Ok(match training.run(&mut ())? {
-            training::Outcome::Interrupted { epoch, batch } => Outcome::Interrupted { epoch, batch },
+            training::Outcome::Interrupted { epoch, batch } => {
+                Outcome::Interrupted { epoch, batch }
+            }
             training::Outcome::Trained(_) => Outcome::Replica {
                 rank: options.world.rank(),
             },
@@ -252,14 +256,13 @@ fn prepare(settings: &TrainSettings, device: Device, world: &Arc<World>) -> Resu
         Some(ratio) => {
             let counts = full_train.class_counts();
             let n_max = counts.iter().copied().min().unwrap_or(0) as usize;
-            let wanted =
-                longtail::long_tail_counts_with(
-                    n_max,
-                    classes,
-                    ratio,
-                    settings.imbalance_profile,
-                    settings.pareto_alpha,
-                );
+            let wanted = longtail::long_tail_counts_with(
+                n_max,
+                classes,
+                ratio,
+                settings.imbalance_profile,
+                settings.pareto_alpha,
+            );
             longtail::subsample(&full_train, &wanted, settings.seed)?
         }
         None => full_train,
