@@ -84,5 +84,8 @@ fn compare_prints_the_papers_table_and_plots_classes_by_training_count() {
     let err = compare::check_same_classes(&mixed).unwrap_err().to_string();
     assert!(err.contains("other has 2 classes, but erm has 3"), "{err}");
     let missing = compare::read_run(&tmp.path().join("nothing")).unwrap_err();
-    assert!(missing.to_string().contains("nothing: No such file"), "{missing}");
+    assert!(
+        missing.to_string().contains("nothing: No such file"),
+        "{missing}"
+    );
 }

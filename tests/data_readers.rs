@@ -520,7 +520,10 @@ fn npz_with_float32_x_keeps_the_values() {
     let data = load(&path, Split::Test).unwrap();
     assert_eq!(data.shape, vec![3, 2, 2]);
     assert!(matches!(&data.images, Pixels::F32(v) if v.as_slice() == x.as_slice().unwrap()));
-    assert_eq!(data.example(2).unwrap(), x.as_slice().unwrap()[24..].to_vec());
+    assert_eq!(
+        data.example(2).unwrap(),
+        x.as_slice().unwrap()[24..].to_vec()
+    );
     assert_eq!(data.labels, vec![1, 1, 0]);
 }
 

@@ -7,8 +7,23 @@ use std::path::{Path, PathBuf};
 
 /// The top-level modules, lowest first: each may import only those before it.
 const LAYERS: &[&str] = &[
-    "error", "keyword", "onnx", "ldam", "npz", "ops", "autodiff", "counts", "patch", "compile",
-    "adjust", "inspect", "runtime", "distributed", "backend", "train", "cli",
+    "error",
+    "keyword",
+    "onnx",
+    "ldam",
+    "npz",
+    "ops",
+    "autodiff",
+    "counts",
+    "patch",
+    "compile",
+    "adjust",
+    "inspect",
+    "runtime",
+    "distributed",
+    "backend",
+    "train",
+    "cli",
 ];
 
 /// Every `.rs` file under `dir`, by module path (`ops::nn::window`).

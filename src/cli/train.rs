@@ -335,7 +335,10 @@ fn print_per_class(report: &Report) {
         .max()
         .unwrap_or(5)
         .max(5);
-    println!("{:<width$}  {:>8}  {:>6}  accuracy", "class", "train", "test");
+    println!(
+        "{:<width$}  {:>8}  {:>6}  accuracy",
+        "class", "train", "test"
+    );
     for class in &report.per_class {
         let accuracy = class.accuracy.map_or("-".into(), |a| format!("{a:.2}%"));
         println!(
