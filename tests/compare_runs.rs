@@ -47,12 +47,12 @@ fn compare_prints_the_papers_table_and_plots_classes_by_training_count() {
         .collect();
     assert_eq!(
         rows[1],
-        ["erm", "50.00", "100.00", "50.00", "0.00"],
+        ["erm", "50.00", "0.00", "50.00", "100.00"],
         "{table}"
     );
     assert_eq!(
         rows[2],
-        ["ldam-drw", "23.33", "90.00", "80.00", "60.00"],
+        ["ldam-drw", "23.33", "10.00", "20.00", "40.00"],
         "{table}"
     );
     assert_eq!(compare::order_by_training_count(&runs), vec![0, 1, 2]);

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 #[command(after_help = "Example:\n  \
 ldam-onnx compare runs/erm runs/ldam-drw --plot compare.png\n\n\
 Reads each run's report.json (train's run folders, or eval --out folders) and prints top-1 \
-error and many/medium/few-shot accuracy (%) per run; the plot shows every run's per-class \
+error and the many/medium/few-shot error (%) per run, as the paper reports them; the plot shows every run's per-class \
 accuracy over the classes sorted by training count.")]
 pub struct CompareArgs {
     /// Run folders (or report.json files) to compare

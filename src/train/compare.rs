@@ -1,5 +1,5 @@
 //! Runs side by side, as the paper's tables compare methods: top-1 error and
-//! many/medium/few-shot accuracy of each run (read from its `report.json`), and
+//! many/medium/few-shot error of each run (read from its `report.json`), and
 //! one plot of every run's per-class accuracy over the classes sorted by their
 //! training count, so the long tail reads left to right.
 
@@ -87,9 +87,14 @@ pub fn check_same_classes(runs: &[Run]) -> Result<()> {
     Ok(())
 }
 
-/// The table: one row per run, top-1 error and group accuracies in %.
+/// The table: one row per run, the top-1 error and the error of the many-,
+/// medium- and few-shot classes in %, as the paper reports them.
 pub fn table(runs: &[Run]) -> String {
-    let group = |g: Option<f64>| g.map_or("-".to_string(), |v| format!("{v:.2}"));
+    let group = |g: Option<f64>| {
+        g.map_or("-".to_string(), |accuracy| {
+            format!("{:.2}", 100.0 - accuracy)
+        })
+    };
     let width = runs
         .iter()
         .map(|r| r.name.chars().count())
