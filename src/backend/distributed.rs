@@ -18,7 +18,7 @@
 //! unbiased variances, which leaves out the spread of the slice means around
 //! the batch mean.
 
-use crate::backend::onnxruntime::{session, Classifier};
+use crate::backend::onnxruntime::{session, Predictor};
 use crate::backend::trainer::{Backend, Batch, Device, StepOutput, Trainer};
 use crate::compile::split::{split, SplitStep};
 use crate::compile::{inference_model, CompileOptions, TrainStep};
@@ -115,7 +115,7 @@ pub struct DistributedTrainer {
     /// Whether the ranks have compared their starting state.
     compared_start: bool,
     steps: u64,
-    predictor: Option<Classifier>,
+    predictor: Predictor,
 }
 
 impl DistributedTrainer {
@@ -178,7 +178,7 @@ impl DistributedTrainer {
             statistics_apart: Cell::new(false),
             compared_start: false,
             steps: 0,
-            predictor: None,
+            predictor: Predictor::new(&record.logits_output, device),
         })
     }
 
@@ -402,7 +402,7 @@ impl Trainer for DistributedTrainer {
         let logits = fused[at + 2..].to_vec();
         fused.truncate(at);
         self.apply(&fused, lr)?;
-        self.predictor = None;
+        self.predictor.invalidate();
         self.steps += 1;
         if self.world.check_ranks() {
             let sum = self.compare_ranks(&format!("after step {}", self.steps), false)?;
@@ -418,15 +418,11 @@ impl Trainer for DistributedTrainer {
     }
 
     fn predict(&mut self, batch: &Batch) -> Result<Vec<f32>> {
-        if self.predictor.is_none() {
+        if !self.predictor.is_current() {
             let model = self.inference_model()?;
-            self.predictor = Some(Classifier::new(
-                &model,
-                Some(&self.logits_output),
-                self.device,
-            )?);
+            self.predictor.build(&model)?;
         }
-        self.predictor.as_mut().expect("set above").predict(batch)
+        self.predictor.predict(batch)
     }
 
     fn state(&self) -> Result<HashMap<String, TensorProto>> {
@@ -462,7 +458,7 @@ impl Trainer for DistributedTrainer {
         }
         self.statistics_apart.set(false);
         self.compared_start = false;
-        self.predictor = None;
+        self.predictor.invalidate();
         Ok(())
     }
 

@@ -57,7 +57,7 @@ pub struct OrtTrainer {
     state: Vec<(String, String, Tensor<f32>)>,
     /// Dims of each state tensor, for reading values back.
     dims: HashMap<String, Vec<i64>>,
-    predictor: Option<Classifier>,
+    predictor: Predictor,
 }
 
 /// Memory of `device`'s execution provider.
@@ -133,7 +133,7 @@ impl OrtTrainer {
             logits_output: record.logits_output.clone(),
             state,
             dims,
-            predictor: None,
+            predictor: Predictor::new(&record.logits_output, device),
         })
     }
 }
@@ -243,6 +243,78 @@ impl Classifier {
     }
 }
 
+/// The state values as host tensors (copied from device memory where they live
+/// there), by name.
+fn host_state(
+    state: &[(String, String, Tensor<f32>)],
+    dims: &HashMap<String, Vec<i64>>,
+) -> Result<HashMap<String, TensorProto>> {
+    state
+        .iter()
+        .map(|(name, _, value)| {
+            let host;
+            let readable = if value.memory_info().is_cpu_accessible() {
+                value
+            } else {
+                host = value
+                    .to(AllocationDevice::CPU, 0)
+                    .map_err(runtime_error(name))?;
+                &host
+            };
+            let (_, values) = readable
+                .try_extract_tensor::<f32>()
+                .map_err(runtime_error(name))?;
+            Ok((
+                name.clone(),
+                crate::onnx::tensor::f32_tensor(name, &dims[name], values),
+            ))
+        })
+        .collect()
+}
+
+/// A trainer's evaluation classifier: built from its current inference model on
+/// the first prediction after the state changed, then reused until it changes
+/// again.
+pub struct Predictor {
+    classifier: Option<Classifier>,
+    logits: String,
+    device: Device,
+}
+
+impl Predictor {
+    pub fn new(logits: &str, device: Device) -> Predictor {
+        Predictor {
+            classifier: None,
+            logits: logits.to_string(),
+            device,
+        }
+    }
+
+    /// The state changed: the next prediction builds a new classifier.
+    pub fn invalidate(&mut self) {
+        self.classifier = None;
+    }
+
+    /// Whether a classifier of the current state is built.
+    pub fn is_current(&self) -> bool {
+        self.classifier.is_some()
+    }
+
+    /// Builds the classifier of the current inference model `model`.
+    pub fn build(&mut self, model: &ModelProto) -> Result<()> {
+        self.classifier = Some(Classifier::new(model, Some(&self.logits), self.device)?);
+        Ok(())
+    }
+
+    /// Logits of `batch` from the classifier [`Predictor::build`] made.
+    pub fn predict(&mut self, batch: &Batch) -> Result<Vec<f32>> {
+        self.classifier
+            .as_mut()
+            .ok_or_else(|| Error::invalid("predicting before the classifier was built"))?
+            .predict(batch)
+    }
+}
+
 impl Trainer for OrtTrainer {
     fn step(&mut self, batch: &Batch, epoch: i64, lr: f32) -> Result<StepOutput> {
         let labels = labels_tensor(batch)?;
@@ -301,44 +373,20 @@ impl Trainer for OrtTrainer {
         for ((_, _, value), next) in self.state.iter_mut().zip(next_values) {
             *value = next;
         }
-        self.predictor = None;
+        self.predictor.invalidate();
         Ok(StepOutput { loss, logits })
     }
 
     fn predict(&mut self, batch: &Batch) -> Result<Vec<f32>> {
-        if self.predictor.is_none() {
+        if !self.predictor.is_current() {
             let model = self.inference_model()?;
-            self.predictor = Some(Classifier::new(
-                &model,
-                Some(&self.logits_output),
-                self.device,
-            )?);
+            self.predictor.build(&model)?;
         }
-        self.predictor.as_mut().expect("set above").predict(batch)
+        self.predictor.predict(batch)
     }
 
     fn state(&self) -> Result<HashMap<String, TensorProto>> {
-        self.state
-            .iter()
-            .map(|(name, _, value)| {
-                let host;
-                let readable = if value.memory_info().is_cpu_accessible() {
-                    value
-                } else {
-                    host = value
-                        .to(AllocationDevice::CPU, 0)
-                        .map_err(runtime_error(name))?;
-                    &host
-                };
-                let (_, values) = readable
-                    .try_extract_tensor::<f32>()
-                    .map_err(runtime_error(name))?;
-                Ok((
-                    name.clone(),
-                    crate::onnx::tensor::f32_tensor(name, &self.dims[name], values),
-                ))
-            })
-            .collect()
+        host_state(&self.state, &self.dims)
     }
 
     fn set_state(&mut self, state: &HashMap<String, TensorProto>) -> Result<()> {
@@ -355,7 +403,7 @@ impl Trainer for OrtTrainer {
             }
             *value = to_value(tensor)?;
         }
-        self.predictor = None;
+        self.predictor.invalidate();
         Ok(())
     }
 
