@@ -208,7 +208,7 @@ fn a_step_that_keeps_its_state_in_initializers_still_reads_and_deploys() {
         .as_mut()
         .unwrap()
         .initializer
-        .extend(initial.values().cloned());
+        .extend(step.state.iter().map(|s| initial[&s.name].clone()));
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("old.train.onnx");
     io::save(&embedded, None, &path, SaveOptions::default()).unwrap();
