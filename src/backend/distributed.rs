@@ -245,6 +245,21 @@ impl DistributedTrainer {
             .map_err(runtime_error(&slot.state.name))
     }
 
+    /// The state tensors the graph of `part` reads, as session inputs.
+    fn state_inputs(&self, part: &ModelProto) -> Result<Vec<(String, SessionInputValue<'static>)>> {
+        let graph = part
+            .graph
+            .as_ref()
+            .ok_or_else(|| Error::invalid("a part of the split step has no graph"))?;
+        let mut inputs = Vec::new();
+        for input in &graph.input {
+            if let Some(index) = self.index_of(input.name()) {
+                inputs.push((input.name().to_string(), self.host_tensor(index)?.into()));
+            }
+        }
+        Ok(inputs)
+    }
+
     fn index_of(&self, name: &str) -> Option<usize> {
         self.slots.iter().position(|s| s.state.name == name)
     }
@@ -285,17 +300,7 @@ impl DistributedTrainer {
                     .into(),
             ),
         ];
-        let graph = self
-            .split
-            .gradient
-            .graph
-            .as_ref()
-            .expect("split builds graphs");
-        for input in &graph.input {
-            if let Some(index) = self.index_of(input.name()) {
-                inputs.push((input.name().to_string(), self.host_tensor(index)?.into()));
-            }
-        }
+        inputs.extend(self.state_inputs(&self.split.gradient)?);
         let outputs = self
             .gradient_session
             .run(inputs)
@@ -350,17 +355,7 @@ impl DistributedTrainer {
                 .into(),
             ));
         }
-        let graph = self
-            .split
-            .apply
-            .graph
-            .as_ref()
-            .expect("split builds graphs");
-        for input in &graph.input {
-            if let Some(index) = self.index_of(input.name()) {
-                inputs.push((input.name().to_string(), self.host_tensor(index)?.into()));
-            }
-        }
+        inputs.extend(self.state_inputs(&self.split.apply)?);
         let outputs = self
             .apply_session
             .run(inputs)
