@@ -346,7 +346,9 @@ fn a_rank_that_fails_alone_ends_every_rank_with_its_rank_named() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "{stderr}");
     assert!(stderr.contains("error: rank 0 of 2:"), "{stderr}");
-    assert!(stderr.contains("MPI_ABORT"), "{stderr}");
+    // mpirun's own report of the abort is not asserted: Open MPI sometimes
+    // fails to print it ("ORTE_ERROR_LOG: Data unpack would read past end of
+    // buffer" in show_help.c) although the job ends as it should.
     assert!(
         started.elapsed() < Duration::from_secs(60),
         "took {:?}",
