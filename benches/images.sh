@@ -42,23 +42,8 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-torch_version=2.13.0
-torchvision_version=0.28.0
-bench="$root/.deps/bench"
-if [ ! -f "$bench/.installed-$torch_version" ]; then
-    echo "installing torch $torch_version and numpy for Python into $bench" >&2
-    rm -rf "$bench"
-    python3 -m pip install --quiet --disable-pip-version-check --no-compile \
-        --root-user-action=ignore --target "$bench" "torch==$torch_version" numpy
-    touch "$bench/.installed-$torch_version"
-fi
-if [ ! -f "$bench/.installed-torchvision-$torchvision_version" ]; then
-    echo "installing torchvision $torchvision_version and pillow into $bench" >&2
-    python3 -m pip install --quiet --disable-pip-version-check --no-compile \
-        --root-user-action=ignore --target "$bench" --no-deps \
-        "torchvision==$torchvision_version" pillow
-    touch "$bench/.installed-torchvision-$torchvision_version"
-fi
+BENCH_TORCHVISION=1 source benches/deps-bench.sh
+bench=$BENCH_PYTHONPATH
 source .ci/deps-torch.sh >/dev/null
 cargo build --quiet --release --locked --example bench_images
 export PYTHONPATH="$bench${PYTHONPATH:+:$PYTHONPATH}"

@@ -42,15 +42,8 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-torch_version=2.13.0
-bench="$root/.deps/bench"
-if [ ! -f "$bench/.installed-$torch_version" ]; then
-    echo "installing torch $torch_version and numpy for Python into $bench" >&2
-    rm -rf "$bench"
-    python3 -m pip install --quiet --disable-pip-version-check --no-compile \
-        --root-user-action=ignore --target "$bench" "torch==$torch_version" numpy
-    touch "$bench/.installed-$torch_version"
-fi
+source benches/deps-bench.sh
+bench=$BENCH_PYTHONPATH
 source .ci/deps-torch.sh >/dev/null
 cargo build --quiet --release --locked --features torch --example bench_step --example bench_torch
 
