@@ -5,7 +5,7 @@
 
 use crate::error::{Error, Result};
 use crate::train::report::{
-    draw_png, short_label, ClassResult, Report, FONT_FAMILY, GRID_COLOR, REPORT_JSON,
+    accuracy_mesh, draw_png, short_label, ClassResult, Report, FONT_FAMILY, REPORT_JSON,
 };
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};
@@ -174,25 +174,15 @@ pub fn plot(runs: &[Run], path: &Path) -> Result<PathBuf> {
                 String::new()
             }
         };
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .light_line_style(GRID_COLOR)
-            .x_labels(classes.min(20))
-            .x_label_formatter(&label)
-            .y_label_formatter(&|v| {
-                if *v <= 100.0 {
-                    format!("{v:.0}")
-                } else {
-                    String::new()
-                }
-            })
-            .x_desc("class (training images)")
-            .y_desc("test accuracy (%)")
-            .label_style((FONT_FAMILY, 14))
-            .axis_desc_style((FONT_FAMILY, 18))
-            .draw()
-            .map_err(|e| e.to_string())?;
+        accuracy_mesh(
+            chart
+                .configure_mesh()
+                .x_labels(classes.min(20))
+                .x_label_formatter(&label)
+                .x_desc("class (training images)"),
+        )
+        .draw()
+        .map_err(|e| e.to_string())?;
         for (k, run) in runs.iter().enumerate() {
             let color = RUN_COLORS[k % RUN_COLORS.len()];
             let accuracy = &run.report.per_class_accuracy;

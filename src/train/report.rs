@@ -9,6 +9,8 @@
 
 use super::metrics::{Evaluation, GroupAccuracy, Shot};
 use crate::error::{Error, Result};
+use plotters::chart::MeshStyle;
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -341,6 +343,28 @@ const MEDIUM_COLOR: RGBColor = RGBColor(255, 127, 14);
 const FEW_COLOR: RGBColor = RGBColor(148, 103, 189);
 pub(crate) const GRID_COLOR: RGBColor = RGBColor(225, 225, 225);
 
+/// The per-class accuracy axis every plot of classes shares: percent ticks up
+/// to 100 (none in the headroom above, which keeps the legend clear), the grid
+/// and the fonts; the caller sets the class axis.
+pub(crate) fn accuracy_mesh<'m, 'a, 'b, X: Ranged, DB: DrawingBackend>(
+    mesh: &'m mut MeshStyle<'a, 'b, X, RangedCoordf64, DB>,
+) -> &'m mut MeshStyle<'a, 'b, X, RangedCoordf64, DB> {
+    mesh.disable_x_mesh()
+        .light_line_style(GRID_COLOR)
+        .y_label_formatter(&percent_tick)
+        .y_desc("test accuracy (%)")
+        .label_style((FONT_FAMILY, 14))
+        .axis_desc_style((FONT_FAMILY, 18))
+}
+
+fn percent_tick(value: &f64) -> String {
+    if *value <= 100.0 {
+        format!("{value:.0}")
+    } else {
+        String::new()
+    }
+}
+
 fn shot_color(shot: Shot) -> RGBColor {
     match shot {
         Shot::Many => MANY_COLOR,
@@ -582,25 +606,15 @@ pub fn plot_per_class(dir: &Path, report: &Report) -> Result<PathBuf> {
             }
             _ => String::new(),
         };
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .light_line_style(GRID_COLOR)
-            .x_labels(classes.min(50))
-            .x_label_formatter(&class_label)
-            .y_label_formatter(&|v| {
-                if *v <= 100.0 {
-                    format!("{v:.0}")
-                } else {
-                    String::new()
-                }
-            })
-            .x_desc("class (sorted by training count, most to fewest)")
-            .y_desc("test accuracy (%)")
-            .label_style((FONT_FAMILY, 14))
-            .axis_desc_style((FONT_FAMILY, 18))
-            .draw()
-            .map_err(|e| e.to_string())?;
+        accuracy_mesh(
+            chart
+                .configure_mesh()
+                .x_labels(classes.min(50))
+                .x_label_formatter(&class_label)
+                .x_desc("class (sorted by training count, most to fewest)"),
+        )
+        .draw()
+        .map_err(|e| e.to_string())?;
         chart
             .configure_secondary_axes()
             .y_label_formatter(&|v| format!("{v:.0}"))
