@@ -6,15 +6,13 @@
 mod common;
 
 use common::tolerance::{normwise_error, Accumulation};
-use common::{bundled, linear_model, model_from_graph, node, run, Data, Rng};
+use common::{bundled, image_linear_model, linear_model, run, Data, Rng};
 use ldam_onnx::adjust::{adjust, AdjustOptions};
 use ldam_onnx::counts::CountsSource;
 use ldam_onnx::ldam::contract::{self, keys};
-use ldam_onnx::onnx::builder::attr_int;
 use ldam_onnx::onnx::io::{save, SaveOptions};
-use ldam_onnx::onnx::tensor::{f32_tensor, f32_values, FLOAT};
-use ldam_onnx::onnx::types::{value_info, Dim};
-use ldam_onnx::onnx::{GraphProto, ModelProto};
+use ldam_onnx::onnx::tensor::f32_values;
+use ldam_onnx::onnx::ModelProto;
 use ndarray::{Array1, Array4};
 use ndarray_npy::NpzWriter;
 use std::process::Command;
@@ -237,31 +235,7 @@ fn pixel_model() -> ModelProto {
     for class in 0..10 {
         weight[class * pixels + 8 * class] = 1.0;
     }
-    let batch = Dim::Symbolic("N".into());
-    let graph = GraphProto {
-        name: Some("pixels".into()),
-        node: vec![
-            node("Flatten", &["input"], &["flat"], vec![attr_int("axis", 1)]),
-            node(
-                "Gemm",
-                &["flat", "fc.weight", "fc.bias"],
-                &["logits"],
-                vec![attr_int("transB", 1)],
-            ),
-        ],
-        initializer: vec![
-            f32_tensor("fc.weight", &[10, pixels as i64], &weight),
-            f32_tensor("fc.bias", &[10], &[0.0; 10]),
-        ],
-        input: vec![value_info(
-            "input",
-            FLOAT,
-            &[batch.clone(), Dim::Fixed(1), Dim::Fixed(28), Dim::Fixed(28)],
-        )],
-        output: vec![value_info("logits", FLOAT, &[batch, Dim::Fixed(10)])],
-        ..Default::default()
-    };
-    model_from_graph(graph, 17)
+    image_linear_model("pixels", &weight, &[0.0; 10])
 }
 
 fn top1_line(stdout: &str) -> f64 {

@@ -6,12 +6,9 @@
 
 mod common;
 
-use common::{model_from_graph, node, run, Data, Rng};
-use ldam_onnx::onnx::builder::attr_int;
+use common::{image_linear_model, run, Data, Rng};
 use ldam_onnx::onnx::io::{save, SaveOptions};
-use ldam_onnx::onnx::tensor::{f32_tensor, FLOAT};
-use ldam_onnx::onnx::types::{value_info, Dim};
-use ldam_onnx::onnx::{GraphProto, ModelProto};
+use ldam_onnx::onnx::ModelProto;
 use ndarray::{Array1, Array4};
 use ndarray_npy::NpzWriter;
 use std::path::Path;
@@ -69,35 +66,7 @@ fn evidence_model() -> ModelProto {
         weight[class * pixels + pixel] = 1.0;
     }
     let bias: Vec<f32> = (0..CLASSES).map(|j| 0.01 * j as f32).collect();
-    let batch = Dim::Symbolic("N".into());
-    let graph = GraphProto {
-        name: Some("evidence".into()),
-        node: vec![
-            node("Flatten", &["input"], &["flat"], vec![attr_int("axis", 1)]),
-            node(
-                "Gemm",
-                &["flat", "fc.weight", "fc.bias"],
-                &["logits"],
-                vec![attr_int("transB", 1)],
-            ),
-        ],
-        initializer: vec![
-            f32_tensor("fc.weight", &[CLASSES as i64, pixels as i64], &weight),
-            f32_tensor("fc.bias", &[CLASSES as i64], &bias),
-        ],
-        input: vec![value_info(
-            "input",
-            FLOAT,
-            &[batch.clone(), Dim::Fixed(1), Dim::Fixed(28), Dim::Fixed(28)],
-        )],
-        output: vec![value_info(
-            "logits",
-            FLOAT,
-            &[batch, Dim::Fixed(CLASSES as i64)],
-        )],
-        ..Default::default()
-    };
-    model_from_graph(graph, 17)
+    image_linear_model("evidence", &weight, &bias)
 }
 
 /// The test set: for each class its `TEST_COUNTS` examples, of which the

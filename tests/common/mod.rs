@@ -215,6 +215,44 @@ pub fn linear_model(
     model_from_graph(graph, opset)
 }
 
+/// `logits = Flatten(input) @ W^T + b` for 1x28x28 images through one Gemm
+/// (transB=1): a classifier whose every logit the test chooses through `weight`
+/// (`classes` rows of 784) and `bias`.
+pub fn image_linear_model(name: &str, weight: &[f32], bias: &[f32]) -> ModelProto {
+    let pixels = 28 * 28;
+    let classes = bias.len() as i64;
+    assert_eq!(
+        weight.len(),
+        bias.len() * pixels,
+        "one weight row per class"
+    );
+    let batch = Dim::Symbolic("N".into());
+    let graph = GraphProto {
+        name: Some(name.into()),
+        node: vec![
+            node("Flatten", &["input"], &["flat"], vec![attr_int("axis", 1)]),
+            node(
+                "Gemm",
+                &["flat", "fc.weight", "fc.bias"],
+                &["logits"],
+                vec![attr_int("transB", 1)],
+            ),
+        ],
+        initializer: vec![
+            f32_tensor("fc.weight", &[classes, pixels as i64], weight),
+            f32_tensor("fc.bias", &[classes], bias),
+        ],
+        input: vec![value_info(
+            "input",
+            FLOAT,
+            &[batch.clone(), Dim::Fixed(1), Dim::Fixed(28), Dim::Fixed(28)],
+        )],
+        output: vec![value_info("logits", FLOAT, &[batch, Dim::Fixed(classes)])],
+        ..Default::default()
+    };
+    model_from_graph(graph, 17)
+}
+
 /// A small deterministic generator (SplitMix64) so test data needs no extra crate.
 pub struct Rng(u64);
 
