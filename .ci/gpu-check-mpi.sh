@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # The data-parallel GPU check: `--features mpi,cuda` on a machine with an NVIDIA
-# GPU. One GPU allows one rank, so it trains with K = 1 under mpirun (the split
-# step, the fused allreduce and the rank checks all run; the sum is over one
-# rank) on cuda:<local rank>, and compares the epoch's loss and accuracy with
-# the same run on the CPU.
+# GPU, where the ranks sum their fused gradient buffer with NCCL in GPU memory
+# (NCCL from the nvidia-nccl-cu13 wheel, .ci/deps-nccl.sh).
+# 1. tests/nccl.rs: NCCL loads (the pinned release), one rank joins a
+#    communicator and sums a GPU buffer in place.
+# 2. One GPU allows one rank, so it trains with K = 1 under mpirun (the split
+#    step, the NCCL allreduce of the gradients, the MPI sum of the loss and the
+#    logits and the rank checks all run; the sums are over one rank) on
+#    cuda:<local rank>, checks that the run's report names NCCL, and compares
+#    the epochs' loss and accuracy with the same run on the CPU (MPI sum).
 #
 #   bash .ci/gpu-check.sh        # first: installs ONNX Runtime's GPU build and CUDA
 #   bash .ci/gpu-check-mpi.sh
 #
 # Exit status 2 when there is no usable NVIDIA GPU (nothing checked), 1 when a
-# step fails. The fused buffer is summed by MPI through host memory; an NCCL
-# path is not built yet (see the README's data-parallel section).
+# step fails.
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root" || exit 1
@@ -33,6 +37,10 @@ bin="$root/target/release/ldam-onnx"
 export ORT_DYLIB_PATH="$ort_gpu"
 cuda_libs=$(ls -d "$root"/.deps/torch-cuda/nvidia/*/lib 2>/dev/null | paste -sd: -)
 export LD_LIBRARY_PATH="${cuda_libs}${cuda_libs:+:}$root/.deps/onnxruntime-gpu:${LD_LIBRARY_PATH:-}"
+# Put first on the library path: NCCL is the pinned wheel's, found through its libnccl.so link.
+source .ci/deps-nccl.sh >/dev/null || { say "installing NCCL failed"; exit 1; }
+say "== tests/nccl.rs (--features mpi,cuda)"
+cargo test --locked --release --features mpi,cuda --test nccl -- --nocapture || { say "FAILED: tests/nccl.rs"; exit 1; }
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -47,6 +55,10 @@ for device in cuda cpu; do
         --out "$work/$device" 2>"$work/$device.log" || { say "K = 1 on $device failed:"; cat "$work/$device.log" >&2; status=1; }
 done
 [ $status -eq 0 ] || exit 1
+if ! grep -q 'NCCL 2\.29\.7 on cuda:0' "$work/cuda/report.json"; then
+    say "the GPU run did not sum with NCCL; its runtime: $(grep '"runtime"' "$work/cuda/report.json")"
+    exit 1
+fi
 steps=$(grep -c 'ranks hold identical parameters' "$work/cuda.log")
 say "cuda: $steps steps checked; metrics (cuda, then cpu):"
 cat "$work/cuda/metrics.csv" "$work/cpu/metrics.csv" >&2

@@ -111,3 +111,29 @@ fn compiled_training_step_of_the_mlp() {
         ldam_onnx::inspect::render_train_step(&step.model)
     );
 }
+
+#[test]
+fn split_step_of_the_mlp() {
+    let mlp = load(&common::repo_dir().join("models/mlp.onnx"))
+        .unwrap()
+        .model;
+    let options = PatchOptions {
+        config: LossConfig::reference(COUNTS.to_vec()),
+        head: HeadMode::Auto,
+        logits: None,
+        names: ContractNames::default(),
+    };
+    let (patched, _) = patch(&mlp, &options).unwrap();
+    let step =
+        ldam_onnx::compile::compile(&patched, &ldam_onnx::compile::CompileOptions::default())
+            .unwrap();
+    let parts = ldam_onnx::compile::split::split(&step).unwrap();
+    snapshot!(
+        "split_step__mlp",
+        format!(
+            "gradient graph\n{}\napply graph\n{}",
+            ldam_onnx::inspect::render_train_step(&parts.gradient),
+            ldam_onnx::inspect::render_train_step(&parts.apply)
+        )
+    );
+}

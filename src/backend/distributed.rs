@@ -18,9 +18,9 @@
 //! unbiased variances, which leaves out the spread of the slice means around
 //! the batch mean.
 
-use crate::backend::onnxruntime::{session, Predictor};
+use crate::backend::onnxruntime::{memory_of, runtime_error, scalar_tensor, session, Predictor};
 use crate::backend::trainer::{Backend, Batch, Device, StepOutput, Trainer};
-use crate::compile::split::{split, SplitStep};
+use crate::compile::split::{split, SplitStep, DENOMINATOR, DENOMINATOR_SUM, FUSED_GRADIENTS};
 use crate::compile::{inference_model, CompileOptions, TrainStep};
 use crate::distributed::{checksum, loss, slice_of, World};
 use crate::error::{Error, Result};
@@ -28,17 +28,12 @@ use crate::ldam::contract::{self, PatchRecord, StateKind, StateTensor, LR_INPUT}
 use crate::ldam::LossConfig;
 use crate::onnx::tensor::{f32_tensor, f32_values};
 use crate::onnx::{ModelProto, TensorProto};
-use ort::session::{Session, SessionInputValue};
-use ort::value::Tensor;
+use ort::memory::MemoryInfo;
+use ort::session::{IoBinding, Session, SessionInputValue};
+use ort::value::{Tensor, TensorValueType};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::sync::Arc;
-
-fn runtime_error(context: &str) -> impl Fn(ort::Error) -> Error + '_ {
-    move |e| Error::Runtime {
-        reason: format!("{context}: {e}"),
-    }
-}
 
 /// The trainer of `patched` in `world`: the data-parallel one in an MPI world
 /// (even of one process), else [`crate::backend::create_trainer`]'s.
@@ -83,7 +78,51 @@ pub fn create(
         Device::Cuda(_) => Device::Cuda(world.local_rank()),
         Device::Cpu => Device::Cpu,
     };
-    DistributedTrainer::new(world, &step, device)
+    let summation = match device {
+        Device::Cpu => Summation::Mpi,
+        Device::Cuda(ordinal) => Summation::on_gpu(&world, ordinal)?,
+    };
+    DistributedTrainer::with_summation(world, &step, device, summation)
+}
+
+/// Where the ranks sum the fused gradient buffer.
+pub enum Summation {
+    /// MPI, through host memory, in one buffer with the loss and the logits.
+    Mpi,
+    /// NCCL, in GPU memory; the loss and the logits go through MPI.
+    #[cfg(all(feature = "mpi", feature = "cuda"))]
+    Nccl(crate::distributed::nccl::Nccl),
+}
+
+impl Summation {
+    /// NCCL on GPU `ordinal` where the build has it, else MPI through host memory.
+    fn on_gpu(world: &World, ordinal: usize) -> Result<Summation> {
+        #[cfg(all(feature = "mpi", feature = "cuda"))]
+        if world.is_mpi() {
+            return Ok(Summation::Nccl(crate::distributed::nccl::Nccl::new(
+                world, ordinal,
+            )?));
+        }
+        let _ = (world, ordinal);
+        Ok(Summation::Mpi)
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Summation::Mpi => "MPI".to_string(),
+            #[cfg(all(feature = "mpi", feature = "cuda"))]
+            Summation::Nccl(nccl) => match crate::distributed::nccl::version() {
+                Ok(v) => format!(
+                    "NCCL {}.{}.{} on cuda:{}",
+                    v / 10000,
+                    v / 100 % 100,
+                    v % 100,
+                    nccl.ordinal()
+                ),
+                Err(_) => format!("NCCL on cuda:{}", nccl.ordinal()),
+            },
+        }
+    }
 }
 
 /// One state tensor's place.
@@ -97,6 +136,12 @@ pub struct DistributedTrainer {
     step_model: ModelProto,
     split: SplitStep,
     gradient_session: Session,
+    /// The gradient graph's inputs and outputs: the fused gradients stay in
+    /// `fused_memory`, everything else comes back to the host.
+    binding: IoBinding,
+    fused_memory: MemoryInfo<'static>,
+    host_memory: MemoryInfo<'static>,
+    summation: Summation,
     apply_session: Session,
     device: Device,
     data_input: String,
@@ -119,7 +164,17 @@ pub struct DistributedTrainer {
 }
 
 impl DistributedTrainer {
+    /// The trainer summing through MPI (host memory) on any device.
     pub fn new(world: Arc<World>, step: &TrainStep, device: Device) -> Result<Self> {
+        Self::with_summation(world, step, device, Summation::Mpi)
+    }
+
+    pub fn with_summation(
+        world: Arc<World>,
+        step: &TrainStep,
+        device: Device,
+        summation: Summation,
+    ) -> Result<Self> {
         let split = split(step)?;
         let graph = step
             .model
@@ -159,8 +214,21 @@ impl DistributedTrainer {
             });
             values.push(value);
         }
+        let gradient_session = session(&split.gradient, device)?;
+        let binding = gradient_session
+            .create_binding()
+            .map_err(runtime_error("binding the gradient graph"))?;
+        let fused_memory = match summation {
+            Summation::Mpi => memory_of(Device::Cpu)?,
+            #[cfg(all(feature = "mpi", feature = "cuda"))]
+            Summation::Nccl(_) => memory_of(device)?,
+        };
         Ok(DistributedTrainer {
-            gradient_session: session(&split.gradient, device)?,
+            gradient_session,
+            binding,
+            fused_memory,
+            host_memory: memory_of(Device::Cpu)?,
+            summation,
             apply_session: session(&split.apply, device)?,
             world,
             step_model: step.model.clone(),
@@ -185,6 +253,11 @@ impl DistributedTrainer {
     /// Elements summed over the ranks in each step.
     pub fn fused_len(&self, batch_size: usize) -> usize {
         self.split.gradient_len() + 2 + batch_size * self.classes
+    }
+
+    /// How the ranks sum their gradients.
+    pub fn summation(&self) -> &Summation {
+        &self.summation
     }
 
     fn is_statistic(kind: StateKind) -> bool {
@@ -264,15 +337,19 @@ impl DistributedTrainer {
         self.slots.iter().position(|s| s.state.name == name)
     }
 
-    /// Runs the gradient graph on this rank's slice; writes the scaled
-    /// gradients, the denominator, the numerator and the logits into `fused`.
+    /// Runs the gradient graph on this rank's slice with its loss
+    /// `denominator`: returns the fused gradients (times the denominator;
+    /// where [`Summation`] sums them) and writes the denominator, the loss
+    /// numerator and the slice's logits into `extras` (`[D, loss x D,
+    /// logits of the whole batch]`, zero outside the slice).
     fn local_gradients(
         &mut self,
         batch: &Batch,
         range: std::ops::Range<usize>,
         epoch: i64,
-        fused: &mut [f32],
-    ) -> Result<()> {
+        denominator: f32,
+        extras: &mut [f32],
+    ) -> Result<Tensor<f32>> {
         let labels = &batch.labels[range.clone()];
         let per_example = batch.data.len() / batch.labels.len().max(1);
         let mut shape = batch.shape.clone();
@@ -280,30 +357,53 @@ impl DistributedTrainer {
             *first = range.len() as i64;
         }
         let data = batch.data[range.start * per_example..range.end * per_example].to_vec();
-        let mut inputs: Vec<(String, SessionInputValue<'_>)> = vec![
+        let bind = runtime_error("binding the gradient graph's inputs and outputs");
+        let mut inputs: Vec<(String, Tensor<f32>)> = vec![
             (
                 self.data_input.clone(),
-                Tensor::from_array((shape, data))
-                    .map_err(runtime_error("input batch"))?
-                    .into(),
+                Tensor::from_array((shape, data)).map_err(runtime_error("input batch"))?,
             ),
             (
-                self.labels_input.clone(),
-                Tensor::from_array((vec![labels.len() as i64], labels.to_vec()))
-                    .map_err(runtime_error("labels"))?
-                    .into(),
-            ),
-            (
-                self.epoch_input.clone(),
-                Tensor::from_array((Vec::<i64>::new(), vec![epoch]))
-                    .map_err(runtime_error("epoch"))?
-                    .into(),
+                DENOMINATOR.to_string(),
+                scalar_tensor(DENOMINATOR, denominator)?,
             ),
         ];
-        inputs.extend(self.state_inputs(&self.split.gradient)?);
-        let outputs = self
+        for input in &self.gradient_inputs()? {
+            if let Some(index) = self.index_of(input) {
+                inputs.push((input.clone(), self.host_tensor(index)?));
+            }
+        }
+        let labels_value = Tensor::from_array((vec![labels.len() as i64], labels.to_vec()))
+            .map_err(runtime_error("labels"))?;
+        let epoch_value = scalar_tensor("epoch", epoch)?;
+        let binding = &mut self.binding;
+        for (name, value) in &inputs {
+            binding.bind_input(name, value).map_err(&bind)?;
+        }
+        binding
+            .bind_input(&self.labels_input, &labels_value)
+            .map_err(&bind)?;
+        binding
+            .bind_input(&self.epoch_input, &epoch_value)
+            .map_err(&bind)?;
+        binding
+            .bind_output_to_device(FUSED_GRADIENTS, &self.fused_memory)
+            .map_err(&bind)?;
+        let mut host_outputs = vec![self.loss_output.as_str(), self.logits_output.as_str()];
+        host_outputs.extend(
+            self.slots
+                .iter()
+                .filter(|slot| Self::is_statistic(slot.state.kind))
+                .map(|slot| slot.state.next.as_str()),
+        );
+        for name in &host_outputs {
+            binding
+                .bind_output_to_device(*name, &self.host_memory)
+                .map_err(&bind)?;
+        }
+        let mut outputs = self
             .gradient_session
-            .run(inputs)
+            .run_binding(&self.binding)
             .map_err(runtime_error("gradient step"))?;
         let read = |name: &str| -> Result<Vec<f32>> {
             Ok(outputs[name]
@@ -312,49 +412,102 @@ impl DistributedTrainer {
                 .1
                 .to_vec())
         };
-        let denominator = loss::denominator(&self.loss, labels, epoch) as f32;
-        for g in &self.split.gradients {
-            let gradient = read(&g.gradient)?;
-            for (out, value) in fused[g.offset..g.offset + g.len].iter_mut().zip(gradient) {
-                *out = value * denominator;
-            }
-        }
-        let at = self.split.gradient_len();
         let batch_loss = read(&self.loss_output)?[0];
-        fused[at] = denominator;
-        fused[at + 1] = batch_loss * denominator;
+        extras[0] = denominator;
+        extras[1] = batch_loss * denominator;
         let logits = read(&self.logits_output)?;
-        let start = at + 2 + range.start * self.classes;
-        fused[start..start + logits.len()].copy_from_slice(&logits);
-        let mut values = self.values.borrow_mut();
-        for (slot, value) in self.slots.iter().zip(values.iter_mut()) {
-            if Self::is_statistic(slot.state.kind) {
-                *value = read(&slot.state.next)?;
-                self.statistics_apart.set(self.world.size() > 1);
+        let start = 2 + range.start * self.classes;
+        extras[start..start + logits.len()].copy_from_slice(&logits);
+        {
+            let mut values = self.values.borrow_mut();
+            for (slot, value) in self.slots.iter().zip(values.iter_mut()) {
+                if Self::is_statistic(slot.state.kind) {
+                    *value = read(&slot.state.next)?;
+                    self.statistics_apart.set(self.world.size() > 1);
+                }
             }
         }
-        Ok(())
+        let fused = outputs
+            .remove(FUSED_GRADIENTS)
+            .ok_or_else(|| Error::invalid("the gradient graph did not return its gradients"))?;
+        fused
+            .downcast::<TensorValueType<f32>>()
+            .map_err(runtime_error(FUSED_GRADIENTS))
+    }
+
+    /// Names of the gradient graph's inputs.
+    fn gradient_inputs(&self) -> Result<Vec<String>> {
+        let graph = self
+            .split
+            .gradient
+            .graph
+            .as_ref()
+            .ok_or_else(|| Error::invalid("the gradient graph has no graph"))?;
+        Ok(graph.input.iter().map(|i| i.name().to_string()).collect())
+    }
+
+    /// Sums the fused gradients and `extras` over the ranks: returns the
+    /// summed gradients as the apply graph's input.
+    fn sum_over_ranks(
+        &self,
+        fused: Option<Tensor<f32>>,
+        extras: &mut [f32],
+    ) -> Result<Tensor<f32>> {
+        let len = self.split.gradient_len();
+        match &self.summation {
+            Summation::Mpi => {
+                let mut buffer = vec![0.0f32; len + extras.len()];
+                if let Some(fused) = &fused {
+                    let (_, values) = fused
+                        .try_extract_tensor::<f32>()
+                        .map_err(runtime_error(FUSED_GRADIENTS))?;
+                    buffer[..len].copy_from_slice(values);
+                }
+                buffer[len..].copy_from_slice(extras);
+                self.world.sum_in_place(&mut buffer)?;
+                extras.copy_from_slice(&buffer[len..]);
+                buffer.truncate(len);
+                Tensor::from_array((vec![len as i64], buffer))
+                    .map_err(runtime_error(FUSED_GRADIENTS))
+            }
+            #[cfg(all(feature = "mpi", feature = "cuda"))]
+            Summation::Nccl(nccl) => {
+                let mut fused = match fused {
+                    Some(fused) => fused,
+                    None => {
+                        // No examples here: a zero buffer on the GPU.
+                        let allocator = ort::memory::Allocator::new(
+                            &self.gradient_session,
+                            self.fused_memory.clone(),
+                        )
+                        .map_err(runtime_error("the GPU's allocator"))?;
+                        let mut zeros = Tensor::<f32>::new(&allocator, [len])
+                            .map_err(runtime_error(FUSED_GRADIENTS))?;
+                        // SAFETY: `zeros` holds `len` float32 values on this rank's GPU.
+                        unsafe { nccl.zero(zeros.data_ptr_mut(), len)? };
+                        zeros
+                    }
+                };
+                // SAFETY: the gradient graph's output holds `len` float32
+                // values in this rank's GPU memory (bound there), and nothing
+                // else reads or writes it until the sum returns.
+                unsafe { nccl.sum_in_place(fused.data_ptr_mut(), len)? };
+                self.world.sum_in_place(extras)?;
+                Ok(fused)
+            }
+        }
     }
 
     /// Runs the apply graph on the summed gradients.
-    fn apply(&mut self, gradients: &[f32], lr: f32) -> Result<()> {
-        let mut inputs: Vec<(String, SessionInputValue<'_>)> = vec![(
-            LR_INPUT.to_string(),
-            Tensor::from_array((Vec::<i64>::new(), vec![lr]))
-                .map_err(runtime_error("lr"))?
-                .into(),
-        )];
-        for g in &self.split.gradients {
-            inputs.push((
-                g.gradient.clone(),
-                Tensor::from_array((
-                    g.dims.clone(),
-                    gradients[g.offset..g.offset + g.len].to_vec(),
-                ))
-                .map_err(runtime_error(&g.gradient))?
-                .into(),
-            ));
-        }
+    fn apply(&mut self, summed: &Tensor<f32>, denominator: f32, lr: f32) -> Result<()> {
+        let mut inputs: Vec<(String, SessionInputValue<'_>)> = vec![
+            (LR_INPUT.to_string(), scalar_tensor(LR_INPUT, lr)?.into()),
+            (
+                DENOMINATOR_SUM.to_string(),
+                scalar_tensor(DENOMINATOR_SUM, denominator)?.into(),
+            ),
+            (FUSED_GRADIENTS.to_string(), summed.into()),
+        ];
         inputs.extend(self.state_inputs(&self.split.apply)?);
         let outputs = self
             .apply_session
@@ -383,20 +536,18 @@ impl Trainer for DistributedTrainer {
         }
         let n = batch.labels.len();
         let range = slice_of(n, self.world.rank(), self.world.size());
-        let mut fused = vec![0.0f32; self.fused_len(n)];
-        if !range.is_empty() {
-            self.local_gradients(batch, range, epoch, &mut fused)?;
-        }
-        self.world.sum_in_place(&mut fused)?;
-        let at = self.split.gradient_len();
-        let denominator = fused[at];
-        for g in &mut fused[..at] {
-            *g /= denominator;
-        }
-        let loss = fused[at + 1] / denominator;
-        let logits = fused[at + 2..].to_vec();
-        fused.truncate(at);
-        self.apply(&fused, lr)?;
+        let mut extras = vec![0.0f32; 2 + n * self.classes];
+        let fused = if range.is_empty() {
+            None
+        } else {
+            let denominator = loss::denominator(&self.loss, &batch.labels[range.clone()], epoch);
+            Some(self.local_gradients(batch, range, epoch, denominator as f32, &mut extras)?)
+        };
+        let summed = self.sum_over_ranks(fused, &mut extras)?;
+        let denominator = extras[0];
+        let loss = extras[1] / denominator;
+        self.apply(&summed, denominator, lr)?;
+        let logits = extras.split_off(2);
         self.predictor.invalidate();
         self.steps += 1;
         if self.world.check_ranks() {
@@ -463,11 +614,12 @@ impl Trainer for DistributedTrainer {
 
     fn describe(&self) -> String {
         format!(
-            "onnxruntime {} on {}, data-parallel over {} rank{} (one allreduce of {} gradient values per step)",
+            "onnxruntime {} on {}, data-parallel over {} rank{} (one {} allreduce of {} gradient values per step)",
             crate::runtime::ORT_VERSION,
             self.device,
             self.world.size(),
             if self.world.size() == 1 { "" } else { "s" },
+            self.summation.describe(),
             self.split.gradient_len()
         )
     }

@@ -16,7 +16,7 @@ use ort::session::{IoBinding, Session, SessionInputValue};
 use ort::value::{Tensor, TensorValueType};
 use std::collections::HashMap;
 
-fn runtime_error(context: &str) -> impl Fn(ort::Error) -> Error + '_ {
+pub(crate) fn runtime_error(context: &str) -> impl Fn(ort::Error) -> Error + '_ {
     move |e| Error::Runtime {
         reason: format!("{context}: {e}"),
     }
@@ -61,7 +61,7 @@ pub struct OrtTrainer {
 }
 
 /// Memory of `device`'s execution provider.
-fn memory_of(device: Device) -> Result<MemoryInfo<'static>> {
+pub(crate) fn memory_of(device: Device) -> Result<MemoryInfo<'static>> {
     let (allocation_device, id) = match device {
         Device::Cpu => (AllocationDevice::CPU, 0),
         Device::Cuda(index) => (AllocationDevice::CUDA, index as i32),
@@ -165,7 +165,9 @@ fn labels_tensor(batch: &Batch) -> Result<Tensor<i64>> {
         .map_err(runtime_error("labels"))
 }
 
-fn scalar_tensor<T: ort::value::PrimitiveTensorElementType + std::fmt::Debug + Clone + 'static>(
+pub(crate) fn scalar_tensor<
+    T: ort::value::PrimitiveTensorElementType + std::fmt::Debug + Clone + 'static,
+>(
     name: &str,
     value: T,
 ) -> Result<Tensor<T>> {

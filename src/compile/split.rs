@@ -3,24 +3,42 @@
 //! Runtime's former distributed training, place it before the optimizer):
 //!
 //! - the **gradient graph**: forward, backward and the BatchNorm running
-//!   statistics; outputs the loss, the logits, every parameter's gradient and
-//!   the running statistics' next values;
-//! - the **apply graph**: SGD with momentum and weight decay; inputs the
-//!   (summed) gradients, the parameters, their momentum buffers and `lr`;
-//!   outputs the parameters' and momentum buffers' next values.
+//!   statistics; outputs the loss, the logits, the running statistics' next
+//!   values and [`FUSED_GRADIENTS`]: every parameter's gradient flattened,
+//!   back to back in state order, times the input [`DENOMINATOR`] (the
+//!   slice's loss denominator, so that the ranks' buffers add up to the
+//!   global batch's numerator, see [`crate::distributed::loss`]);
+//! - the **apply graph**: divides the summed buffer by the input
+//!   [`DENOMINATOR_SUM`], splits it into the gradients and runs SGD with
+//!   momentum and weight decay on them, the parameters, their momentum
+//!   buffers and `lr`; outputs the parameters' and momentum buffers' next
+//!   values.
+//!
+//! The fused buffer is one runtime value, so the allreduce between the halves
+//! is one call on one buffer wherever it lives (host memory for MPI, device
+//! memory for NCCL), with no copy to gather or scatter the gradients.
 //!
 //! A pure function of a compiled [`TrainStep`]: each half is the part of the
 //! step's nodes that its outputs need, the apply graph stopping at the
-//! gradient values (which become its inputs). Running both on one process
-//! computes exactly the step.
+//! gradient values (which its splitting nodes define). Running both on one
+//! process with denominators 1 computes exactly the step.
 
 use crate::compile::TrainStep;
 use crate::error::{Error, Result};
-use crate::ldam::contract::StateKind;
-use crate::onnx::tensor::FLOAT;
+use crate::ldam::contract::{StateKind, STEP_PREFIX};
+use crate::onnx::builder::{attr_int, Emitter, NameSet};
+use crate::onnx::tensor::{i64_tensor, FLOAT};
 use crate::onnx::types::{value_info, Dim};
 use crate::onnx::{GraphProto, ModelProto, ValueInfoProto};
 use std::collections::{HashMap, HashSet};
+
+/// Output of the gradient graph, input of the apply graph: all gradients,
+/// flattened and back to back in state order, times the loss denominator.
+pub const FUSED_GRADIENTS: &str = "train/fused_gradients";
+/// Input of the gradient graph: this slice's loss denominator (scalar).
+pub const DENOMINATOR: &str = "train/loss_denominator";
+/// Input of the apply graph: the loss denominators summed over the ranks.
+pub const DENOMINATOR_SUM: &str = "train/loss_denominator_sum";
 
 /// One parameter's gradient: where it leaves the gradient graph and enters the
 /// apply graph (under the same name), and its place in the fused buffer.
@@ -47,7 +65,7 @@ pub struct SplitStep {
 impl SplitStep {
     /// Elements of all gradients together: the fused buffer's gradient part.
     pub fn gradient_len(&self) -> usize {
-        self.gradients.last().map_or(0, |g| g.offset + g.len)
+        total_len(&self.gradients)
     }
 }
 
@@ -109,13 +127,25 @@ pub fn split(step: &TrainStep) -> Result<SplitStep> {
     let gradient = part(&step.model, graph, first_outputs, &[], &HashSet::new())?;
     let cut: HashSet<&str> = gradients.iter().map(|g| g.gradient.as_str()).collect();
     let apply = part(&step.model, graph, second_outputs, &gradient_outputs, &cut)?;
+    let mut names = NameSet::of_graph(graph);
+    for name in [FUSED_GRADIENTS, DENOMINATOR, DENOMINATOR_SUM] {
+        if !names.claim(name) {
+            return Err(Error::invalid(format!(
+                "the step already has a value named '{name}', which the split step needs"
+            )));
+        }
+    }
+    let opset = crate::onnx::default_opset(&step.model).unwrap_or(crate::ldam::contract::MIN_OPSET);
+    let mut emitter = Emitter::new(names, &format!("{STEP_PREFIX}fuse/"), opset);
+    let gradient = fuse_outputs(gradient, &gradients, &mut emitter);
+    let apply = unfuse_inputs(apply, &gradients, &mut emitter);
     let apply_graph = apply.graph.as_ref().expect("part builds a graph");
     let stray: Vec<&str> = apply_graph
         .input
         .iter()
         .map(|i| i.name())
         .filter(|name| {
-            !cut.contains(name)
+            ![FUSED_GRADIENTS, DENOMINATOR_SUM].contains(name)
                 && !step.state.iter().any(|s| s.name == *name)
                 && *name != crate::ldam::contract::LR_INPUT
         })
@@ -132,6 +162,108 @@ pub fn split(step: &TrainStep) -> Result<SplitStep> {
         apply,
         gradients,
     })
+}
+
+/// `gradient` (a gradient graph with one output per gradient) with those
+/// outputs replaced by [`FUSED_GRADIENTS`] = Concat(flattened gradients) x
+/// [`DENOMINATOR`].
+fn fuse_outputs(
+    mut model: ModelProto,
+    gradients: &[GradientSlot],
+    emitter: &mut Emitter,
+) -> ModelProto {
+    let Some(graph) = model.graph.as_mut() else {
+        return model;
+    };
+    let flat = emitter.constant("flat", i64_tensor("", &[1], &[-1]));
+    let pieces: Vec<String> = gradients
+        .iter()
+        .map(|g| emitter.op("Reshape", &[&g.gradient, &flat], vec![], "flat_gradient"))
+        .collect();
+    let piece_refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
+    let concatenated = emitter.op(
+        "Concat",
+        &piece_refs,
+        vec![attr_int("axis", 0)],
+        "gradients",
+    );
+    emitter.op_into(
+        "Mul",
+        &[&concatenated, DENOMINATOR],
+        vec![],
+        FUSED_GRADIENTS,
+    );
+    let fused: HashSet<&str> = gradients.iter().map(|g| g.gradient.as_str()).collect();
+    graph.output.retain(|o| !fused.contains(o.name()));
+    graph.output.push(value_info(
+        FUSED_GRADIENTS,
+        FLOAT,
+        &[Dim::Fixed(total_len(gradients) as i64)],
+    ));
+    graph.input.push(value_info(DENOMINATOR, FLOAT, &[]));
+    graph.node.append(&mut emitter.nodes);
+    graph.initializer.append(&mut emitter.initializers);
+    model
+}
+
+/// `apply` (an apply graph with one input per gradient) reading
+/// [`FUSED_GRADIENTS`] / [`DENOMINATOR_SUM`] instead, split back into the
+/// gradients under their own names.
+fn unfuse_inputs(
+    mut model: ModelProto,
+    gradients: &[GradientSlot],
+    emitter: &mut Emitter,
+) -> ModelProto {
+    let Some(graph) = model.graph.as_mut() else {
+        return model;
+    };
+    let mean = emitter.op(
+        "Div",
+        &[FUSED_GRADIENTS, DENOMINATOR_SUM],
+        vec![],
+        "mean_gradients",
+    );
+    let lens: Vec<i64> = gradients.iter().map(|g| g.len as i64).collect();
+    let split_sizes = emitter.constant("split", i64_tensor("", &[lens.len() as i64], &lens));
+    let pieces: Vec<String> = gradients
+        .iter()
+        .map(|_| emitter.names.fresh(&format!("{STEP_PREFIX}fuse/piece")))
+        .collect();
+    let node_name = emitter.names.fresh(&format!("{STEP_PREFIX}fuse/Split"));
+    emitter.nodes.push(crate::onnx::NodeProto {
+        name: Some(node_name),
+        op_type: Some("Split".to_string()),
+        input: vec![mean, split_sizes],
+        output: pieces.clone(),
+        attribute: vec![attr_int("axis", 0)],
+        ..Default::default()
+    });
+    for (g, piece) in gradients.iter().zip(&pieces) {
+        let shape = emitter.constant("shape", i64_tensor("", &[g.dims.len() as i64], &g.dims));
+        emitter.op_into("Reshape", &[piece, &shape], vec![], &g.gradient);
+    }
+    let fused: HashSet<&str> = gradients.iter().map(|g| g.gradient.as_str()).collect();
+    graph.input.retain(|i| !fused.contains(i.name()));
+    graph.input.insert(
+        0,
+        value_info(
+            FUSED_GRADIENTS,
+            FLOAT,
+            &[Dim::Fixed(total_len(gradients) as i64)],
+        ),
+    );
+    graph
+        .input
+        .insert(1, value_info(DENOMINATOR_SUM, FLOAT, &[]));
+    let mut nodes = std::mem::take(&mut emitter.nodes);
+    nodes.append(&mut graph.node);
+    graph.node = nodes;
+    graph.initializer.append(&mut emitter.initializers);
+    model
+}
+
+fn total_len(gradients: &[GradientSlot]) -> usize {
+    gradients.last().map_or(0, |g| g.offset + g.len)
 }
 
 fn fixed_dims(info: &ValueInfoProto) -> Option<Vec<i64>> {

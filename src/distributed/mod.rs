@@ -13,6 +13,8 @@
 pub mod loss;
 #[cfg(feature = "mpi")]
 mod mpi_world;
+#[cfg(all(feature = "mpi", feature = "cuda"))]
+pub mod nccl;
 
 use crate::error::{Error, Result};
 
