@@ -91,8 +91,8 @@ fn appended_subgraph_for_every_loss_reweight_and_head() {
     }
 }
 
-#[test]
-fn compiled_training_step_of_the_mlp() {
+/// The MLP patched with the reference loss and compiled with default options.
+fn mlp_train_step() -> ldam_onnx::compile::TrainStep {
     let mlp = load(&common::repo_dir().join("models/mlp.onnx"))
         .unwrap()
         .model;
@@ -103,9 +103,12 @@ fn compiled_training_step_of_the_mlp() {
         names: ContractNames::default(),
     };
     let (patched, _) = patch(&mlp, &options).unwrap();
-    let step =
-        ldam_onnx::compile::compile(&patched, &ldam_onnx::compile::CompileOptions::default())
-            .unwrap();
+    ldam_onnx::compile::compile(&patched, &ldam_onnx::compile::CompileOptions::default()).unwrap()
+}
+
+#[test]
+fn compiled_training_step_of_the_mlp() {
+    let step = mlp_train_step();
     snapshot!(
         "train_step__mlp",
         ldam_onnx::inspect::render_train_step(&step.model)
@@ -114,20 +117,7 @@ fn compiled_training_step_of_the_mlp() {
 
 #[test]
 fn split_step_of_the_mlp() {
-    let mlp = load(&common::repo_dir().join("models/mlp.onnx"))
-        .unwrap()
-        .model;
-    let options = PatchOptions {
-        config: LossConfig::reference(COUNTS.to_vec()),
-        head: HeadMode::Auto,
-        logits: None,
-        names: ContractNames::default(),
-    };
-    let (patched, _) = patch(&mlp, &options).unwrap();
-    let step =
-        ldam_onnx::compile::compile(&patched, &ldam_onnx::compile::CompileOptions::default())
-            .unwrap();
-    let parts = ldam_onnx::compile::split::split(&step).unwrap();
+    let parts = ldam_onnx::compile::split::split(&mlp_train_step()).unwrap();
     snapshot!(
         "split_step__mlp",
         format!(
