@@ -3,9 +3,10 @@
 //! per-op importer do): the opset it needs, its shape and type rule, the integer
 //! contents it folds (shape arithmetic), its gradient rule or an explicit
 //! non-differentiable mark (ONNX Runtime's `NO_GRADIENT`), and its libtorch
-//! kernel. Facets are implemented in the op's family folder; this file only says
-//! which op has which. Ops are found by (domain, op type): a custom-domain op
-//! with a standard name is not the standard op.
+//! kernel (which prepares a node once, its attributes parsed, into the step the
+//! interpreter runs). Facets are implemented in the op's family folder; this file
+//! only says which op has which. Ops are found by (domain, op type): a
+//! custom-domain op with a standard name is not the standard op.
 
 use super::elementwise;
 use super::grad::GradRule;
@@ -21,7 +22,7 @@ use std::sync::OnceLock;
 
 /// A libtorch kernel (the `torch` feature), or nothing.
 #[cfg(feature = "torch")]
-pub type Kernel = super::kernel::Op;
+pub type Kernel = super::kernel::Kernel;
 /// A libtorch kernel (the `torch` feature), or nothing.
 #[cfg(not(feature = "torch"))]
 pub type Kernel = std::convert::Infallible;

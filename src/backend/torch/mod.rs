@@ -52,8 +52,6 @@ pub struct TorchTrainer {
     parameters: Vec<Parameter>,
     /// BatchNorm running statistics (updated in place by libtorch): name, slot, value.
     statistics: Vec<(String, usize, Tensor)>,
-    /// Every other initializer: fixed values the graph reads.
-    constants: Vec<(usize, Tensor)>,
     sgd: sgd::Sgd,
     /// Sharpness-aware minimisation's radius, when the step uses it.
     sam: Option<f64>,
@@ -91,9 +89,9 @@ fn libtorch(context: &str) -> impl Fn(tch::TchError) -> Error + '_ {
 }
 
 impl TorchTrainer {
-    /// Prepares training of a patched model. Fails before any computation when the
-    /// graph holds an op the interpreter does not run (naming op and node), when the
-    /// device is not available, or when the model is not patched.
+    /// Prepares training of a patched model. Fails before any tensor is computed
+    /// when the graph holds an op the interpreter does not run (naming op and
+    /// node), when the device is not available, or when the model is not patched.
     pub fn new(patched: &ModelProto, options: &CompileOptions, device: Device) -> Result<Self> {
         let graph = patched
             .graph
@@ -101,11 +99,15 @@ impl TorchTrainer {
             .ok_or_else(|| Error::invalid("the model has no graph"))?;
         let opset = default_opset(patched)
             .ok_or_else(|| Error::compile("the model imports no default-domain opset"))?;
-        let program = Program::new(graph, opset)?;
+        Program::check_ops(graph, opset)?;
         let torch_device = torch_device(device)?;
         let plan = state::plan(patched, options)?;
         let record = &PatchRecord::read(patched)?
             .ok_or_else(|| Error::compile("the model is not patched (no ldam_onnx metadata)"))?;
+        // Trained state is bound on every run; every other initializer is a
+        // constant the program makes once.
+        let state_names: HashSet<&str> = plan.iter().map(|s| s.name.as_str()).collect();
+        let program = Program::new(graph, opset, torch_device, &state_names)?;
 
         let initializers: HashMap<&str, &TensorProto> =
             graph.initializer.iter().map(|t| (t.name(), t)).collect();
@@ -147,19 +149,6 @@ impl TorchTrainer {
                 StateKind::Momentum => {}
             }
         }
-        let state_names: HashSet<&str> = plan.iter().map(|s| s.name.as_str()).collect();
-        let constants = graph
-            .initializer
-            .iter()
-            .filter(|t| !state_names.contains(t.name()))
-            .map(|t| {
-                Ok((
-                    program.slot(t.name())?,
-                    convert::from_proto(t, torch_device)?,
-                ))
-            })
-            .collect::<Result<Vec<_>>>()?;
-
         Ok(TorchTrainer {
             train_plan: program.plan(&[&record.loss_output, &record.logits_output])?,
             eval_plan: program.plan(&[&record.logits_output])?,
@@ -175,17 +164,15 @@ impl TorchTrainer {
             torch_device,
             parameters,
             statistics,
-            constants,
         })
     }
 
-    /// The values every run binds: parameters, running statistics, constants.
+    /// The values every run binds: parameters, running statistics.
     fn bound(&self) -> Vec<(usize, &Tensor)> {
         self.parameters
             .iter()
             .map(|p| (p.slot, &p.value))
             .chain(self.statistics.iter().map(|(_, slot, t)| (*slot, t)))
-            .chain(self.constants.iter().map(|(slot, t)| (*slot, t)))
             .collect()
     }
 
@@ -233,16 +220,13 @@ impl TorchTrainer {
             .iter()
             .map(|p| (p.slot, &p.value))
             .chain(statistics.iter().map(|(slot, t)| (*slot, t)))
-            .chain(self.constants.iter().map(|(slot, t)| (*slot, t)))
             .collect();
         bound.extend([
             (self.data_slot, x),
             (self.labels_slot, labels),
             (self.epoch_slot, epoch),
         ]);
-        let outputs = self
-            .program
-            .run(&self.train_plan, &bound, true, self.torch_device)?;
+        let outputs = self.program.run(&self.train_plan, &bound, true)?;
         drop(bound);
         let loss = outputs
             .first()
@@ -287,9 +271,7 @@ impl Trainer for TorchTrainer {
             (self.labels_slot, &labels),
             (self.epoch_slot, &epoch),
         ]);
-        let outputs = self
-            .program
-            .run(&self.train_plan, &bound, true, self.torch_device)?;
+        let outputs = self.program.run(&self.train_plan, &bound, true)?;
         let [loss, logits] = <[Tensor; 2]>::try_from(outputs)
             .map_err(|_| Error::invalid("the training plan returns loss and logits"))?;
         let loss_value = loss
@@ -320,10 +302,7 @@ impl Trainer for TorchTrainer {
         let x = self.batch_tensor(batch)?;
         let mut bound = self.bound();
         bound.push((self.data_slot, &x));
-        let outputs = tch::no_grad(|| {
-            self.program
-                .run(&self.eval_plan, &bound, false, self.torch_device)
-        })?;
+        let outputs = tch::no_grad(|| self.program.run(&self.eval_plan, &bound, false))?;
         let logits = outputs
             .first()
             .ok_or_else(|| Error::invalid("the evaluation plan returns the logits"))?;

@@ -1,66 +1,77 @@
 //! Element-wise ops. libtorch broadcasts exactly as ONNX's multidirectional
 //! broadcasting (numpy rules), so binary ops map one to one.
 
-use crate::ops::kernel::{one, OpCtx, OpResult};
+use crate::ops::kernel::{one, step, NodeCtx, Prepare};
 use crate::ops::torch_tensor::kind_of;
 use tch::{Kind, Tensor};
 
-fn unary(ctx: &OpCtx, f: fn(&Tensor) -> Result<Tensor, tch::TchError>) -> OpResult {
-    one(f(ctx.input(0)?)?)
+type Unary = fn(&Tensor) -> Result<Tensor, tch::TchError>;
+type Binary = fn(&Tensor, &Tensor) -> Result<Tensor, tch::TchError>;
+
+fn unary(f: Unary) -> Prepare {
+    step(move |ctx| one(f(ctx.input(0)?)?))
 }
 
-fn binary(ctx: &OpCtx, f: fn(&Tensor, &Tensor) -> Result<Tensor, tch::TchError>) -> OpResult {
-    one(f(ctx.input(0)?, ctx.input(1)?)?)
+fn binary(f: Binary) -> Prepare {
+    step(move |ctx| one(f(ctx.input(0)?, ctx.input(1)?)?))
 }
 
-fn variadic(ctx: &OpCtx, f: fn(&Tensor, &Tensor) -> Result<Tensor, tch::TchError>) -> OpResult {
-    let inputs = ctx.present_inputs();
-    let (first, rest) = inputs
-        .split_first()
-        .ok_or_else(|| ctx.error("needs at least one input"))?;
-    let mut acc = first.shallow_clone();
-    for x in rest {
-        acc = f(&acc, x)?;
+/// `f` folded over the present inputs, left to right.
+fn variadic(node: &NodeCtx, f: Binary) -> Prepare {
+    if !(0..node.node.input.len()).any(|i| node.has_input(i)) {
+        return Err(node.error("needs at least one input"));
     }
-    one(acc)
+    step(move |ctx| {
+        let mut inputs = ctx.present_inputs();
+        let first = inputs
+            .next()
+            .ok_or_else(|| ctx.error("needs at least one input"))?;
+        let acc = match inputs.next() {
+            None => return one(first.shallow_clone()),
+            Some(second) => f(first, second)?,
+        };
+        one(inputs.try_fold(acc, |acc, x| f(&acc, x))?)
+    })
 }
 
-pub fn identity(ctx: &OpCtx) -> OpResult {
-    one(ctx.input(0)?.shallow_clone())
+pub fn identity(_: &NodeCtx) -> Prepare {
+    step(|ctx| one(ctx.input(0)?.shallow_clone()))
 }
 
-pub fn cast(ctx: &OpCtx) -> OpResult {
-    let to = ctx.attr_int("to", 0);
-    let kind =
-        kind_of(to as i32).ok_or_else(|| ctx.error(format!("cannot cast to element type {to}")))?;
-    one(ctx.input(0)?.f_to_kind(kind)?)
+pub fn cast(node: &NodeCtx) -> Prepare {
+    let to = node.attr_int("to", 0);
+    let kind = kind_of(to as i32)
+        .ok_or_else(|| node.error(format!("cannot cast to element type {to}")))?;
+    step(move |ctx| one(ctx.input(0)?.f_to_kind(kind)?))
 }
 
-pub fn cast_like(ctx: &OpCtx) -> OpResult {
-    one(ctx.input(0)?.f_to_kind(ctx.input(1)?.kind())?)
+pub fn cast_like(_: &NodeCtx) -> Prepare {
+    step(|ctx| one(ctx.input(0)?.f_to_kind(ctx.input(1)?.kind())?))
 }
 
-pub fn neg(ctx: &OpCtx) -> OpResult {
-    unary(ctx, Tensor::f_neg)
+pub fn neg(_: &NodeCtx) -> Prepare {
+    unary(Tensor::f_neg)
 }
-pub fn add(ctx: &OpCtx) -> OpResult {
-    binary(ctx, Tensor::f_add)
+pub fn add(_: &NodeCtx) -> Prepare {
+    binary(Tensor::f_add)
 }
-pub fn sub(ctx: &OpCtx) -> OpResult {
-    binary(ctx, Tensor::f_sub)
+pub fn sub(_: &NodeCtx) -> Prepare {
+    binary(Tensor::f_sub)
 }
-pub fn mul(ctx: &OpCtx) -> OpResult {
-    binary(ctx, Tensor::f_mul)
+pub fn mul(_: &NodeCtx) -> Prepare {
+    binary(Tensor::f_mul)
 }
 
 /// Integer division truncates (ONNX Div on integer types), float division is exact.
-pub fn div(ctx: &OpCtx) -> OpResult {
-    let (a, b) = (ctx.input(0)?, ctx.input(1)?);
-    if is_integral(a.kind()) {
-        one(a.f_div_tensor_mode(b, "trunc")?)
-    } else {
-        one(a.f_div(b)?)
-    }
+pub fn div(_: &NodeCtx) -> Prepare {
+    step(|ctx| {
+        let (a, b) = (ctx.input(0)?, ctx.input(1)?);
+        if is_integral(a.kind()) {
+            one(a.f_div_tensor_mode(b, "trunc")?)
+        } else {
+            one(a.f_div(b)?)
+        }
+    })
 }
 
 fn is_integral(kind: Kind) -> bool {
@@ -70,125 +81,141 @@ fn is_integral(kind: Kind) -> bool {
     )
 }
 
-pub fn pow(ctx: &OpCtx) -> OpResult {
-    // The result has the base's type (ONNX), libtorch would promote.
-    let x = ctx.input(0)?;
-    one(x.f_pow(ctx.input(1)?)?.f_to_kind(x.kind())?)
+/// The result has the base's type (ONNX), libtorch would promote.
+pub fn pow(_: &NodeCtx) -> Prepare {
+    step(|ctx| {
+        let x = ctx.input(0)?;
+        one(x.f_pow(ctx.input(1)?)?.f_to_kind(x.kind())?)
+    })
 }
-pub fn sqrt(ctx: &OpCtx) -> OpResult {
-    unary(ctx, Tensor::f_sqrt)
+pub fn sqrt(_: &NodeCtx) -> Prepare {
+    unary(Tensor::f_sqrt)
 }
-pub fn exp(ctx: &OpCtx) -> OpResult {
-    unary(ctx, Tensor::f_exp)
+pub fn exp(_: &NodeCtx) -> Prepare {
+    unary(Tensor::f_exp)
 }
-pub fn log(ctx: &OpCtx) -> OpResult {
-    unary(ctx, Tensor::f_log)
+pub fn log(_: &NodeCtx) -> Prepare {
+    unary(Tensor::f_log)
 }
-pub fn abs(ctx: &OpCtx) -> OpResult {
-    unary(ctx, Tensor::f_abs)
+pub fn abs(_: &NodeCtx) -> Prepare {
+    unary(Tensor::f_abs)
 }
-pub fn reciprocal(ctx: &OpCtx) -> OpResult {
-    unary(ctx, Tensor::f_reciprocal)
+pub fn reciprocal(_: &NodeCtx) -> Prepare {
+    unary(Tensor::f_reciprocal)
 }
-pub fn relu(ctx: &OpCtx) -> OpResult {
-    unary(ctx, Tensor::f_relu)
+pub fn relu(_: &NodeCtx) -> Prepare {
+    unary(Tensor::f_relu)
 }
-pub fn sigmoid(ctx: &OpCtx) -> OpResult {
-    unary(ctx, Tensor::f_sigmoid)
+pub fn sigmoid(_: &NodeCtx) -> Prepare {
+    unary(Tensor::f_sigmoid)
 }
-pub fn tanh(ctx: &OpCtx) -> OpResult {
-    unary(ctx, Tensor::f_tanh)
+pub fn tanh(_: &NodeCtx) -> Prepare {
+    unary(Tensor::f_tanh)
 }
-pub fn erf(ctx: &OpCtx) -> OpResult {
-    unary(ctx, Tensor::f_erf)
+pub fn erf(_: &NodeCtx) -> Prepare {
+    unary(Tensor::f_erf)
 }
 
 /// `x if x >= 0 else alpha * x`, alpha default 0.01.
-pub fn leaky_relu(ctx: &OpCtx) -> OpResult {
-    let x = ctx.input(0)?;
-    let alpha = f64::from(ctx.attr_float("alpha", 0.01));
-    one(x.f_where_self(&x.f_ge(0.0)?, &x.f_mul_scalar(alpha)?)?)
+pub fn leaky_relu(node: &NodeCtx) -> Prepare {
+    let alpha = f64::from(node.attr_float("alpha", 0.01));
+    step(move |ctx| {
+        let x = ctx.input(0)?;
+        one(x.f_where_self(&x.f_ge(0.0)?, &x.f_mul_scalar(alpha)?)?)
+    })
 }
 
 /// `max(0, min(1, alpha * x + beta))`, alpha 0.2 and beta 0.5 by default.
-pub fn hard_sigmoid(ctx: &OpCtx) -> OpResult {
-    let alpha = f64::from(ctx.attr_float("alpha", 0.2));
-    let beta = f64::from(ctx.attr_float("beta", 0.5));
-    let affine = ctx.input(0)?.f_mul_scalar(alpha)?.f_add_scalar(beta)?;
-    one(affine.f_clamp(0.0, 1.0)?)
+pub fn hard_sigmoid(node: &NodeCtx) -> Prepare {
+    let alpha = f64::from(node.attr_float("alpha", 0.2));
+    let beta = f64::from(node.attr_float("beta", 0.5));
+    step(move |ctx| {
+        let affine = ctx.input(0)?.f_mul_scalar(alpha)?.f_add_scalar(beta)?;
+        one(affine.f_clamp(0.0, 1.0)?)
+    })
 }
 
 /// `x * max(0, min(1, x / 6 + 1/2))`: libtorch's hardswish.
-pub fn hard_swish(ctx: &OpCtx) -> OpResult {
-    unary(ctx, Tensor::f_hardswish)
+pub fn hard_swish(_: &NodeCtx) -> Prepare {
+    unary(Tensor::f_hardswish)
 }
 
 /// Bounds are inputs from opset 11, attributes before; absent bounds do not clip.
-pub fn clip(ctx: &OpCtx) -> OpResult {
-    let mut x = ctx.input(0)?.shallow_clone();
-    if ctx.opset >= 11 {
-        if let Some(low) = ctx.opt_input(1) {
-            x = x.f_clamp_min_tensor(low)?;
-        }
-        if let Some(high) = ctx.opt_input(2) {
-            x = x.f_clamp_max_tensor(high)?;
-        }
-    } else {
-        if let Some(low) = ctx.attr("min").and_then(|a| a.f) {
-            x = x.f_clamp_min(f64::from(low))?;
-        }
-        if let Some(high) = ctx.attr("max").and_then(|a| a.f) {
-            x = x.f_clamp_max(f64::from(high))?;
-        }
+pub fn clip(node: &NodeCtx) -> Prepare {
+    if node.opset >= 11 {
+        return step(|ctx| {
+            let x = ctx.input(0)?;
+            one(match (ctx.opt_input(1), ctx.opt_input(2)) {
+                (None, None) => x.shallow_clone(),
+                (low, high) => x.f_clamp_tensor(low, high)?,
+            })
+        });
     }
-    one(x)
+    let low = node.attr("min").and_then(|a| a.f).map(f64::from);
+    let high = node.attr("max").and_then(|a| a.f).map(f64::from);
+    step(move |ctx| {
+        let x = ctx.input(0)?;
+        one(match (low, high) {
+            (None, None) => x.shallow_clone(),
+            (Some(low), None) => x.f_clamp_min(low)?,
+            (None, Some(high)) => x.f_clamp_max(high)?,
+            (Some(low), Some(high)) => x.f_clamp(low, high)?,
+        })
+    })
 }
 
 /// `approximate` is "none" (erf) or "tanh" (opset 20).
-pub fn gelu(ctx: &OpCtx) -> OpResult {
-    let approximate = ctx.attr_string("approximate", "none");
+pub fn gelu(node: &NodeCtx) -> Prepare {
+    let approximate = node.attr_string("approximate", "none");
     if approximate != "none" && approximate != "tanh" {
-        return Err(ctx.error(format!("unknown approximate '{approximate}'")));
+        return Err(node.error(format!("unknown approximate '{approximate}'")));
     }
-    one(ctx.input(0)?.f_gelu(&approximate)?)
+    step(move |ctx| one(ctx.input(0)?.f_gelu(&approximate)?))
 }
 
-pub fn max(ctx: &OpCtx) -> OpResult {
-    variadic(ctx, Tensor::f_maximum)
+pub fn max(node: &NodeCtx) -> Prepare {
+    variadic(node, Tensor::f_maximum)
 }
-pub fn min(ctx: &OpCtx) -> OpResult {
-    variadic(ctx, Tensor::f_minimum)
+pub fn min(node: &NodeCtx) -> Prepare {
+    variadic(node, Tensor::f_minimum)
 }
-pub fn sum(ctx: &OpCtx) -> OpResult {
-    variadic(ctx, Tensor::f_add)
-}
-
-pub fn where_(ctx: &OpCtx) -> OpResult {
-    let condition = ctx.input(0)?.f_to_kind(Kind::Bool)?;
-    one(ctx.input(1)?.f_where_self(&condition, ctx.input(2)?)?)
+pub fn sum(node: &NodeCtx) -> Prepare {
+    variadic(node, Tensor::f_add)
 }
 
-pub fn equal(ctx: &OpCtx) -> OpResult {
-    binary(ctx, Tensor::f_eq_tensor)
+pub fn where_(_: &NodeCtx) -> Prepare {
+    step(|ctx| {
+        let condition = ctx.input(0)?;
+        let (x, y) = (ctx.input(1)?, ctx.input(2)?);
+        one(if condition.kind() == Kind::Bool {
+            x.f_where_self(condition, y)?
+        } else {
+            x.f_where_self(&condition.f_to_kind(Kind::Bool)?, y)?
+        })
+    })
 }
-pub fn greater(ctx: &OpCtx) -> OpResult {
-    binary(ctx, Tensor::f_gt_tensor)
+
+pub fn equal(_: &NodeCtx) -> Prepare {
+    binary(Tensor::f_eq_tensor)
 }
-pub fn greater_or_equal(ctx: &OpCtx) -> OpResult {
-    binary(ctx, Tensor::f_ge_tensor)
+pub fn greater(_: &NodeCtx) -> Prepare {
+    binary(Tensor::f_gt_tensor)
 }
-pub fn less(ctx: &OpCtx) -> OpResult {
-    binary(ctx, Tensor::f_lt_tensor)
+pub fn greater_or_equal(_: &NodeCtx) -> Prepare {
+    binary(Tensor::f_ge_tensor)
 }
-pub fn less_or_equal(ctx: &OpCtx) -> OpResult {
-    binary(ctx, Tensor::f_le_tensor)
+pub fn less(_: &NodeCtx) -> Prepare {
+    binary(Tensor::f_lt_tensor)
 }
-pub fn not(ctx: &OpCtx) -> OpResult {
-    unary(ctx, Tensor::f_logical_not)
+pub fn less_or_equal(_: &NodeCtx) -> Prepare {
+    binary(Tensor::f_le_tensor)
 }
-pub fn and(ctx: &OpCtx) -> OpResult {
-    binary(ctx, Tensor::f_logical_and)
+pub fn not(_: &NodeCtx) -> Prepare {
+    unary(Tensor::f_logical_not)
 }
-pub fn or(ctx: &OpCtx) -> OpResult {
-    binary(ctx, Tensor::f_logical_or)
+pub fn and(_: &NodeCtx) -> Prepare {
+    binary(Tensor::f_logical_and)
+}
+pub fn or(_: &NodeCtx) -> Prepare {
+    binary(Tensor::f_logical_or)
 }
