@@ -5,8 +5,10 @@
 //! non-differentiable mark), its libtorch kernel — implemented in its family's
 //! folder (`elementwise/`, `linalg/`, `loss/`, `nn/`, `reduce/`, `movement/`), one
 //! file per facet. The contexts the facets are written against live beside the
-//! registry: [`grad::GradCtx`] for gradient rules and `kernel::OpCtx` for libtorch
-//! kernels.
+//! registry: [`grad::GradCtx`] for gradient rules; for libtorch kernels,
+//! `kernel::NodeCtx` (the node, its attributes and fixed inputs, read once when
+//! the interpreter's program is built) and `kernel::OpCtx` (the tensors of one
+//! execution).
 
 pub mod grad;
 #[cfg(feature = "torch")]
