@@ -93,11 +93,11 @@ fn finished(outcome: Outcome) -> Box<run::Finished> {
 
 fn train_two_epochs(model: &Path, train: &Path, test: &Path, out: &Path) -> Box<run::Finished> {
     let mut settings = TrainSettings::new(model.into(), train.into(), test.into());
-    settings.epochs = 2;
-    settings.batch_size = 32;
-    settings.seed = 5;
-    settings.warmup_epochs = Some(0);
-    settings.lr = 0.003;
+    settings.recipe.epochs = 2;
+    settings.recipe.batch_size = 32;
+    settings.recipe.seed = 5;
+    settings.recipe.warmup_epochs = Some(0);
+    settings.recipe.lr = 0.003;
     finished(run::start(settings, out, &RunOptions::default()).unwrap())
 }
 
@@ -428,9 +428,9 @@ fn a_bad_image_stops_train_before_the_run_folder_is_made() {
     std::fs::write(&names_path, names.join("\n")).unwrap();
     let mut settings = TrainSettings::new(model, list_path.clone(), list_path);
     settings.skip_bad_images = true;
-    settings.allow_count_mismatch = true;
+    settings.recipe.allow_count_mismatch = true;
     settings.class_names = Some(names_path);
-    settings.epochs = 1;
+    settings.recipe.epochs = 1;
     let done = finished(run::start(settings, &out, &RunOptions::default()).unwrap());
     assert_eq!(done.report.class_counts.train.iter().sum::<u64>(), 19);
     let json: serde_json::Value =

@@ -42,9 +42,9 @@ fn torch_run_exports_a_model_whose_onnx_runtime_accuracy_is_the_reported_one() {
     let mut settings = TrainSettings::new(model, data.clone(), data.clone());
     settings.train_limit = Some(train_limit);
     settings.test_limit = Some(1000);
-    settings.epochs = 3;
-    settings.seed = seed;
-    settings.backend = Backend::Torch;
+    settings.recipe.epochs = 3;
+    settings.recipe.seed = seed;
+    settings.recipe.backend = Backend::Torch;
     let out = tmp.path().join("run");
     let done = match run::start(settings, &out, &RunOptions::default()).unwrap() {
         Outcome::Finished(done) => done,

@@ -75,8 +75,8 @@ fn short_seeded_run_learns_fashion_mnist_and_the_exported_model_reproduces_its_a
     let mut settings = TrainSettings::new(model, fashion_mnist(), fashion_mnist());
     settings.train_limit = Some(train_limit);
     settings.test_limit = Some(2000);
-    settings.epochs = 5;
-    settings.seed = seed;
+    settings.recipe.epochs = 5;
+    settings.recipe.seed = seed;
     let out = tmp.path().join("run");
     let done = finished(run::start(settings, &out, &RunOptions::default()).unwrap());
 
@@ -147,10 +147,10 @@ fn short_seeded_run_learns_fashion_mnist_and_the_exported_model_reproduces_its_a
 fn resume_settings(tmp: &Path, epochs: usize) -> TrainSettings {
     let model = patched("mlp", subset_counts(None, 0), Reweight::Drw, 2, tmp);
     let mut settings = TrainSettings::new(model, fashion_mnist(), fashion_mnist());
-    settings.epochs = epochs;
+    settings.recipe.epochs = epochs;
     settings.test_limit = Some(1000);
-    settings.seed = 5;
-    settings.lr = 0.05;
+    settings.recipe.seed = 5;
+    settings.recipe.lr = 0.05;
     settings
 }
 
@@ -193,10 +193,10 @@ fn cli_args(settings: &TrainSettings, out: &Path) -> Vec<String> {
         "--quiet".into(),
     ];
     for (flag, value) in [
-        ("--epochs", settings.epochs.to_string()),
+        ("--epochs", settings.recipe.epochs.to_string()),
         ("--test-limit", "1000".to_string()),
-        ("--seed", settings.seed.to_string()),
-        ("--lr", settings.lr.to_string()),
+        ("--seed", settings.recipe.seed.to_string()),
+        ("--lr", settings.recipe.lr.to_string()),
     ] {
         args.push(flag.into());
         args.push(value);
@@ -400,13 +400,13 @@ fn ctrl_c_saves_a_mid_epoch_checkpoint_and_resume_matches_the_uninterrupted_run(
 fn explode_in_epoch_2_settings(tmp: &Path) -> TrainSettings {
     let mut settings = resume_settings(tmp, 2);
     settings.train_limit = Some(2000);
-    settings.allow_count_mismatch = true;
-    settings.lr = 0.05;
-    settings.warmup_epochs = Some(0);
-    settings.lr_steps = Some(vec![1]);
-    settings.lr_factor = 1e300;
-    assert!(settings.schedule().lr_at(0) == 0.05);
-    assert!(settings.schedule().lr_at(1) as f32 == f32::INFINITY);
+    settings.recipe.allow_count_mismatch = true;
+    settings.recipe.lr = 0.05;
+    settings.recipe.warmup_epochs = Some(0);
+    settings.recipe.lr_steps = Some(vec![1]);
+    settings.recipe.lr_factor = 1e300;
+    assert!(settings.recipe.schedule().lr_at(0) == 0.05);
+    assert!(settings.recipe.schedule().lr_at(1) as f32 == f32::INFINITY);
     settings
 }
 
@@ -439,7 +439,7 @@ fn non_finite_loss_stops_naming_epoch_and_step_and_keeps_the_last_good_checkpoin
     }
     let one_epoch = tmp.path().join("one-epoch");
     let mut first_epoch_only = settings;
-    first_epoch_only.epochs = 1;
+    first_epoch_only.recipe.epochs = 1;
     finished(run::start(first_epoch_only, &one_epoch, &RunOptions::default()).unwrap());
     assert_same_state(&Checkpoint::load(&one_epoch).unwrap(), &kept);
 }
@@ -495,7 +495,7 @@ fn unusable_output_folder_and_count_mismatch_fail_before_training() {
     // A folder holding a run is not silently reused.
     let out = tmp.path().join("once");
     let mut quick = other;
-    quick.allow_count_mismatch = true;
+    quick.recipe.allow_count_mismatch = true;
     finished(run::start(quick.clone(), &out, &RunOptions::default()).unwrap());
     let error = run::start(quick, &out, &RunOptions::default())
         .unwrap_err()

@@ -75,7 +75,7 @@ pub enum Outcome {
 /// Starts a new run in `run_dir`.
 pub fn start(mut settings: TrainSettings, run_dir: &Path, options: &RunOptions) -> Result<Outcome> {
     if let Some(backend) = options.backend {
-        settings.backend = backend;
+        settings.recipe.backend = backend;
     }
     settings.validate()?;
     let settings = absolute_paths(settings)?;
@@ -120,7 +120,7 @@ pub fn resume(run_dir: &Path, options: &RunOptions) -> Result<Outcome> {
             ))
         })?;
     if let Some(backend) = options.backend {
-        settings.backend = backend;
+        settings.recipe.backend = backend;
         checkpoint.progress.settings = settings_json(&settings)?;
     }
     let mut training = prepare(&settings, options.device, &options.world)?;
@@ -201,7 +201,7 @@ fn prepare(settings: &TrainSettings, device: Device, world: &Arc<World>) -> Resu
             model: settings.model.clone(),
         });
     }
-    if let Some(drw) = settings.drw_epoch {
+    if let Some(drw) = settings.recipe.drw_epoch {
         patched = crate::patch::with_drw_epoch(&patched, drw)?;
     }
     let record = PatchRecord::read(&patched)?
@@ -222,7 +222,7 @@ fn prepare(settings: &TrainSettings, device: Device, world: &Arc<World>) -> Resu
         };
         let dataset =
             data::load_with(path, split, &options).map_err(|e| Error::in_setting(setting, e))?;
-        let mut dataset = fit_to_input(dataset, &input, &dims, settings.grey_to_rgb)?;
+        let mut dataset = fit_to_input(dataset, &input, &dims, settings.recipe.grey_to_rgb)?;
         if dataset.classes > classes {
             return Err(Error::config(format!(
                 "{} has labels up to {}, but {model_name} has {classes} classes",
@@ -233,12 +233,13 @@ fn prepare(settings: &TrainSettings, device: Device, world: &Arc<World>) -> Resu
         // The model's class list, so that a class absent from the data still
         // counts (as zero) in subsets and counts.
         dataset.classes = classes;
-        limit(dataset, cap, settings.seed)
+        limit(dataset, cap, settings.recipe.seed)
     };
     let full_train = read(&settings.train_data, Split::Train, settings.train_limit)?;
     let test = read(&settings.test_data, Split::Test, settings.test_limit)?;
 
     let normalize = settings
+        .recipe
         .normalize
         .clone()
         .unwrap_or_else(|| NormalizeChoice::default_for(&full_train));
@@ -246,9 +247,9 @@ fn prepare(settings: &TrainSettings, device: Device, world: &Arc<World>) -> Resu
     // constants are, before any long-tail subsampling.
     let normalization = normalize.resolve(&full_train)?;
     let preprocess = Preprocess {
-        augment: settings.augment,
+        augment: settings.recipe.augment,
         normalization,
-        seed: settings.seed,
+        seed: settings.recipe.seed,
     };
     preprocess.check(&full_train)?;
 
@@ -263,19 +264,19 @@ fn prepare(settings: &TrainSettings, device: Device, world: &Arc<World>) -> Resu
                 settings.imbalance_profile,
                 settings.pareto_alpha,
             );
-            longtail::subsample(&full_train, &wanted, settings.seed)?
+            longtail::subsample(&full_train, &wanted, settings.recipe.seed)?
         }
         None => full_train,
     };
     let train_counts = longtail::class_counts(&train.labels, classes);
-    if train_counts != record.config.class_counts && !settings.allow_count_mismatch {
+    if train_counts != record.config.class_counts && !settings.recipe.allow_count_mismatch {
         return Err(Error::CountMismatch {
             model: model_name,
             patched: record.config.class_counts.clone(),
             train: train_counts,
         });
     }
-    let mut config = settings.config();
+    let mut config = settings.recipe.clone();
     config.device = device;
     // Rewritten above already, where its errors come before reading the data.
     config.drw_epoch = None;

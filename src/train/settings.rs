@@ -38,6 +38,9 @@ keyword_enum!(SamplerChoice {
     Deferred => "deferred",
 });
 
+/// A run's settings: where its model and data are and how the data is
+/// prepared, and the recipe ([`TrainConfig`], stored flattened: the settings'
+/// JSON has one level).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainSettings {
     /// The patched model (`ldam-onnx patch`).
@@ -66,35 +69,9 @@ pub struct TrainSettings {
     /// The shape of the `pareto` profile (ImageNet-LT: 6).
     #[serde(default = "default_pareto_alpha")]
     pub pareto_alpha: f64,
-    /// Repeat grey images into the model's channels.
-    pub grey_to_rgb: bool,
-    pub augment: Augment,
-    /// `None`: the default for the data (dataset statistics for u8 images).
-    pub normalize: Option<NormalizeChoice>,
-    pub epochs: usize,
-    pub batch_size: usize,
-    pub lr: f64,
-    /// `None`: the reference's 5, or less when the first LR step comes earlier.
-    pub warmup_epochs: Option<usize>,
-    /// `None`: the reference's 160 and 180, scaled to `epochs`.
-    pub lr_steps: Option<Vec<usize>>,
-    pub lr_factor: f64,
-    /// `None`: the DRW epoch recorded in the patched model.
-    pub drw_epoch: Option<i64>,
-    pub sampler: SamplerChoice,
-    pub seed: u64,
-    pub shuffle: bool,
-    pub momentum: f64,
-    pub weight_decay: f64,
-    pub freeze: Vec<String>,
-    /// Sharpness-aware minimisation's radius; `None`: plain SGD.
-    #[serde(default)]
-    pub sam: Option<f64>,
-    /// Evaluate on the test set every this many epochs (and after the last).
-    pub eval_every: usize,
-    pub eval_batch_size: usize,
-    pub allow_count_mismatch: bool,
-    pub backend: Backend,
+    /// How the run trains on the data.
+    #[serde(flatten)]
+    pub recipe: TrainConfig,
 }
 
 impl TrainSettings {
@@ -112,34 +89,13 @@ impl TrainSettings {
             imbalance_ratio: None,
             imbalance_profile: Profile::Exp,
             pareto_alpha: crate::train::longtail::DEFAULT_PARETO_ALPHA,
-            grey_to_rgb: false,
-            augment: Augment::CropFlip,
-            normalize: None,
-            epochs: REFERENCE_EPOCHS,
-            batch_size: 128,
-            lr: 0.1,
-            warmup_epochs: None,
-            lr_steps: None,
-            lr_factor: 0.01,
-            drw_epoch: None,
-            sampler: SamplerChoice::Instance,
-            seed: 0,
-            shuffle: true,
-            momentum: 0.9,
-            weight_decay: 2e-4,
-            freeze: Vec::new(),
-            sam: None,
-            eval_every: 1,
-            eval_batch_size: 512,
-            allow_count_mismatch: false,
-            backend: Backend::OnnxRuntime,
+            recipe: TrainConfig::default(),
         }
     }
 
     /// Rejects settings that cannot give a meaningful run, naming the setting.
     pub fn validate(&self) -> Result<()> {
-        let config = self.config();
-        config.check_counts()?;
+        self.recipe.check_counts()?;
         if let Some(0) = self.train_limit {
             return Err(Error::setting("train_limit", "must be at least 1"));
         }
@@ -150,52 +106,14 @@ impl TrainSettings {
             crate::train::longtail::check_ratio(r)?;
         }
         crate::train::longtail::check_alpha(self.pareto_alpha)?;
-        config.check_rates()
-    }
-
-    /// The settings that do not read files: the recipe of the run, on the CPU.
-    pub fn config(&self) -> TrainConfig {
-        TrainConfig {
-            epochs: self.epochs,
-            batch_size: self.batch_size,
-            lr: self.lr,
-            warmup_epochs: self.warmup_epochs,
-            lr_steps: self.lr_steps.clone(),
-            lr_factor: self.lr_factor,
-            drw_epoch: self.drw_epoch,
-            sampler: self.sampler,
-            seed: self.seed,
-            shuffle: self.shuffle,
-            momentum: self.momentum,
-            weight_decay: self.weight_decay,
-            freeze: self.freeze.clone(),
-            sam: self.sam,
-            eval_every: self.eval_every,
-            eval_batch_size: self.eval_batch_size,
-            augment: self.augment,
-            normalize: self.normalize.clone(),
-            grey_to_rgb: self.grey_to_rgb,
-            allow_count_mismatch: self.allow_count_mismatch,
-            backend: self.backend,
-            device: Device::Cpu,
-        }
-    }
-
-    /// The LR schedule: explicit flags, or the reference's scaled to `epochs`.
-    pub fn schedule(&self) -> LrSchedule {
-        self.config().schedule()
-    }
-
-    /// The sampler, given the DRW epoch in force (DRS defers to it).
-    pub fn sampler(&self, drw_epoch: i64) -> Sampler {
-        self.config().sampler(drw_epoch)
+        self.recipe.check_rates()
     }
 }
 
 /// The recipe of a run on data already in memory: everything a `Training`
 /// needs besides the patched model and the datasets. The default is the
 /// reference recipe on the CPU.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
     pub epochs: usize,
     pub batch_size: usize,
@@ -219,6 +137,7 @@ pub struct TrainConfig {
     /// Initializers to keep fixed.
     pub freeze: Vec<String>,
     /// Sharpness-aware minimisation's radius; `None`: plain SGD.
+    #[serde(default)]
     pub sam: Option<f64>,
     /// Evaluate on the test set every this many epochs (and after the last).
     pub eval_every: usize,
@@ -232,12 +151,43 @@ pub struct TrainConfig {
     /// Train even when the training set's class counts differ from the model's.
     pub allow_count_mismatch: bool,
     pub backend: Backend,
+    /// Where this process trains: chosen per run (`--device`), never stored
+    /// with the settings, so a run resumes on any machine.
+    #[serde(skip, default = "cpu")]
     pub device: Device,
 }
 
+fn cpu() -> Device {
+    Device::Cpu
+}
+
 impl Default for TrainConfig {
+    /// The reference recipe on the CPU.
     fn default() -> Self {
-        TrainSettings::new(PathBuf::new(), PathBuf::new(), PathBuf::new()).config()
+        TrainConfig {
+            epochs: REFERENCE_EPOCHS,
+            batch_size: 128,
+            lr: 0.1,
+            warmup_epochs: None,
+            lr_steps: None,
+            lr_factor: 0.01,
+            drw_epoch: None,
+            sampler: SamplerChoice::Instance,
+            seed: 0,
+            shuffle: true,
+            momentum: 0.9,
+            weight_decay: 2e-4,
+            freeze: Vec::new(),
+            sam: None,
+            eval_every: 1,
+            eval_batch_size: 512,
+            augment: Augment::CropFlip,
+            normalize: None,
+            grey_to_rgb: false,
+            allow_count_mismatch: false,
+            backend: Backend::OnnxRuntime,
+            device: Device::Cpu,
+        }
     }
 }
 
@@ -322,20 +272,20 @@ mod tests {
 
     fn settings(epochs: usize) -> TrainSettings {
         let mut s = TrainSettings::new("m".into(), "d".into(), "d".into());
-        s.epochs = epochs;
+        s.recipe.epochs = epochs;
         s
     }
 
     #[test]
     fn default_steps_are_the_reference_scaled_to_the_run() {
-        let reference = settings(200).schedule();
+        let reference = settings(200).recipe.schedule();
         assert_eq!(reference, LrSchedule::reference(0.1));
-        let short = settings(20).schedule();
+        let short = settings(20).recipe.schedule();
         assert_eq!(
             (short.steps.clone(), short.warmup_epochs),
             (vec![16, 18], 5)
         );
-        let tiny = settings(3).schedule();
+        let tiny = settings(3).recipe.schedule();
         assert_eq!((tiny.steps.clone(), tiny.warmup_epochs), (vec![3], 3));
         tiny.validate()
             .expect("a 3-epoch default schedule is valid");
@@ -345,8 +295,8 @@ mod tests {
     fn settings_round_trip_through_json() {
         let mut s = settings(7);
         s.imbalance_ratio = Some(100.0);
-        s.normalize = Some(NormalizeChoice::Dataset);
-        s.sampler = SamplerChoice::Deferred;
+        s.recipe.normalize = Some(NormalizeChoice::Dataset);
+        s.recipe.sampler = SamplerChoice::Deferred;
         let json = serde_json::to_value(&s).expect("serialises");
         assert_eq!(json["sampler"], "deferred");
         let back: TrainSettings = serde_json::from_value(json).expect("reads back");
@@ -368,7 +318,7 @@ mod tests {
         let e = config.validate().unwrap_err().to_string();
         assert!(e.starts_with("lr_steps must be strictly increasing"), "{e}");
         let mut s = settings(5);
-        s.momentum = -1.0;
+        s.recipe.momentum = -1.0;
         let e = s.validate().unwrap_err().to_string();
         assert!(e.starts_with("momentum must be"), "{e}");
         let flags = s
@@ -381,7 +331,7 @@ mod tests {
     #[test]
     fn zero_batch_size_is_an_error_naming_the_setting() {
         let mut s = settings(5);
-        s.batch_size = 0;
+        s.recipe.batch_size = 0;
         let e = s.validate().unwrap_err();
         assert!(e.to_string().starts_with("batch_size "), "{e}");
         let flags = e.naming_settings(SettingNames::Flags);
