@@ -24,7 +24,7 @@ use crate::compile::split::{split, SplitStep, DENOMINATOR, DENOMINATOR_SUM, FUSE
 use crate::compile::{inference_model, CompileOptions, TrainStep};
 use crate::distributed::{checksum, loss, slice_of, World};
 use crate::error::{Error, Result};
-use crate::ldam::contract::{self, PatchRecord, StateKind, StateTensor, LR_INPUT};
+use crate::ldam::contract::{PatchRecord, StateKind, StateTensor, LR_INPUT};
 use crate::ldam::LossConfig;
 use crate::onnx::tensor::{f32_tensor, f32_values};
 use crate::onnx::{ModelProto, TensorProto};
@@ -176,28 +176,8 @@ impl DistributedTrainer {
         summation: Summation,
     ) -> Result<Self> {
         let split = split(step)?;
-        let graph = step
-            .model
-            .graph
-            .as_ref()
-            .ok_or_else(|| Error::invalid("the training step has no graph"))?;
         let record: &PatchRecord = &step.record;
-        let state_names: Vec<&str> = step.state.iter().map(|s| s.name.as_str()).collect();
-        let mut skip = vec![
-            record.labels_input.as_str(),
-            record.epoch_input.as_str(),
-            LR_INPUT,
-        ];
-        skip.extend(&state_names);
-        let data_input = match contract::data_inputs(graph, &skip).as_slice() {
-            [one] => one.name().to_string(),
-            other => {
-                return Err(Error::config(format!(
-                    "training needs a model with exactly one data input, this one has {}",
-                    other.len()
-                )))
-            }
-        };
+        let data_input = step.data_input()?;
         let initial = step.initial_values();
         let mut slots = Vec::with_capacity(step.state.len());
         let mut values = Vec::with_capacity(step.state.len());

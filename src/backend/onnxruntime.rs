@@ -77,33 +77,8 @@ pub(crate) fn memory_of(device: Device) -> Result<MemoryInfo<'static>> {
 
 impl OrtTrainer {
     pub fn new(step: &TrainStep, device: Device) -> Result<Self> {
-        let graph = step
-            .model
-            .graph
-            .as_ref()
-            .ok_or_else(|| Error::invalid("the training step has no graph"))?;
         let record = &step.record;
-        let non_data = [
-            record.labels_input.as_str(),
-            record.epoch_input.as_str(),
-            LR_INPUT,
-        ];
-        let state_names: Vec<&str> = step.state.iter().map(|s| s.name.as_str()).collect();
-        let skip: Vec<&str> = non_data.iter().chain(&state_names).copied().collect();
-        let data_inputs: Vec<&str> = contract::data_inputs(graph, &skip)
-            .into_iter()
-            .map(|i| i.name())
-            .collect();
-        let data_input = match data_inputs.as_slice() {
-            [one] => one.to_string(),
-            other => {
-                return Err(Error::config(format!(
-                    "training needs a model with exactly one data input, this one has {}: {}",
-                    other.len(),
-                    other.join(", ")
-                )))
-            }
-        };
+        let data_input = step.data_input()?;
         // The session first: it loads ONNX Runtime, which creating values needs.
         let session = session(&step.model, device)?;
         let mut state = Vec::new();

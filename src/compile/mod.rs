@@ -56,6 +56,21 @@ pub struct TrainStep {
     pub gradients: Vec<(String, String)>,
 }
 
+impl TrainStep {
+    /// The step's one data input: the graph input that is not the labels, the
+    /// epoch, `lr` or a state tensor. An error for a model with none or several.
+    pub fn data_input(&self) -> Result<String> {
+        let record = &self.record;
+        let mut skip = vec![
+            record.labels_input.as_str(),
+            record.epoch_input.as_str(),
+            contract::LR_INPUT,
+        ];
+        skip.extend(self.state.iter().map(|s| s.name.as_str()));
+        Ok(contract::data_input(&self.model, &skip)?.0)
+    }
+}
+
 /// Compiles a patched model into its training step.
 pub fn compile(model: &ModelProto, options: &CompileOptions) -> Result<TrainStep> {
     let record = PatchRecord::read(model)?.ok_or_else(|| {
