@@ -1,21 +1,22 @@
 //! `ldam-onnx adjust`: post-hoc logit adjustment and tau-normalisation of a
 //! trained, deployable model.
 
+use super::counts_args::{CountsArgs, COUNTS_FLAGS};
 use anyhow::{Context, Result};
 use clap::Args;
 use ldam_onnx::adjust::{adjust, AdjustOptions};
-use ldam_onnx::counts::CountsSource;
 use ldam_onnx::onnx::io::{self, SaveOptions};
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 #[command(
     group = clap::ArgGroup::new("change").required(true).multiple(true).args(["logit_adjust", "tau_norm"]),
-    group = clap::ArgGroup::new("counts").args(["class_counts", "class_counts_file", "labels_file"]),
+    group = clap::ArgGroup::new("counts").args(COUNTS_FLAGS),
     after_help = "Both changes are rewrites of the inference graph: --logit-adjust T subtracts \
 T * log(pi_j), pi_j = n_j / sum n, from the logits (Menon et al., ICLR 2021); --tau-norm P divides \
 each class's weights of the final linear layer by their L2 norm to the power P (Kang et al., ICLR \
-2020), bias unchanged. The output is a plain inference model; `ldam-onnx eval` measures the effect."
+2020), bias unchanged. --logit-adjust takes the class counts from --class-counts, --class-counts-file or \
+--labels-file, else from the model, where `train` records them. The output is a plain inference model; `ldam-onnx eval` measures the effect."
 )]
 pub struct AdjustArgs {
     /// A deployable classifier, e.g. the model.onnx that `train` writes
@@ -32,15 +33,8 @@ pub struct AdjustArgs {
     /// Divide each class's final-layer weights by their norm to the power P (tau-normalisation)
     #[arg(long, value_name = "P", allow_negative_numbers = true)]
     tau_norm: Option<f64>,
-    /// Training examples per class, comma-separated [default: recorded in the model by train]
-    #[arg(long, value_name = "N,N,...")]
-    class_counts: Option<String>,
-    /// File with the class counts: one integer per line, or a JSON array
-    #[arg(long, value_name = "FILE")]
-    class_counts_file: Option<PathBuf>,
-    /// Training labels to count: one integer per line, or an NPZ with array `y`
-    #[arg(long, value_name = "FILE")]
-    labels_file: Option<PathBuf>,
+    #[command(flatten)]
+    counts: CountsArgs,
     /// The output (or softmax input) holding the logits [default: recorded, else the one float [N, C] output]
     #[arg(long, value_name = "NAME")]
     logits: Option<String>,
@@ -51,20 +45,10 @@ pub fn run_adjust(args: AdjustArgs) -> Result<()> {
         return Err(ldam_onnx::Error::OutputExists { path: args.output }.into());
     }
     let loaded = io::load(&args.model)?;
-    let class_counts = match (
-        &args.class_counts,
-        &args.class_counts_file,
-        &args.labels_file,
-    ) {
-        (Some(list), _, _) => Some(CountsSource::List(list.clone())),
-        (_, Some(file), _) => Some(CountsSource::File(file.clone())),
-        (_, _, Some(file)) => Some(CountsSource::Labels(file.clone())),
-        _ => None,
-    };
     let options = AdjustOptions {
         logit_adjust: args.logit_adjust,
         tau_norm: args.tau_norm,
-        class_counts,
+        class_counts: args.counts.source(),
         logits: args.logits.clone(),
     };
     let (adjusted, summary) = adjust(&loaded.model, &options).map_err(|e| match e {

@@ -3,6 +3,7 @@
 mod adjust;
 mod compare;
 mod compile;
+mod counts_args;
 mod deploy;
 mod export_data;
 mod inspect;

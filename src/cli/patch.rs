@@ -1,8 +1,8 @@
 //! `ldam-onnx patch`: the LDAM-DRW loss subgraph appended to a classifier.
 
-use anyhow::Result;
+use super::counts_args::{CountsArgs, COUNTS_FLAGS};
+use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use ldam_onnx::counts::CountsSource;
 use ldam_onnx::error::SettingNames;
 use ldam_onnx::ldam::{LossConfig, LossKind, Reweight};
 use ldam_onnx::onnx::io::{self, SaveOptions};
@@ -44,7 +44,7 @@ enum HeadArg {
 }
 
 #[derive(Args, Debug)]
-#[command(group = clap::ArgGroup::new("counts").required(true).args(["class_counts", "class_counts_file", "labels_file"]))]
+#[command(group = clap::ArgGroup::new("counts").required(true).args(COUNTS_FLAGS))]
 pub struct PatchArgs {
     /// The exported classifier (.onnx); it is never modified
     model: PathBuf,
@@ -55,15 +55,8 @@ pub struct PatchArgs {
     #[arg(long)]
     force: bool,
 
-    /// Training examples per class, comma-separated, in class order (e.g. 5000,2997,1796)
-    #[arg(long, value_name = "N,N,...")]
-    class_counts: Option<String>,
-    /// File with the class counts: one integer per line, or a JSON array
-    #[arg(long, value_name = "FILE")]
-    class_counts_file: Option<PathBuf>,
-    /// Training labels to count: one integer per line, or an NPZ with array `y`
-    #[arg(long, value_name = "FILE")]
-    labels_file: Option<PathBuf>,
+    #[command(flatten)]
+    counts: CountsArgs,
 
     /// Training loss
     #[arg(long, value_enum, default_value_t = LossArg::Ldam)]
@@ -126,16 +119,10 @@ pub fn run_patch(args: PatchArgs) -> Result<()> {
     if output.exists() && !args.force {
         return Err(ldam_onnx::Error::OutputExists { path: output }.into());
     }
-    let source = match (
-        &args.class_counts,
-        &args.class_counts_file,
-        &args.labels_file,
-    ) {
-        (Some(list), _, _) => CountsSource::List(list.clone()),
-        (_, Some(file), _) => CountsSource::File(file.clone()),
-        (_, _, Some(file)) => CountsSource::Labels(file.clone()),
-        _ => unreachable!("clap requires one of the counts flags"),
-    };
+    let source = args
+        .counts
+        .source()
+        .context("one of --class-counts, --class-counts-file or --labels-file is required")?;
     let config = LossConfig {
         // Read from `source` once the model's classes are known.
         class_counts: Vec::new(),
