@@ -5,7 +5,8 @@
 
 use crate::error::{Error, Result};
 use crate::train::report::{
-    accuracy_mesh, draw_png, short_label, ClassResult, Report, FONT_FAMILY, REPORT_JSON,
+    accuracy_mesh, draw_legend, draw_png, short_label, ClassResult, Report, FONT_FAMILY,
+    REPORT_JSON,
 };
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};
@@ -207,14 +208,7 @@ pub fn plot(runs: &[Run], path: &Path) -> Result<PathBuf> {
                 )
                 .map_err(|e| e.to_string())?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .label_font((FONT_FAMILY, 16))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|e| e.to_string())?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperRight)?;
         Ok(())
     })?;
     Ok(path.to_path_buf())

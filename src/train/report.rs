@@ -357,6 +357,26 @@ pub(crate) fn accuracy_mesh<'m, 'a, 'b, X: Ranged, DB: DrawingBackend>(
         .axis_desc_style((FONT_FAMILY, 18))
 }
 
+/// Draws the series' legend at `position` in the style every plot shares.
+pub(crate) fn draw_legend<'a, DB, CT>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    position: SeriesLabelPosition,
+) -> std::result::Result<(), String>
+where
+    DB: DrawingBackend + 'a,
+    DB::ErrorType: 'static,
+    CT: CoordTranslate,
+{
+    chart
+        .configure_series_labels()
+        .position(position)
+        .label_font((FONT_FAMILY, 16))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| e.to_string())
+}
+
 fn percent_tick(value: &f64) -> String {
     if *value <= 100.0 {
         format!("{value:.0}")
@@ -529,14 +549,7 @@ pub fn plot_curves(dir: &Path, epochs: &[EpochRecord]) -> Result<PathBuf> {
                     PathElement::new([(x, y), (x + 24, y)], color.stroke_width(2))
                 });
         }
-        accuracy
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .label_font((FONT_FAMILY, 16))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|e| e.to_string())?;
+        draw_legend(&mut accuracy, SeriesLabelPosition::LowerRight)?;
         Ok(())
     })?;
     Ok(path)
@@ -680,14 +693,7 @@ pub fn plot_per_class(dir: &Path, report: &Report) -> Result<PathBuf> {
             .map_err(|e| e.to_string())?
             .label("training images (right axis)")
             .legend(|(x, y)| PathElement::new([(x, y), (x + 24, y)], BLACK.stroke_width(2)));
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .label_font((FONT_FAMILY, 16))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|e| e.to_string())?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperRight)?;
         Ok(())
     })?;
     Ok(path)
