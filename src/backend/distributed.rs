@@ -25,7 +25,6 @@ use crate::compile::{inference_model, CompileOptions, TrainStep};
 use crate::distributed::{checksum, loss, slice_of, World};
 use crate::error::{Error, Result};
 use crate::ldam::contract::{PatchRecord, StateKind, StateTensor, LR_INPUT};
-use crate::ldam::LossConfig;
 use crate::onnx::tensor::{f32_tensor, f32_values};
 use crate::onnx::{ModelProto, TensorProto};
 use ort::memory::MemoryInfo;
@@ -145,12 +144,8 @@ pub struct DistributedTrainer {
     apply_session: Session,
     device: Device,
     data_input: String,
-    labels_input: String,
-    epoch_input: String,
-    loss_output: String,
-    logits_output: String,
-    loss: LossConfig,
-    classes: usize,
+    /// The patched model's contract: labels, epoch, loss and logits names.
+    record: PatchRecord,
     slots: Vec<Slot>,
     /// Current values, in the step's state order (behind a cell: reading the
     /// state averages the running statistics first, a collective operation).
@@ -215,12 +210,7 @@ impl DistributedTrainer {
             split,
             device,
             data_input,
-            labels_input: record.labels_input.clone(),
-            epoch_input: record.epoch_input.clone(),
-            loss_output: record.loss_output.clone(),
-            logits_output: record.logits_output.clone(),
-            loss: record.config.clone(),
-            classes: record.config.class_counts.len(),
+            record: record.clone(),
             slots,
             values: RefCell::new(values),
             statistics_apart: Cell::new(false),
@@ -232,12 +222,16 @@ impl DistributedTrainer {
 
     /// Elements summed over the ranks in each step.
     pub fn fused_len(&self, batch_size: usize) -> usize {
-        self.split.gradient_len() + 2 + batch_size * self.classes
+        self.split.gradient_len() + 2 + batch_size * self.classes()
     }
 
     /// How the ranks sum their gradients.
     pub fn summation(&self) -> &Summation {
         &self.summation
+    }
+
+    fn classes(&self) -> usize {
+        self.record.config.class_counts.len()
     }
 
     fn is_statistic(kind: StateKind) -> bool {
@@ -361,15 +355,18 @@ impl DistributedTrainer {
             binding.bind_input(name, value).map_err(&bind)?;
         }
         binding
-            .bind_input(&self.labels_input, &labels_value)
+            .bind_input(&self.record.labels_input, &labels_value)
             .map_err(&bind)?;
         binding
-            .bind_input(&self.epoch_input, &epoch_value)
+            .bind_input(&self.record.epoch_input, &epoch_value)
             .map_err(&bind)?;
         binding
             .bind_output_to_device(FUSED_GRADIENTS, &self.fused_memory)
             .map_err(&bind)?;
-        let mut host_outputs = vec![self.loss_output.as_str(), self.logits_output.as_str()];
+        let mut host_outputs = vec![
+            self.record.loss_output.as_str(),
+            self.record.logits_output.as_str(),
+        ];
         host_outputs.extend(
             self.slots
                 .iter()
@@ -392,11 +389,11 @@ impl DistributedTrainer {
                 .1
                 .to_vec())
         };
-        let batch_loss = read(&self.loss_output)?[0];
+        let batch_loss = read(&self.record.loss_output)?[0];
         extras[0] = denominator;
         extras[1] = batch_loss * denominator;
-        let logits = read(&self.logits_output)?;
-        let start = 2 + range.start * self.classes;
+        let logits = read(&self.record.logits_output)?;
+        let start = 2 + range.start * self.record.config.class_counts.len();
         extras[start..start + logits.len()].copy_from_slice(&logits);
         {
             let mut values = self.values.borrow_mut();
@@ -516,11 +513,12 @@ impl Trainer for DistributedTrainer {
         }
         let n = batch.labels.len();
         let range = slice_of(n, self.world.rank(), self.world.size());
-        let mut extras = vec![0.0f32; 2 + n * self.classes];
+        let mut extras = vec![0.0f32; 2 + n * self.classes()];
         let fused = if range.is_empty() {
             None
         } else {
-            let denominator = loss::denominator(&self.loss, &batch.labels[range.clone()], epoch);
+            let denominator =
+                loss::denominator(&self.record.config, &batch.labels[range.clone()], epoch);
             Some(self.local_gradients(batch, range, epoch, denominator as f32, &mut extras)?)
         };
         let summed = self.sum_over_ranks(fused, &mut extras)?;

@@ -49,10 +49,8 @@ pub struct OrtTrainer {
     host_memory: MemoryInfo<'static>,
     device: Device,
     data_input: String,
-    labels_input: String,
-    epoch_input: String,
-    loss_output: String,
-    logits_output: String,
+    /// The patched model's contract: labels, epoch, loss and logits names.
+    record: PatchRecord,
     /// (S, S.next, current value), in the step's state order.
     state: Vec<(String, String, Tensor<f32>)>,
     /// Dims of each state tensor, for reading values back.
@@ -102,10 +100,7 @@ impl OrtTrainer {
             step_model: step.model.clone(),
             device,
             data_input,
-            labels_input: record.labels_input.clone(),
-            epoch_input: record.epoch_input.clone(),
-            loss_output: record.loss_output.clone(),
-            logits_output: record.logits_output.clone(),
+            record: record.clone(),
             state,
             dims,
             predictor: Predictor::new(&record.logits_output, device),
@@ -303,13 +298,13 @@ impl Trainer for OrtTrainer {
             .bind_input(&self.data_input, &batch_tensor(batch)?)
             .map_err(&bind)?;
         binding
-            .bind_input(&self.labels_input, &labels)
+            .bind_input(&self.record.labels_input, &labels)
             .map_err(&bind)?;
         binding
-            .bind_input(&self.epoch_input, &epoch)
+            .bind_input(&self.record.epoch_input, &epoch)
             .map_err(&bind)?;
         binding.bind_input(LR_INPUT, &lr).map_err(&bind)?;
-        for name in [&self.loss_output, &self.logits_output] {
+        for name in [&self.record.loss_output, &self.record.logits_output] {
             binding
                 .bind_output_to_device(name, &self.host_memory)
                 .map_err(&bind)?;
@@ -326,11 +321,11 @@ impl Trainer for OrtTrainer {
             .session
             .run_binding(&self.binding)
             .map_err(runtime_error("training step"))?;
-        let loss = outputs[self.loss_output.as_str()]
+        let loss = outputs[self.record.loss_output.as_str()]
             .try_extract_tensor::<f32>()
             .map_err(runtime_error("loss"))?
             .1[0];
-        let logits = outputs[self.logits_output.as_str()]
+        let logits = outputs[self.record.logits_output.as_str()]
             .try_extract_tensor::<f32>()
             .map_err(runtime_error("logits"))?
             .1
