@@ -2,13 +2,13 @@
 //! two ranks splitting every global batch train exactly what one process
 //! trains on the whole batch, hold bitwise identical state after every step,
 //! average their BatchNorm running statistics, end together when one fails or
-//! dies, and leave a checkpoint that resumes. Needs `bash .ci/deps.sh` (ONNX
-//! Runtime, Fashion-MNIST) and `bash .ci/deps-mpi.sh` (Open MPI).
+//! dies, and leave a checkpoint that resumes; with `--features mpi,torch` the
+//! torch backend's data-parallel step is checked the same way. Needs `bash
+//! .ci/deps.sh` (ONNX Runtime, Fashion-MNIST) and `bash .ci/deps-mpi.sh` (Open MPI).
 #![cfg(feature = "mpi")]
 
-use ldam_onnx::backend::onnxruntime::OrtTrainer;
-use ldam_onnx::backend::{Device, Trainer};
-use ldam_onnx::compile::{compile, CompileOptions};
+use ldam_onnx::backend::{create_trainer, Backend, Device};
+use ldam_onnx::compile::CompileOptions;
 use ldam_onnx::onnx::tensor::f32_values;
 use ldam_onnx::train::batches::{assemble, Augment, Preprocess};
 use ldam_onnx::train::checkpoint::Checkpoint;
@@ -127,6 +127,17 @@ fn relative_distance(a: &Checkpoint, b: &Checkpoint, keep: impl Fn(&str) -> bool
 
 #[test]
 fn two_ranks_train_the_mlp_exactly_as_one_process_on_the_whole_batch() {
+    two_ranks_train_as_one_process("ort");
+}
+
+/// The torch backend sums autograd's gradients the same way.
+#[cfg(feature = "torch")]
+#[test]
+fn two_ranks_of_the_torch_backend_train_the_mlp_as_one_process() {
+    two_ranks_train_as_one_process("torch");
+}
+
+fn two_ranks_train_as_one_process(backend: &str) {
     let _job = one_job();
     let tmp = tempfile::tempdir().unwrap();
     let model = patched(tmp.path(), "mlp");
@@ -139,6 +150,8 @@ fn two_ranks_train_the_mlp_exactly_as_one_process_on_the_whole_batch() {
         "64",
         "--lr",
         "0.05",
+        "--backend",
+        backend,
     ];
     let one = tmp.path().join("one");
     check(
@@ -175,7 +188,7 @@ fn two_ranks_train_the_mlp_exactly_as_one_process_on_the_whole_batch() {
     );
     assert!(momentum < 1e-5, "momentum differs by {momentum:e} normwise");
     assert_eq!(a.progress.records.len(), 2);
-    eprintln!("parameters {parameters:e}, momentum {momentum:e} normwise");
+    eprintln!("{backend}: parameters {parameters:e}, momentum {momentum:e} normwise");
     // The slices' gradients are summed in another order than the whole
     // batch's, so the runs agree to rounding, not to the bit: an example whose
     // two top logits are within that rounding may be classed differently.
@@ -239,6 +252,16 @@ fn a_global_batch_that_does_not_split_evenly_is_refused() {
 
 #[test]
 fn batchnorm_running_statistics_are_the_ranks_slices_averaged() {
+    statistics_are_the_slices_averaged(Backend::OnnxRuntime);
+}
+
+#[cfg(feature = "torch")]
+#[test]
+fn the_torch_backend_averages_the_ranks_running_statistics() {
+    statistics_are_the_slices_averaged(Backend::Torch);
+}
+
+fn statistics_are_the_slices_averaged(backend: Backend) {
     let _job = one_job();
     let tmp = tempfile::tempdir().unwrap();
     let model = patched(tmp.path(), "cnn");
@@ -257,6 +280,8 @@ fn batchnorm_running_statistics_are_the_ranks_slices_averaged() {
         "--no-shuffle",
         "--normalize",
         "none",
+        "--backend",
+        &backend.to_string(),
     ];
     let two = tmp.path().join("two");
     check(
@@ -277,15 +302,17 @@ fn batchnorm_running_statistics_are_the_ranks_slices_averaged() {
         normalization: None,
         seed: 0,
     };
-    let step = compile(
-        &ldam_onnx::onnx::io::load(&model).unwrap().model,
-        &CompileOptions::default(),
-    )
-    .unwrap();
-    let mut halves = [
-        OrtTrainer::new(&step, Device::Cpu).unwrap(),
-        OrtTrainer::new(&step, Device::Cpu).unwrap(),
-    ];
+    let patched_model = ldam_onnx::onnx::io::load(&model).unwrap().model;
+    let half = || {
+        create_trainer(
+            backend,
+            &patched_model,
+            &CompileOptions::default(),
+            Device::Cpu,
+        )
+        .unwrap()
+    };
+    let mut halves = [half(), half()];
     let order: Vec<usize> = (0..examples).collect();
     for (b, indices) in order.chunks(batch_size).enumerate() {
         for (r, half) in indices.chunks(batch_size / 2).enumerate() {

@@ -57,10 +57,21 @@ pub fn create_trainer(
     }
     match backend {
         Backend::OnnxRuntime => Ok(Box::new(create(world.clone(), patched, options, device)?)),
-        Backend::Torch => Err(world.error(
-            "data-parallel training runs the compiled step (backend ort); the torch backend \
-             trains one process only",
-        )),
+        // libtorch's gradients are summed through host memory by MPI.
+        Backend::Torch => crate::backend::torch_trainer(
+            patched,
+            options,
+            rank_device(world, device),
+            Some(world.clone()),
+        ),
+    }
+}
+
+/// The device of this rank: the GPU of its rank on the node.
+fn rank_device(world: &World, device: Device) -> Device {
+    match device {
+        Device::Cuda(_) => Device::Cuda(world.local_rank()),
+        Device::Cpu => Device::Cpu,
     }
 }
 
@@ -72,11 +83,7 @@ pub fn create(
     device: Device,
 ) -> Result<DistributedTrainer> {
     let step = crate::compile::compile(patched, options)?;
-    // Each rank computes on the GPU of its rank on the node.
-    let device = match device {
-        Device::Cuda(_) => Device::Cuda(world.local_rank()),
-        Device::Cpu => Device::Cpu,
-    };
+    let device = rank_device(&world, device);
     let summation = match device {
         Device::Cpu => Summation::Mpi,
         Device::Cuda(ordinal) => Summation::on_gpu(&world, ordinal)?,
@@ -250,39 +257,30 @@ impl DistributedTrainer {
                 buffer.extend_from_slice(value);
             }
         }
-        self.world.sum_in_place(&mut buffer)?;
-        let ranks = self.world.size() as f32;
+        self.world.average_in_place(&mut buffer)?;
         let mut at = 0;
         for (slot, value) in self.slots.iter().zip(values.iter_mut()) {
             if Self::is_statistic(slot.state.kind) {
-                for (v, sum) in value.iter_mut().zip(&buffer[at..]) {
-                    *v = sum / ranks;
-                }
-                at += value.len();
+                let len = value.len();
+                value.copy_from_slice(&buffer[at..at + len]);
+                at += len;
             }
         }
         self.statistics_apart.set(false);
         Ok(())
     }
 
-    /// Checks that every rank holds the same state tensors of `kinds`, to the bit.
-    fn compare_ranks(&self, when: &str, statistics: bool) -> Result<u64> {
+    /// The checksum of the state: parameters and momentum buffers, and the
+    /// running statistics when `statistics`.
+    fn checksum(&self, statistics: bool) -> u64 {
         let values = self.values.borrow();
-        let sum = checksum(
+        checksum(
             self.slots
                 .iter()
                 .zip(values.iter())
                 .filter(|(slot, _)| statistics || !Self::is_statistic(slot.state.kind))
                 .map(|(_, v)| v.as_slice()),
-        );
-        let (low, high) = self.world.min_max(sum)?;
-        if low != high {
-            return Err(self.world.error(format!(
-                "the ranks hold different state {when} (checksums from {low:016x} to {high:016x}); \
-                 was every rank started with the same model, data and settings?"
-            )));
-        }
-        Ok(sum)
+        )
     }
 
     fn host_tensor(&self, index: usize) -> Result<Tensor<f32>> {
@@ -318,24 +316,18 @@ impl DistributedTrainer {
     /// logits of the whole batch]`, zero outside the slice).
     fn local_gradients(
         &mut self,
-        batch: &Batch,
-        range: std::ops::Range<usize>,
+        slice: &Batch,
+        first: usize,
         epoch: i64,
         denominator: f32,
         extras: &mut [f32],
     ) -> Result<Tensor<f32>> {
-        let labels = &batch.labels[range.clone()];
-        let per_example = batch.data.len() / batch.labels.len().max(1);
-        let mut shape = batch.shape.clone();
-        if let Some(first) = shape.first_mut() {
-            *first = range.len() as i64;
-        }
-        let data = batch.data[range.start * per_example..range.end * per_example].to_vec();
         let bind = runtime_error("binding the gradient graph's inputs and outputs");
         let mut inputs: Vec<(String, Tensor<f32>)> = vec![
             (
                 self.data_input.clone(),
-                Tensor::from_array((shape, data)).map_err(runtime_error("input batch"))?,
+                Tensor::from_array((slice.shape.clone(), slice.data.clone()))
+                    .map_err(runtime_error("input batch"))?,
             ),
             (
                 DENOMINATOR.to_string(),
@@ -347,8 +339,9 @@ impl DistributedTrainer {
                 inputs.push((input.clone(), self.host_tensor(index)?));
             }
         }
-        let labels_value = Tensor::from_array((vec![labels.len() as i64], labels.to_vec()))
-            .map_err(runtime_error("labels"))?;
+        let labels_value =
+            Tensor::from_array((vec![slice.labels.len() as i64], slice.labels.clone()))
+                .map_err(runtime_error("labels"))?;
         let epoch_value = scalar_tensor("epoch", epoch)?;
         let binding = &mut self.binding;
         for (name, value) in &inputs {
@@ -393,14 +386,13 @@ impl DistributedTrainer {
         extras[0] = denominator;
         extras[1] = batch_loss * denominator;
         let logits = read(&self.record.logits_output)?;
-        let start = 2 + range.start * self.record.config.class_counts.len();
+        let start = 2 + first * self.record.config.class_counts.len();
         extras[start..start + logits.len()].copy_from_slice(&logits);
         {
             let mut values = self.values.borrow_mut();
             for (slot, value) in self.slots.iter().zip(values.iter_mut()) {
                 if Self::is_statistic(slot.state.kind) {
                     *value = read(&slot.state.next)?;
-                    self.statistics_apart.set(self.world.size() > 1);
                 }
             }
         }
@@ -508,7 +500,8 @@ impl Trainer for DistributedTrainer {
     fn step(&mut self, batch: &Batch, epoch: i64, lr: f32) -> Result<StepOutput> {
         if !self.compared_start {
             self.average_statistics()?;
-            self.compare_ranks("at the start", true)?;
+            self.world
+                .require_identical(self.checksum(true), "at the start")?;
             self.compared_start = true;
         }
         let n = batch.labels.len();
@@ -517,27 +510,22 @@ impl Trainer for DistributedTrainer {
         let fused = if range.is_empty() {
             None
         } else {
-            let denominator =
-                loss::denominator(&self.record.config, &batch.labels[range.clone()], epoch);
-            Some(self.local_gradients(batch, range, epoch, denominator as f32, &mut extras)?)
+            let first = range.start;
+            let slice = batch.slice(range);
+            let denominator = loss::denominator(&self.record.config, &slice.labels, epoch);
+            Some(self.local_gradients(&slice, first, epoch, denominator as f32, &mut extras)?)
         };
         let summed = self.sum_over_ranks(fused, &mut extras)?;
         let denominator = extras[0];
         let loss = extras[1] / denominator;
         self.apply(&summed, denominator, lr)?;
         let logits = extras.split_off(2);
+        // Set on every rank alike, even one whose slice was empty: averaging
+        // is collective, so the ranks must agree on when it is due.
+        self.statistics_apart.set(self.world.size() > 1);
         self.predictor.invalidate();
         self.steps += 1;
-        if self.world.check_ranks() {
-            let sum = self.compare_ranks(&format!("after step {}", self.steps), false)?;
-            if self.world.is_writer() {
-                eprintln!(
-                    "rank check: step {}: {} ranks hold identical parameters and momentum ({sum:016x})",
-                    self.steps,
-                    self.world.size()
-                );
-            }
-        }
+        self.world.check_step(self.steps, || self.checksum(false))?;
         Ok(StepOutput { loss, logits })
     }
 

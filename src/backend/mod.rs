@@ -25,26 +25,31 @@ pub fn create_trainer(
             let step = crate::compile::compile(patched, options)?;
             Ok(Box::new(onnxruntime::OrtTrainer::new(&step, device)?))
         }
-        Backend::Torch => torch_trainer(patched, options, device),
+        Backend::Torch => torch_trainer(patched, options, device, None),
     }
 }
 
+/// The libtorch trainer, one rank of `world` when given (data-parallel).
 #[cfg(feature = "torch")]
-fn torch_trainer(
+pub(crate) fn torch_trainer(
     patched: &ModelProto,
     options: &CompileOptions,
     device: Device,
+    world: Option<std::sync::Arc<crate::distributed::World>>,
 ) -> Result<Box<dyn Trainer>> {
-    Ok(Box::new(torch::TorchTrainer::new(
-        patched, options, device,
-    )?))
+    let trainer = torch::TorchTrainer::new(patched, options, device)?;
+    Ok(Box::new(match world {
+        Some(world) => trainer.in_world(world),
+        None => trainer,
+    }))
 }
 
 #[cfg(not(feature = "torch"))]
-fn torch_trainer(
+pub(crate) fn torch_trainer(
     _patched: &ModelProto,
     _options: &CompileOptions,
     _device: Device,
+    _world: Option<std::sync::Arc<crate::distributed::World>>,
 ) -> Result<Box<dyn Trainer>> {
     Err(crate::error::Error::setting(
         "backend",

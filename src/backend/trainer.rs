@@ -15,6 +15,22 @@ pub struct Batch {
     pub labels: Vec<i64>,
 }
 
+impl Batch {
+    /// Examples `range` of the batch (a data-parallel rank's slice).
+    pub fn slice(&self, range: std::ops::Range<usize>) -> Batch {
+        let per_example = self.data.len() / self.labels.len().max(1);
+        let mut shape = self.shape.clone();
+        if let Some(first) = shape.first_mut() {
+            *first = range.len() as i64;
+        }
+        Batch {
+            shape,
+            data: self.data[range.start * per_example..range.end * per_example].to_vec(),
+            labels: self.labels[range].to_vec(),
+        }
+    }
+}
+
 /// What one training step reports.
 #[derive(Debug, Clone)]
 pub struct StepOutput {

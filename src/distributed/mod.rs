@@ -180,6 +180,46 @@ impl World {
         Ok(())
     }
 
+    /// Replaces `buffer` on every rank by its mean over the ranks.
+    pub fn average_in_place(&self, buffer: &mut [f32]) -> Result<()> {
+        self.sum_in_place(buffer)?;
+        let ranks = self.size as f32;
+        for value in buffer.iter_mut() {
+            *value /= ranks;
+        }
+        Ok(())
+    }
+
+    /// `checksum` when every rank passed the same one (of state that must be
+    /// identical `when`), else an error saying so.
+    pub fn require_identical(&self, checksum: u64, when: &str) -> Result<u64> {
+        let (low, high) = self.min_max(checksum)?;
+        if low != high {
+            return Err(self.error(format!(
+                "the ranks hold different state {when} (checksums from {low:016x} to {high:016x}); \
+                 was every rank started with the same model, data and settings?"
+            )));
+        }
+        Ok(checksum)
+    }
+
+    /// In the rank-check mode ([`CHECK_RANKS_ENV`]), after `step`: requires
+    /// every rank's parameters and momentum buffers (their `checksum`) to be
+    /// identical, and says so on rank 0. Otherwise nothing.
+    pub fn check_step(&self, step: u64, checksum: impl FnOnce() -> u64) -> Result<()> {
+        if !self.check_ranks {
+            return Ok(());
+        }
+        let sum = self.require_identical(checksum(), &format!("after step {step}"))?;
+        if self.is_writer() {
+            eprintln!(
+                "rank check: step {step}: {} ranks hold identical parameters and momentum ({sum:016x})",
+                self.size
+            );
+        }
+        Ok(())
+    }
+
     /// Whether `flag` is set on any rank.
     pub fn any(&self, flag: bool) -> Result<bool> {
         #[cfg(feature = "mpi")]

@@ -8,6 +8,7 @@
 //! a graph trains here whenever libtorch runs its ops. The deployable model comes
 //! from [`crate::compile::inference::inference_model_of_patched`].
 
+mod parallel;
 mod program;
 mod sam;
 mod sgd;
@@ -20,6 +21,7 @@ use crate::compile::state;
 use crate::compile::{CompileOptions, StateKind};
 use crate::error::{Error, Result};
 use crate::ldam::contract::{self, PatchRecord};
+use crate::ldam::LossConfig;
 use crate::onnx::{default_opset, ModelProto, TensorProto};
 use program::{Plan, Program};
 use std::collections::{HashMap, HashSet};
@@ -55,6 +57,10 @@ pub struct TorchTrainer {
     sgd: sgd::Sgd,
     /// Sharpness-aware minimisation's radius, when the step uses it.
     sam: Option<f64>,
+    /// The patched loss (its denominator scales a data-parallel rank's gradients).
+    loss: LossConfig,
+    /// The ranks training together, in a data-parallel run.
+    parallel: Option<parallel::Parallel>,
 }
 
 /// The libtorch device for `device`, or an error saying why it is not usable.
@@ -158,6 +164,8 @@ impl TorchTrainer {
             program,
             sgd: sgd::Sgd::new(options.momentum, options.weight_decay),
             sam: options.sam,
+            loss: record.config.clone(),
+            parallel: None,
             patched: patched.clone(),
             plan,
             device,
@@ -240,23 +248,10 @@ impl TorchTrainer {
         Ok(second)
     }
 
-    /// Every state tensor, by name, as libtorch tensors.
-    fn state_tensors(&self) -> Vec<(&str, &Tensor)> {
-        self.parameters
-            .iter()
-            .flat_map(|p| {
-                [
-                    (p.name.as_str(), &p.value),
-                    (p.momentum_name.as_str(), &p.momentum),
-                ]
-            })
-            .chain(self.statistics.iter().map(|(n, _, t)| (n.as_str(), t)))
-            .collect()
-    }
-}
-
-impl Trainer for TorchTrainer {
-    fn step(&mut self, batch: &Batch, epoch: i64, lr: f32) -> Result<StepOutput> {
+    /// Forward and backward pass on `batch`: the loss, the logits and every
+    /// parameter's gradient (SAM's, when the step uses it; undefined for a
+    /// parameter the loss does not reach).
+    fn gradients(&mut self, batch: &Batch, epoch: i64) -> Result<(StepOutput, Vec<Tensor>)> {
         let x = self.batch_tensor(batch)?;
         let labels = Tensor::from_slice(&batch.labels)
             .f_to_device(self.torch_device)
@@ -287,18 +282,50 @@ impl Trainer for TorchTrainer {
         if let Some(rho) = self.sam {
             gradients = self.sam_gradients(&x, &labels, &epoch, &gradients, rho)?;
         }
-        for (parameter, gradient) in self.parameters.iter_mut().zip(&gradients) {
+        let output = StepOutput {
+            loss: loss_value,
+            logits,
+        };
+        Ok((output, gradients))
+    }
+
+    /// The SGD update of every parameter with its gradient.
+    fn apply(&mut self, gradients: &[Tensor], lr: f32) -> Result<()> {
+        for (parameter, gradient) in self.parameters.iter_mut().zip(gradients) {
             self.sgd
                 .update(&mut parameter.value, &mut parameter.momentum, gradient, lr)
                 .map_err(libtorch(&parameter.name))?;
         }
-        Ok(StepOutput {
-            loss: loss_value,
-            logits,
-        })
+        Ok(())
+    }
+
+    /// Every state tensor, by name, as libtorch tensors.
+    fn state_tensors(&self) -> Vec<(&str, &Tensor)> {
+        self.parameters
+            .iter()
+            .flat_map(|p| {
+                [
+                    (p.name.as_str(), &p.value),
+                    (p.momentum_name.as_str(), &p.momentum),
+                ]
+            })
+            .chain(self.statistics.iter().map(|(n, _, t)| (n.as_str(), t)))
+            .collect()
+    }
+}
+
+impl Trainer for TorchTrainer {
+    fn step(&mut self, batch: &Batch, epoch: i64, lr: f32) -> Result<StepOutput> {
+        if self.parallel.is_some() {
+            return self.parallel_step(batch, epoch, lr);
+        }
+        let (output, gradients) = self.gradients(batch, epoch)?;
+        self.apply(&gradients, lr)?;
+        Ok(output)
     }
 
     fn predict(&mut self, batch: &Batch) -> Result<Vec<f32>> {
+        self.average_statistics()?;
         let x = self.batch_tensor(batch)?;
         let mut bound = self.bound();
         bound.push((self.data_slot, &x));
@@ -310,6 +337,7 @@ impl Trainer for TorchTrainer {
     }
 
     fn state(&self) -> Result<HashMap<String, TensorProto>> {
+        self.average_statistics()?;
         self.state_tensors()
             .into_iter()
             .map(|(name, value)| Ok((name.to_string(), convert::to_proto(name, &value.detach())?)))
@@ -341,8 +369,12 @@ impl Trainer for TorchTrainer {
                     .f_copy_(&new)
                     .map_err(libtorch("restoring the state"))?;
             }
-            Ok(())
-        })
+            Ok::<(), Error>(())
+        })?;
+        if let Some(parallel) = &mut self.parallel {
+            parallel.restored();
+        }
+        Ok(())
     }
 
     fn inference_model(&self) -> Result<ModelProto> {
@@ -350,8 +382,13 @@ impl Trainer for TorchTrainer {
     }
 
     fn describe(&self) -> String {
+        let parallel = self
+            .parallel
+            .as_ref()
+            .map(|p| p.describe(self.gradient_len()))
+            .unwrap_or_default();
         format!(
-            "libtorch {LIBTORCH_VERSION} (tch, ONNX interpreter) on {}",
+            "libtorch {LIBTORCH_VERSION} (tch, ONNX interpreter) on {}{parallel}",
             self.device
         )
     }
