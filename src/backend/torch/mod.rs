@@ -299,6 +299,102 @@ impl TorchTrainer {
         Ok(())
     }
 
+    /// This trainer as one rank of `world`'s data-parallel run
+    /// ([`parallel`]).
+    pub fn in_world(mut self, world: std::sync::Arc<crate::distributed::World>) -> Self {
+        self.parallel = Some(parallel::Parallel::new(world));
+        self
+    }
+
+    /// Elements of all gradients together.
+    fn gradient_len(&self) -> usize {
+        self.parameters.iter().map(|p| p.value.numel()).sum()
+    }
+
+    /// Checksum of the parameters and momentum buffers, and of the running
+    /// statistics when `statistics`.
+    fn checksum(&self, statistics: bool) -> Result<u64> {
+        let mut tensors: Vec<&Tensor> = self
+            .parameters
+            .iter()
+            .flat_map(|p| [&p.value, &p.momentum])
+            .collect();
+        if statistics {
+            tensors.extend(self.statistics.iter().map(|(_, _, t)| t));
+        }
+        parallel::tensors_checksum(&tensors)
+    }
+
+    /// Averages the ranks' running statistics where they may differ.
+    fn average_statistics(&self) -> Result<()> {
+        match &self.parallel {
+            Some(parallel) => {
+                let statistics: Vec<&Tensor> = self.statistics.iter().map(|(_, _, t)| t).collect();
+                parallel.average(&statistics)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// One data-parallel step: this rank's slice through forward and
+    /// backward, one sum over the ranks, the same update on every rank.
+    fn parallel_step(&mut self, batch: &Batch, epoch: i64, lr: f32) -> Result<StepOutput> {
+        self.average_statistics()?;
+        let parallel = self
+            .parallel
+            .as_ref()
+            .ok_or_else(|| Error::invalid("a data-parallel step outside a world"))?;
+        if !parallel.compared_start() {
+            let start = self.checksum(true)?;
+            if let Some(parallel) = self.parallel.as_mut() {
+                parallel.compare_start(start)?;
+            }
+        }
+        let parallel = self
+            .parallel
+            .as_ref()
+            .ok_or_else(|| Error::invalid("a data-parallel step outside a world"))?;
+        let world = parallel.world();
+        let range = crate::distributed::slice_of(batch.labels.len(), world.rank(), world.size());
+        let local = if range.is_empty() {
+            None
+        } else {
+            let first = range.start;
+            let slice = batch.slice(range);
+            let denominator =
+                crate::distributed::loss::denominator(&self.loss, &slice.labels, epoch) as f32;
+            let (output, gradients) = self.gradients(&slice, epoch)?;
+            Some(parallel::Local {
+                output,
+                gradients,
+                denominator,
+                first,
+            })
+        };
+        let parameters: Vec<&Tensor> = self.parameters.iter().map(|p| &p.value).collect();
+        let parallel = self
+            .parallel
+            .as_ref()
+            .ok_or_else(|| Error::invalid("a data-parallel step outside a world"))?;
+        let (output, gradients) = parallel.sum(
+            local,
+            &parameters,
+            batch.labels.len(),
+            self.loss.class_counts.len(),
+        )?;
+        drop(parameters);
+        self.apply(&gradients, lr)?;
+        let checked = self
+            .parallel
+            .as_ref()
+            .is_some_and(|p| p.world().check_ranks());
+        let state = if checked { self.checksum(false)? } else { 0 };
+        if let Some(parallel) = self.parallel.as_mut() {
+            parallel.finish_step(state)?;
+        }
+        Ok(output)
+    }
+
     /// Every state tensor, by name, as libtorch tensors.
     fn state_tensors(&self) -> Vec<(&str, &Tensor)> {
         self.parameters

@@ -9,14 +9,29 @@
 //! BatchNorm running statistics are each rank's own until something reads
 //! them (evaluation, the state), when the ranks average them.
 
-use super::{libtorch, TorchTrainer};
-use crate::backend::trainer::{Batch, StepOutput};
-use crate::distributed::{checksum, loss, slice_of, World};
-use crate::error::Result;
+use crate::backend::trainer::StepOutput;
+use crate::distributed::{checksum, World};
+use crate::error::{Error, Result};
 use crate::ops::torch_tensor as convert;
 use std::cell::Cell;
 use std::sync::Arc;
 use tch::Tensor;
+
+fn libtorch(context: &str) -> impl Fn(tch::TchError) -> Error + '_ {
+    move |e| Error::torch(format!("{context}: {e}"))
+}
+
+/// One rank's share of a step, before the sum.
+pub(super) struct Local {
+    /// The slice's loss, logits and the gradient of each parameter (undefined
+    /// for one the loss does not reach).
+    pub output: StepOutput,
+    pub gradients: Vec<Tensor>,
+    /// The slice's loss denominator.
+    pub denominator: f32,
+    /// Index of the slice's first example in the batch.
+    pub first: usize,
+}
 
 pub(super) struct Parallel {
     world: Arc<World>,
@@ -28,6 +43,19 @@ pub(super) struct Parallel {
 }
 
 impl Parallel {
+    pub(super) fn new(world: Arc<World>) -> Self {
+        Parallel {
+            world,
+            statistics_apart: Cell::new(false),
+            compared_start: false,
+            steps: 0,
+        }
+    }
+
+    pub(super) fn world(&self) -> &World {
+        &self.world
+    }
+
     /// After the state was replaced (a resumed checkpoint): every rank holds
     /// the file's statistics, and the ranks compare the state again.
     pub(super) fn restored(&mut self) {
@@ -42,156 +70,130 @@ impl Parallel {
             if size == 1 { "" } else { "s" }
         )
     }
-}
 
-impl TorchTrainer {
-    /// This trainer as one rank of `world`'s data-parallel run.
-    pub fn in_world(mut self, world: Arc<World>) -> Self {
-        self.parallel = Some(Parallel {
-            world,
-            statistics_apart: Cell::new(false),
-            compared_start: false,
-            steps: 0,
-        });
-        self
-    }
-
-    /// Elements of all gradients together.
-    pub(super) fn gradient_len(&self) -> usize {
-        self.parameters.iter().map(|p| p.value.numel()).sum()
-    }
-
-    /// FNV checksum of the parameters and momentum buffers, and of the
-    /// running statistics when `statistics`.
-    fn checksum(&self, statistics: bool) -> Result<u64> {
-        let mut tensors: Vec<&Tensor> = self
-            .parameters
-            .iter()
-            .flat_map(|p| [&p.value, &p.momentum])
-            .collect();
-        if statistics {
-            tensors.extend(self.statistics.iter().map(|(_, _, t)| t));
-        }
-        let values = tensors
-            .into_iter()
-            .map(|t| convert::f32_vec(&t.detach()))
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(libtorch("the state's checksum"))?;
-        Ok(checksum(values.iter().map(Vec::as_slice)))
-    }
-
-    /// Averages the ranks' running statistics if they have moved apart
-    /// (collective: every rank reads its state at the same point).
-    pub(super) fn average_statistics(&self) -> Result<()> {
-        let Some(parallel) = &self.parallel else {
-            return Ok(());
-        };
-        if !parallel.statistics_apart.get() {
+    /// Averages the ranks' running `statistics` in place if they have moved
+    /// apart (collective: every rank reads its state at the same point).
+    pub(super) fn average(&self, statistics: &[&Tensor]) -> Result<()> {
+        if !self.statistics_apart.get() {
             return Ok(());
         }
         let mut buffer = Vec::new();
-        for (_, _, t) in &self.statistics {
+        for t in statistics {
             buffer.extend(convert::f32_vec(t).map_err(libtorch("running statistics"))?);
         }
-        parallel.world.average_in_place(&mut buffer)?;
+        self.world.average_in_place(&mut buffer)?;
         let mut at = 0;
         tch::no_grad(|| {
-            for (name, _, t) in &self.statistics {
+            for t in statistics {
                 let len = t.numel();
                 let mean = Tensor::from_slice(&buffer[at..at + len])
                     .f_reshape(t.size())
                     .and_then(|m| m.f_to_device(t.device()))
                     .and_then(|m| m.f_to_kind(t.kind()))
-                    .map_err(libtorch(name))?;
-                // A second handle to the statistic's storage: the update
-                // is in place, where the program reads it.
-                t.shallow_clone().f_copy_(&mean).map_err(libtorch(name))?;
+                    .map_err(libtorch("running statistics"))?;
+                // A second handle to the statistic's storage: the update is
+                // in place, where the program reads it.
+                t.shallow_clone()
+                    .f_copy_(&mean)
+                    .map_err(libtorch("running statistics"))?;
                 at += len;
             }
-            Ok::<(), crate::error::Error>(())
+            Ok::<(), Error>(())
         })?;
-        parallel.statistics_apart.set(false);
+        self.statistics_apart.set(false);
         Ok(())
     }
 
-    /// One data-parallel step: this rank's slice through forward and
-    /// backward, one sum over the ranks, the same update everywhere.
-    pub(super) fn parallel_step(
-        &mut self,
-        batch: &Batch,
-        epoch: i64,
-        lr: f32,
-    ) -> Result<StepOutput> {
-        let Some(parallel) = &self.parallel else {
-            return Err(crate::error::Error::invalid(
-                "a data-parallel step outside a world",
-            ));
-        };
-        let world = parallel.world.clone();
-        if !parallel.compared_start {
-            self.average_statistics()?;
-            world.require_identical(self.checksum(true)?, "at the start")?;
-        }
-        let n = batch.labels.len();
-        let classes = self.loss.class_counts.len();
-        let len = self.gradient_len();
-        let range = slice_of(n, world.rank(), world.size());
+    /// Whether the ranks have compared their state since the start (or the
+    /// last restore).
+    pub(super) fn compared_start(&self) -> bool {
+        self.compared_start
+    }
+
+    /// The ranks must start from the same state, of checksum `state`.
+    pub(super) fn compare_start(&mut self, state: u64) -> Result<()> {
+        self.world.require_identical(state, "at the start")?;
+        self.compared_start = true;
+        Ok(())
+    }
+
+    /// Sums this rank's share (none for an empty slice) with the others' over
+    /// a batch of `n` examples and `classes` classes: the global loss and
+    /// logits, and the global gradient of each of `parameters`, on their
+    /// devices.
+    pub(super) fn sum(
+        &self,
+        local: Option<Local>,
+        parameters: &[&Tensor],
+        n: usize,
+        classes: usize,
+    ) -> Result<(StepOutput, Vec<Tensor>)> {
+        let len: usize = parameters.iter().map(|p| p.numel()).sum();
         let mut buffer = vec![0.0f32; len + 2 + n * classes];
-        if !range.is_empty() {
-            let first = range.start;
-            let slice = batch.slice(range);
-            let denominator = loss::denominator(&self.loss, &slice.labels, epoch) as f32;
-            let (output, gradients) = self.gradients(&slice, epoch)?;
+        if let Some(local) = local {
+            let d = local.denominator;
             let mut at = 0;
-            for (parameter, gradient) in self.parameters.iter().zip(&gradients) {
-                let count = parameter.value.numel();
+            for (parameter, gradient) in parameters.iter().zip(&local.gradients) {
+                let count = parameter.numel();
                 // A parameter the loss does not reach adds nothing.
                 if gradient.defined() {
-                    let values = convert::f32_vec(gradient).map_err(libtorch(&parameter.name))?;
+                    let values = convert::f32_vec(gradient).map_err(libtorch("a gradient"))?;
                     for (out, value) in buffer[at..at + count].iter_mut().zip(values) {
-                        *out = value * denominator;
+                        *out = value * d;
                     }
                 }
                 at += count;
             }
-            buffer[len] = denominator;
-            buffer[len + 1] = output.loss * denominator;
-            let start = len + 2 + first * classes;
-            buffer[start..start + output.logits.len()].copy_from_slice(&output.logits);
+            buffer[len] = d;
+            buffer[len + 1] = local.output.loss * d;
+            let logits = &local.output.logits;
+            let start = len + 2 + local.first * classes;
+            buffer[start..start + logits.len()].copy_from_slice(logits);
         }
-        world.sum_in_place(&mut buffer)?;
+        self.world.sum_in_place(&mut buffer)?;
         let denominator = buffer[len];
-        let mut gradients = Vec::with_capacity(self.parameters.len());
+        let mut gradients = Vec::with_capacity(parameters.len());
         let mut at = 0;
-        for parameter in &self.parameters {
-            let count = parameter.value.numel();
+        for parameter in parameters {
+            let count = parameter.numel();
             let mean: Vec<f32> = buffer[at..at + count]
                 .iter()
                 .map(|v| v / denominator)
                 .collect();
             gradients.push(
                 Tensor::from_slice(&mean)
-                    .f_reshape(parameter.value.size())
-                    .and_then(|g| g.f_to_device(self.torch_device))
-                    .and_then(|g| g.f_to_kind(parameter.value.kind()))
-                    .map_err(libtorch(&parameter.name))?,
+                    .f_reshape(parameter.size())
+                    .and_then(|g| g.f_to_device(parameter.device()))
+                    .and_then(|g| g.f_to_kind(parameter.kind()))
+                    .map_err(libtorch("a summed gradient"))?,
             );
             at += count;
         }
-        self.apply(&gradients, lr)?;
-        let loss = buffer[len + 1] / denominator;
-        let logits = buffer.split_off(len + 2);
-        let checksum = if world.check_ranks() {
-            Some(self.checksum(false)?)
-        } else {
-            None
+        let output = StepOutput {
+            loss: buffer[len + 1] / denominator,
+            logits: buffer.split_off(len + 2),
         };
-        if let Some(parallel) = &mut self.parallel {
-            parallel.compared_start = true;
-            parallel.statistics_apart.set(world.size() > 1);
-            parallel.steps += 1;
-            world.check_step(parallel.steps, || checksum.unwrap_or(0))?;
-        }
-        Ok(StepOutput { loss, logits })
+        // Every rank alike, even one whose slice was empty: averaging is
+        // collective, so the ranks must agree on when it is due.
+        self.statistics_apart.set(self.world.size() > 1);
+        Ok((output, gradients))
     }
+
+    /// After the update: the rank check of this step in the test mode
+    /// (`state`: the checksum of parameters and momentum buffers, computed
+    /// only in that mode).
+    pub(super) fn finish_step(&mut self, state: u64) -> Result<()> {
+        self.steps += 1;
+        self.world.check_step(self.steps, || state)
+    }
+}
+
+/// FNV checksum of `tensors`' float32 values (see [`checksum`]).
+pub(super) fn tensors_checksum(tensors: &[&Tensor]) -> Result<u64> {
+    let values = tensors
+        .iter()
+        .map(|t| convert::f32_vec(&t.detach()))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(libtorch("the state's checksum"))?;
+    Ok(checksum(values.iter().map(Vec::as_slice)))
 }
