@@ -131,6 +131,19 @@ impl Summation {
     }
 }
 
+/// The indices of the `slots` whose state tensors the graph of `part` reads.
+fn reads(part: &ModelProto, slots: &[Slot]) -> Result<Vec<usize>> {
+    let graph = part
+        .graph
+        .as_ref()
+        .ok_or_else(|| Error::invalid("a part of the split step has no graph"))?;
+    Ok(graph
+        .input
+        .iter()
+        .filter_map(|input| slots.iter().position(|s| s.state.name == input.name()))
+        .collect())
+}
+
 /// One state tensor's place.
 struct Slot {
     state: StateTensor,
@@ -154,6 +167,9 @@ pub struct DistributedTrainer {
     /// The patched model's contract: labels, epoch, loss and logits names.
     record: PatchRecord,
     slots: Vec<Slot>,
+    /// The slots each half of the split step reads, resolved once.
+    gradient_reads: Vec<usize>,
+    apply_reads: Vec<usize>,
     /// Current values, in the step's state order (behind a cell: reading the
     /// state averages the running statistics first, a collective operation).
     values: RefCell<Vec<Vec<f32>>>,
@@ -196,6 +212,8 @@ impl DistributedTrainer {
             });
             values.push(value);
         }
+        let gradient_reads = reads(&split.gradient, &slots)?;
+        let apply_reads = reads(&split.apply, &slots)?;
         let gradient_session = session(&split.gradient, device)?;
         let binding = gradient_session
             .create_binding()
@@ -218,6 +236,8 @@ impl DistributedTrainer {
             device,
             data_input,
             record: record.clone(),
+            gradient_reads,
+            apply_reads,
             slots,
             values: RefCell::new(values),
             statistics_apart: Cell::new(false),
@@ -225,16 +245,6 @@ impl DistributedTrainer {
             steps: 0,
             predictor: Predictor::new(&record.logits_output, device),
         })
-    }
-
-    /// Elements summed over the ranks in each step.
-    pub fn fused_len(&self, batch_size: usize) -> usize {
-        self.split.gradient_len() + 2 + batch_size * self.classes()
-    }
-
-    /// How the ranks sum their gradients.
-    pub fn summation(&self) -> &Summation {
-        &self.summation
     }
 
     fn classes(&self) -> usize {
@@ -290,23 +300,17 @@ impl DistributedTrainer {
             .map_err(runtime_error(&slot.state.name))
     }
 
-    /// The state tensors the graph of `part` reads, as session inputs.
-    fn state_inputs(&self, part: &ModelProto) -> Result<Vec<(String, SessionInputValue<'static>)>> {
-        let graph = part
-            .graph
-            .as_ref()
-            .ok_or_else(|| Error::invalid("a part of the split step has no graph"))?;
-        let mut inputs = Vec::new();
-        for input in &graph.input {
-            if let Some(index) = self.index_of(input.name()) {
-                inputs.push((input.name().to_string(), self.host_tensor(index)?.into()));
-            }
-        }
-        Ok(inputs)
-    }
-
-    fn index_of(&self, name: &str) -> Option<usize> {
-        self.slots.iter().position(|s| s.state.name == name)
+    /// The state tensors of `slots` as named host tensors (session inputs).
+    fn state_values(&self, slots: &[usize]) -> Result<Vec<(String, Tensor<f32>)>> {
+        slots
+            .iter()
+            .map(|&index| {
+                Ok((
+                    self.slots[index].state.name.clone(),
+                    self.host_tensor(index)?,
+                ))
+            })
+            .collect()
     }
 
     /// Runs the gradient graph on this rank's slice with its loss
@@ -334,11 +338,7 @@ impl DistributedTrainer {
                 scalar_tensor(DENOMINATOR, denominator)?,
             ),
         ];
-        for input in &self.gradient_inputs()? {
-            if let Some(index) = self.index_of(input) {
-                inputs.push((input.clone(), self.host_tensor(index)?));
-            }
-        }
+        inputs.extend(self.state_values(&self.gradient_reads)?);
         let labels_value =
             Tensor::from_array((vec![slice.labels.len() as i64], slice.labels.clone()))
                 .map_err(runtime_error("labels"))?;
@@ -404,17 +404,6 @@ impl DistributedTrainer {
             .map_err(runtime_error(FUSED_GRADIENTS))
     }
 
-    /// Names of the gradient graph's inputs.
-    fn gradient_inputs(&self) -> Result<Vec<String>> {
-        let graph = self
-            .split
-            .gradient
-            .graph
-            .as_ref()
-            .ok_or_else(|| Error::invalid("the gradient graph has no graph"))?;
-        Ok(graph.input.iter().map(|i| i.name().to_string()).collect())
-    }
-
     /// Sums the fused gradients and `extras` over the ranks: returns the
     /// summed gradients as the apply graph's input.
     fn sum_over_ranks(
@@ -477,7 +466,9 @@ impl DistributedTrainer {
             ),
             (FUSED_GRADIENTS.to_string(), summed.into()),
         ];
-        inputs.extend(self.state_inputs(&self.split.apply)?);
+        for (name, value) in self.state_values(&self.apply_reads)? {
+            inputs.push((name, value.into()));
+        }
         let outputs = self
             .apply_session
             .run(inputs)

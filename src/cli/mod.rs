@@ -4,6 +4,7 @@ mod adjust;
 mod compare;
 mod compile;
 mod counts_args;
+mod data_args;
 mod deploy;
 mod export_data;
 mod inspect;

@@ -1,5 +1,6 @@
 //! `train` and `eval`: arguments and printing around `ldam_onnx::train`.
 
+use super::data_args::DataArgs;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use ldam_onnx::backend::{Backend, Device};
@@ -77,17 +78,8 @@ pub struct TrainArgs {
     /// Test data [default: the --train path, whose test split is read]
     #[arg(long, value_name = "PATH")]
     test: Option<PathBuf>,
-    /// The folder list files' paths are relative to [default: each list's folder]
-    #[arg(long, value_name = "DIR")]
-    image_root: Option<PathBuf>,
-    /// Class names for reports: one per line, or iNaturalist JSON categories
-    /// [default: folder names, or the standard names of Fashion-MNIST and CIFAR]
-    #[arg(long, value_name = "FILE")]
-    class_names: Option<PathBuf>,
-    /// Leave out (and count in report.json) image files that cannot be decoded,
-    /// instead of stopping at the first
-    #[arg(long)]
-    skip_bad_images: bool,
+    #[command(flatten)]
+    data: DataArgs,
     /// The run folder (checkpoints, metrics, report, plots, model.onnx)
     #[arg(long, value_name = "DIR", required_unless_present = "resume")]
     out: Option<PathBuf>,
@@ -191,9 +183,9 @@ impl TrainArgs {
         let (model, train) = (self.model.clone()?, self.train.clone()?);
         let test = self.test.clone().unwrap_or_else(|| train.clone());
         let mut s = TrainSettings::new(model, train, test);
-        s.image_root = self.image_root.clone();
-        s.class_names = self.class_names.clone();
-        s.skip_bad_images = self.skip_bad_images;
+        s.image_root = self.data.image_root.clone();
+        s.class_names = self.data.class_names.clone();
+        s.skip_bad_images = self.data.skip_bad_images;
         s.train_limit = self.train_limit;
         s.test_limit = self.test_limit;
         s.imbalance_ratio = self.imbalance_ratio;
@@ -362,15 +354,8 @@ pub struct EvalArgs {
     /// or a list file (.txt)
     #[arg(long, value_name = "PATH")]
     test: PathBuf,
-    /// The folder a list file's paths are relative to [default: the list's folder]
-    #[arg(long, value_name = "DIR")]
-    image_root: Option<PathBuf>,
-    /// Class names for the output: one per line, or iNaturalist JSON categories
-    #[arg(long, value_name = "FILE")]
-    class_names: Option<PathBuf>,
-    /// Leave out (and count) image files that cannot be decoded
-    #[arg(long)]
-    skip_bad_images: bool,
+    #[command(flatten)]
+    data: DataArgs,
     /// Write report.json and per_class.png into DIR
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
@@ -405,12 +390,7 @@ pub fn run_eval(args: EvalArgs) -> Result<ExitCode> {
     let context = || args.model.display().to_string();
     let mut classifier =
         Classifier::new(&model, args.logits.as_deref(), args.device).with_context(context)?;
-    let options = data::ReadOptions {
-        image_root: args.image_root.clone(),
-        class_names: args.class_names.clone(),
-        skip_bad_images: args.skip_bad_images,
-        classes: Some(classifier.classes),
-    };
+    let options = args.data.read_options(Some(classifier.classes));
     let dataset = data::load_with(&args.test, Split::Test, &options)?;
     let dataset = fit_to_input(
         dataset,

@@ -339,22 +339,19 @@ impl TorchTrainer {
     /// One data-parallel step: this rank's slice through forward and
     /// backward, one sum over the ranks, the same update on every rank.
     fn parallel_step(&mut self, batch: &Batch, epoch: i64, lr: f32) -> Result<StepOutput> {
-        self.average_statistics()?;
-        let parallel = self
-            .parallel
-            .as_ref()
-            .ok_or_else(|| Error::invalid("a data-parallel step outside a world"))?;
-        if !parallel.compared_start() {
+        let outside = || Error::invalid("a data-parallel step outside a world");
+        let parallel = self.parallel.as_ref().ok_or_else(outside)?;
+        let (world, compared) = (parallel.world().clone(), parallel.compared_start());
+        if !compared {
+            // Once, as the ONNX Runtime path does: the ranks average their
+            // statistics (a resumed or fresh state) and compare everything.
+            self.average_statistics()?;
             let start = self.checksum(true)?;
-            if let Some(parallel) = self.parallel.as_mut() {
-                parallel.compare_start(start)?;
-            }
+            self.parallel
+                .as_mut()
+                .ok_or_else(outside)?
+                .compare_start(start)?;
         }
-        let parallel = self
-            .parallel
-            .as_ref()
-            .ok_or_else(|| Error::invalid("a data-parallel step outside a world"))?;
-        let world = parallel.world();
         let range = crate::distributed::slice_of(batch.labels.len(), world.rank(), world.size());
         let local = if range.is_empty() {
             None
@@ -372,11 +369,7 @@ impl TorchTrainer {
             })
         };
         let parameters: Vec<&Tensor> = self.parameters.iter().map(|p| &p.value).collect();
-        let parallel = self
-            .parallel
-            .as_ref()
-            .ok_or_else(|| Error::invalid("a data-parallel step outside a world"))?;
-        let (output, gradients) = parallel.sum(
+        let (output, gradients) = self.parallel.as_ref().ok_or_else(outside)?.sum(
             local,
             &parameters,
             batch.labels.len(),
@@ -384,14 +377,15 @@ impl TorchTrainer {
         )?;
         drop(parameters);
         self.apply(&gradients, lr)?;
-        let checked = self
-            .parallel
-            .as_ref()
-            .is_some_and(|p| p.world().check_ranks());
-        let state = if checked { self.checksum(false)? } else { 0 };
-        if let Some(parallel) = self.parallel.as_mut() {
-            parallel.finish_step(state)?;
-        }
+        let state = if world.check_ranks() {
+            self.checksum(false)?
+        } else {
+            0
+        };
+        self.parallel
+            .as_mut()
+            .ok_or_else(outside)?
+            .finish_step(state)?;
         Ok(output)
     }
 

@@ -52,7 +52,7 @@ impl Parallel {
         }
     }
 
-    pub(super) fn world(&self) -> &World {
+    pub(super) fn world(&self) -> &Arc<World> {
         &self.world
     }
 
