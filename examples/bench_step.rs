@@ -87,6 +87,7 @@ fn main() -> Result<()> {
     // CIFAR-10-LT counts (ratio 100) and the reference recipe.
     let counts = vec![5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50];
     let options = PatchOptions {
+        batchnorm: Default::default(),
         config: LossConfig::reference(counts),
         head: HeadMode::Auto,
         logits: None,

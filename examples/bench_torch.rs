@@ -28,6 +28,7 @@ const LR: f32 = 0.1;
 fn patched(path: &str) -> Result<ModelProto> {
     let original = load(Path::new(env!("CARGO_MANIFEST_DIR")).join(path).as_path())?.model;
     let options = PatchOptions {
+        batchnorm: Default::default(),
         config: LossConfig::reference(COUNTS.to_vec()),
         head: HeadMode::Auto,
         logits: None,

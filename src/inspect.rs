@@ -9,6 +9,7 @@ use crate::onnx::tensor::{
 use crate::onnx::types::tensor_type;
 use crate::onnx::{ModelProto, NodeProto, TensorProto};
 use crate::patch::head;
+use crate::patch::trainability::Verdict;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -28,7 +29,8 @@ pub struct Summary {
     pub ops: Vec<(String, usize)>,
     pub head: HeadSummary,
     pub ldam: Option<LdamSummary>,
-    pub notes: Vec<String>,
+    /// Whether the model trains as exported, topic by topic, each with its fix.
+    pub trainability: Vec<crate::patch::trainability::Finding>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -151,36 +153,7 @@ pub fn summarize(loaded: &LoadedModel) -> crate::Result<Summary> {
             appended_ops: histogram(appended.into_iter()),
         }
     });
-    let mut notes = Vec::new();
-    let count = |op: &str| graph.node.iter().filter(|n| n.op_type() == op).count();
-    let normalisations = [
-        "BatchNormalization",
-        "LayerNormalization",
-        "InstanceNormalization",
-        "GroupNormalization",
-    ]
-    .iter()
-    .map(|op| count(op))
-    .sum::<usize>();
-    if count("Conv") > 0 && normalisations == 0 {
-        notes.push(
-            "convolutions without normalisation layers: an eval-mode export folds BatchNorm into Conv; \
-             for training, export with training=torch.onnx.TrainingMode.TRAINING, do_constant_folding=False"
-                .to_string(),
-        );
-    }
-    let eval_bn = graph
-        .node
-        .iter()
-        .filter(|n| {
-            n.op_type() == "BatchNormalization" && crate::onnx::attr_int(n, "training_mode", 0) == 0
-        })
-        .count();
-    if eval_bn > 0 {
-        notes.push(format!(
-            "{eval_bn} BatchNormalization node(s) in inference mode (training_mode=0): they normalise with running statistics"
-        ));
-    }
+    let trainability = crate::patch::trainability::check(model);
     Ok(Summary {
         file,
         ir_version: model.ir_version(),
@@ -218,7 +191,7 @@ pub fn summarize(loaded: &LoadedModel) -> crate::Result<Summary> {
         ops: histogram(graph.node.iter()),
         head,
         ldam,
-        notes,
+        trainability,
     })
 }
 
@@ -390,8 +363,16 @@ pub fn render_text(s: &Summary) -> String {
             ops.join(", ")
         );
     }
-    for note in &s.notes {
-        let _ = writeln!(w, "note: {note}");
+    if !s.trainability.is_empty() {
+        let _ = writeln!(w, "trainability:");
+        for finding in &s.trainability {
+            let mark = match finding.verdict {
+                Verdict::Fine => "ok",
+                Verdict::Warning => "warning",
+                Verdict::Blocker => "blocker",
+            };
+            let _ = writeln!(w, "  {mark:<7} {}", finding.line());
+        }
     }
     out
 }

@@ -24,6 +24,7 @@ fn every_model_compiles_and_two_steps_lower_the_loss() {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let original = load(&path).unwrap().model;
         let options = PatchOptions {
+            batchnorm: Default::default(),
             config: LossConfig::reference(COUNTS.to_vec()),
             head: HeadMode::Auto,
             logits: None,
@@ -108,6 +109,7 @@ fn every_model_compiles_and_two_steps_lower_the_loss() {
 fn patched(path: &str) -> ldam_onnx::onnx::ModelProto {
     let original = load(&common::repo_dir().join(path)).unwrap().model;
     let options = PatchOptions {
+        batchnorm: Default::default(),
         config: LossConfig::reference(COUNTS.to_vec()),
         head: HeadMode::Auto,
         logits: None,

@@ -181,7 +181,7 @@ fn a_step_is_not_written_over_an_existing_companion() {
         !path.exists(),
         "the step was written although its companion was refused"
     );
-    step.save(&path, None, SaveOptions { overwrite: true })
+    step.save(&path, None, SaveOptions::overwriting(true))
         .unwrap();
     assert!(files::initial_state(&io::load(&path).unwrap()).is_ok());
 }

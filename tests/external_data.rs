@@ -137,6 +137,7 @@ fn external_weights_load_and_run_like_the_inline_model() {
 
 fn options() -> PatchOptions {
     PatchOptions {
+        batchnorm: Default::default(),
         config: LossConfig::reference(COUNTS.to_vec()),
         head: HeadMode::Auto,
         logits: None,
@@ -519,7 +520,7 @@ fn save_never_overwrites_any_of_the_inputs_data_files() {
         &loaded.model,
         Some(&loaded),
         &dir.path().join("out.onnx"),
-        SaveOptions { overwrite: true },
+        SaveOptions::overwriting(true),
     );
     let after = snapshot(dir.path());
     let changed: Vec<_> = before
@@ -546,7 +547,7 @@ fn save_never_writes_the_model_over_the_inputs_data_file() {
         &loaded.model,
         Some(&loaded),
         &out,
-        SaveOptions { overwrite: true },
+        SaveOptions::overwriting(true),
     );
     let after = snapshot(dir.path());
     let changed: Vec<_> = before

@@ -68,6 +68,7 @@ fn int(name: &str, value: i64) -> AttributeProto {
 
 fn patched(model: &ModelProto) -> ModelProto {
     let options = patch::PatchOptions {
+        batchnorm: Default::default(),
         config: ldam_onnx::ldam::LossConfig::reference(reference_counts(10)),
         head: patch::HeadMode::Auto,
         logits: None,

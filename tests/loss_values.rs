@@ -9,6 +9,7 @@ use ldam_onnx::patch::{patch, ContractNames, HeadMode, PatchOptions};
 
 fn patched(classes: i64, config: LossConfig) -> ldam_onnx::onnx::ModelProto {
     let options = PatchOptions {
+        batchnorm: Default::default(),
         config,
         head: HeadMode::Auto,
         logits: None,

@@ -12,6 +12,7 @@ use ldam_onnx::onnx::tensor::f32_values;
 use ldam_onnx::onnx::types::{tensor_type, value_info, Dim};
 use ldam_onnx::onnx::ModelProto;
 use ldam_onnx::ops::validate;
+use ldam_onnx::patch::batchnorm::BatchNormMode;
 use ldam_onnx::patch::{patch, ContractNames, HeadMode, PatchOptions};
 
 const COUNTS: [u64; 10] = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50];
@@ -19,6 +20,9 @@ const BATCH: i64 = 3;
 
 fn options(head: HeadMode) -> PatchOptions {
     PatchOptions {
+        // Frozen: the patched graphs must reproduce the exports' own logits,
+        // and ShuffleNet's BatchNorm is exported in inference mode.
+        batchnorm: BatchNormMode::Frozen,
         config: LossConfig::reference(COUNTS.to_vec()),
         head,
         logits: None,

@@ -145,7 +145,7 @@ fn the_full_onnx_checker_accepts_every_emitted_graph() {
             &deployable,
             None,
             &deployable_path,
-            SaveOptions { overwrite: false },
+            SaveOptions::overwriting(false),
         )
         .unwrap();
         files.extend([

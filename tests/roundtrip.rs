@@ -255,6 +255,7 @@ fn patched_mlp_is_the_original_plus_exactly_the_loss_and_cosine_head() {
     let source = common::repo_dir().join("models/mlp.onnx");
     let loaded = io::load(&source).unwrap();
     let options = PatchOptions {
+        batchnorm: Default::default(),
         config: LossConfig::reference(COUNTS.to_vec()),
         head: HeadMode::Auto,
         logits: None,
@@ -487,6 +488,7 @@ fn patched_mlp_is_the_original_plus_exactly_the_loss_and_cosine_head() {
             ("ldam_onnx.epoch_input", "epoch"),
             ("ldam_onnx.loss_output", "loss"),
             ("ldam_onnx.logits_output", "logits"),
+            ("ldam_onnx.batchnorm", "train"),
         ]
     );
 }

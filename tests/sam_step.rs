@@ -37,6 +37,7 @@ fn smooth_mlp() -> ModelProto {
         }
     }
     let options = PatchOptions {
+        batchnorm: Default::default(),
         config: LossConfig {
             loss: LossKind::La,
             reweight: Reweight::Rw,

@@ -300,6 +300,7 @@ fn every_value_of_every_model_has_its_runtime_shape() {
 #[test]
 fn every_value_of_every_patched_model_has_its_runtime_shape() {
     let options = PatchOptions {
+        batchnorm: Default::default(),
         config: LossConfig::reference(COUNTS.to_vec()),
         head: HeadMode::Auto,
         logits: None,

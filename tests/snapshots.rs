@@ -39,6 +39,7 @@ fn inspect_summaries_of_every_model() {
 fn inspect_summary_of_a_patched_resnet32() {
     let loaded = load(&common::repo_dir().join("models/resnet32.onnx")).unwrap();
     let options = PatchOptions {
+        batchnorm: Default::default(),
         config: LossConfig::reference(COUNTS.to_vec()),
         head: HeadMode::Auto,
         logits: None,
@@ -72,6 +73,7 @@ fn appended_subgraph_for_every_loss_reweight_and_head() {
         for reweight in [Reweight::None, Reweight::Rw, Reweight::Drw] {
             for (head, head_name) in [(HeadMode::Keep, "keep"), (HeadMode::Cosine, "cosine")] {
                 let options = PatchOptions {
+                    batchnorm: Default::default(),
                     config: LossConfig {
                         loss,
                         reweight,
@@ -97,6 +99,7 @@ fn mlp_train_step() -> ldam_onnx::compile::TrainStep {
         .unwrap()
         .model;
     let options = PatchOptions {
+        batchnorm: Default::default(),
         config: LossConfig::reference(COUNTS.to_vec()),
         head: HeadMode::Auto,
         logits: None,

@@ -212,6 +212,7 @@ fn two_compiled_sgd_steps_match_a_hand_computed_ldam_drw_step() {
         ..LossConfig::reference(COUNTS.to_vec())
     };
     let options = PatchOptions {
+        batchnorm: Default::default(),
         config: config.clone(),
         head: HeadMode::Auto,
         logits: None,

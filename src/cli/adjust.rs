@@ -44,7 +44,7 @@ pub fn run_adjust(args: AdjustArgs) -> Result<()> {
     if args.output.exists() && !args.force {
         return Err(ldam_onnx::Error::OutputExists { path: args.output }.into());
     }
-    let loaded = io::load(&args.model)?;
+    let loaded = io::load_with_data(&args.model)?;
     let options = AdjustOptions {
         logit_adjust: args.logit_adjust,
         tau_norm: args.tau_norm,
@@ -59,9 +59,7 @@ pub fn run_adjust(args: AdjustArgs) -> Result<()> {
         &adjusted,
         Some(&loaded),
         &args.output,
-        SaveOptions {
-            overwrite: args.force,
-        },
+        SaveOptions::overwriting(args.force),
     )
     .with_context(|| args.output.display().to_string())?;
     println!(

@@ -43,13 +43,7 @@ pub fn run_compile(args: CompileArgs) -> Result<()> {
     let options = args.sgd.options();
     let step = ldam_onnx::compile::compile(&loaded.model, &options)
         .with_context(|| format!("{}", args.model.display()))?;
-    let companion = step.save(
-        &output,
-        Some(&loaded),
-        SaveOptions {
-            overwrite: args.force,
-        },
-    )?;
+    let companion = step.save(&output, Some(&loaded), SaveOptions::overwriting(args.force))?;
     let count = |kind| step.state.iter().filter(|s| s.kind == kind).count();
     use ldam_onnx::compile::StateKind;
     println!(

@@ -32,8 +32,8 @@ pub struct DeployArgs {
 }
 
 pub fn run_deploy(args: DeployArgs) -> Result<()> {
-    let step = io::load(&args.step)?;
-    let state = io::load(&args.state)?;
+    let step = io::load_with_data(&args.step)?;
+    let state = io::load_with_data(&args.state)?;
     let values: HashMap<String, TensorProto> = state_tensors(&state.model)
         .map(|t| (t.name().to_string(), t.clone()))
         .collect();
@@ -48,9 +48,7 @@ pub fn run_deploy(args: DeployArgs) -> Result<()> {
         &model,
         Some(&step),
         &args.output,
-        SaveOptions {
-            overwrite: args.force,
-        },
+        SaveOptions::overwriting(args.force),
     )?;
     println!(
         "deployed {} with {} -> {}",

@@ -6,6 +6,7 @@ use clap::{Args, ValueEnum};
 use ldam_onnx::error::SettingNames;
 use ldam_onnx::ldam::{LossConfig, LossKind, Reweight};
 use ldam_onnx::onnx::io::{self, SaveOptions};
+use ldam_onnx::patch::batchnorm::BatchNormMode;
 use ldam_onnx::patch::{self, ContractNames, HeadMode, PatchOptions};
 use std::path::PathBuf;
 
@@ -41,6 +42,14 @@ enum HeadArg {
     Keep,
     /// Rewrite the final linear layer into the normalised (cosine) classifier
     Cosine,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum BatchNormArg {
+    /// Inference-mode BatchNorm becomes training-mode: batch statistics, running statistics updated (model.train())
+    Train,
+    /// Keep BatchNorm as exported: running statistics fixed (fine-tuning with frozen BatchNorm)
+    Frozen,
 }
 
 #[derive(Args, Debug)]
@@ -91,6 +100,9 @@ pub struct PatchArgs {
     /// What to do with the final linear layer
     #[arg(long, value_enum, default_value_t = HeadArg::Auto)]
     head: HeadArg,
+    /// What inference-mode BatchNormalization nodes (eval-mode and dynamo exports) do in training
+    #[arg(long, value_enum, default_value_t = BatchNormArg::Train)]
+    batchnorm: BatchNormArg,
 
     /// The output (or softmax input) holding the logits, when several qualify
     #[arg(long, value_name = "NAME")]
@@ -161,6 +173,10 @@ pub fn run_patch(args: PatchArgs) -> Result<()> {
             loss: args.loss_name.clone(),
             logits: args.logits_output_name.clone(),
         },
+        batchnorm: match args.batchnorm {
+            BatchNormArg::Train => BatchNormMode::Train,
+            BatchNormArg::Frozen => BatchNormMode::Frozen,
+        },
     };
     let (patched, summary) =
         patch::patch_with_counts(&loaded.model, &source, &options).map_err(|e| match e {
@@ -172,11 +188,17 @@ pub fn run_patch(args: PatchArgs) -> Result<()> {
         &patched,
         Some(&loaded),
         &output,
-        SaveOptions {
-            overwrite: args.force,
-        },
+        SaveOptions::overwriting(args.force),
     )?;
     eprintln!("{}", summary.head_note.describe(SettingNames::Flags));
+    for line in patch::trainability::patch_notes(&summary, options.batchnorm) {
+        eprintln!("{line}");
+    }
+    for finding in patch::trainability::check(&patched) {
+        if finding.is_warning() {
+            eprintln!("warning: {}", finding.line());
+        }
+    }
 
     let c = &options.config;
     println!("patched {} -> {}", args.model.display(), output.display());

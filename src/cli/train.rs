@@ -386,10 +386,16 @@ pub fn run_eval(args: EvalArgs) -> Result<ExitCode> {
     if args.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
-    let model = ldam_onnx::onnx::io::load(&args.model)?.model;
+    let model = ldam_onnx::onnx::io::load_with_data(&args.model)?.model;
     let context = || args.model.display().to_string();
     let mut classifier =
         Classifier::new(&model, args.logits.as_deref(), args.device).with_context(context)?;
+    ldam_onnx::train::run::refuse_fixed_batch(
+        &context(),
+        &classifier.input,
+        &classifier.input_dims,
+        args.batch_size,
+    )?;
     let options = args.data.read_options(Some(classifier.classes));
     let dataset = data::load_with(&args.test, Split::Test, &options)?;
     let dataset = fit_to_input(

@@ -74,7 +74,7 @@ pub fn initial_state(step: &LoadedModel) -> Result<HashMap<String, TensorProto>>
     let companion;
     let holder = match metadata(&step.model, keys::INITIAL_STATE) {
         Some(relative) => {
-            companion = io::load(&step.dir.join(relative))?;
+            companion = io::load_with_data(&step.dir.join(relative))?;
             &companion.model
         }
         None => &step.model,

@@ -76,6 +76,8 @@ pub mod keys {
     pub const EPOCH_INPUT: &str = "ldam_onnx.epoch_input";
     pub const LOSS_OUTPUT: &str = "ldam_onnx.loss_output";
     pub const LOGITS_OUTPUT: &str = "ldam_onnx.logits_output";
+    /// `train` or `frozen`: what `patch` did with inference-mode BatchNorm.
+    pub const BATCHNORM_MODE: &str = "ldam_onnx.batchnorm";
 
     // Written by `compile`.
     /// JSON list of the state tensors, in the order of the step's `S.next` outputs.

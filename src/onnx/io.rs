@@ -39,10 +39,70 @@ impl LoadedModel {
 }
 
 /// Reads and decodes an ONNX model, checking every external-data reference and
-/// every declared size against the bytes present.
+/// every declared size against the bytes present. External tensors stay where
+/// they are (a pass that only rewrites the graph never reads them; `save` copies
+/// them); [`load_with_data`] reads them too.
 pub fn load(path: &Path) -> Result<LoadedModel> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     decode(bytes, path)
+}
+
+/// [`load`], then every external tensor's bytes read into the model, for the
+/// commands that compute with the values (train, eval, deploy, adjust).
+pub fn load_with_data(path: &Path) -> Result<LoadedModel> {
+    let mut loaded = load(path)?;
+    loaded.read_external_data()?;
+    Ok(loaded)
+}
+
+impl LoadedModel {
+    /// Reads every external tensor's bytes (checked against its data file when
+    /// the model was loaded) into `raw_data`, so that the model holds all its values.
+    pub fn read_external_data(&mut self) -> Result<()> {
+        let (path, dir) = (self.path.clone(), self.dir.clone());
+        let Some(graph) = self.model.graph.as_mut() else {
+            return Ok(());
+        };
+        let mut open_files: HashMap<PathBuf, File> = HashMap::new();
+        visit_tensors_mut(graph, &mut |tensor| {
+            if !super::tensor::is_external(tensor) {
+                return Ok(());
+            }
+            let span = resolve_external(&path, &dir, tensor)?;
+            let file = open_data_file(&mut open_files, &span.file)?;
+            file.seek(SeekFrom::Start(span.offset))
+                .map_err(|e| Error::io(&span.file, e))?;
+            // `resolve_external` checked the span against the file's size, so
+            // this allocation is backed by bytes on disk.
+            let mut bytes = Vec::with_capacity(span.length as usize);
+            file.take(span.length)
+                .read_to_end(&mut bytes)
+                .map_err(|e| Error::io(&span.file, e))?;
+            if bytes.len() as u64 != span.length {
+                return Err(Error::ExternalData {
+                    path: path.clone(),
+                    tensor: tensor.name().to_string(),
+                    reason: format!("'{}' ended early", span.file.display()),
+                });
+            }
+            tensor.raw_data = Some(Bytes::from(bytes));
+            tensor.data_location = None;
+            tensor.external_data.clear();
+            Ok(())
+        })
+    }
+}
+
+fn open_data_file<'f>(
+    open_files: &'f mut HashMap<PathBuf, File>,
+    path: &Path,
+) -> Result<&'f mut File> {
+    match open_files.entry(path.to_path_buf()) {
+        std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
+        std::collections::hash_map::Entry::Vacant(e) => {
+            Ok(e.insert(File::open(path).map_err(|err| Error::io(path, err))?))
+        }
+    }
 }
 
 /// Decodes a model file's bytes as `load` does; `path` names the file in errors and
@@ -274,10 +334,52 @@ fn visit_tensors_mut(
 }
 
 /// How to write a model file.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct SaveOptions {
     /// Replace an existing output file.
     pub overwrite: bool,
+    /// Inline tensor bytes past which a model is written with external data:
+    /// every tensor of at least [`EXTERNAL_MIN_BYTES`] goes to `<out>.data`.
+    /// Protobuf cannot encode or parse a message of 2 GiB or more, so a model
+    /// near that size must keep its weights beside it.
+    pub inline_limit: u64,
+}
+
+/// The default [`SaveOptions::inline_limit`]: 1 GiB, well below protobuf's 2 GiB
+/// so that the graph, the metadata and a training step's extra tensors fit too.
+pub const DEFAULT_INLINE_LIMIT: u64 = 1 << 30;
+
+/// The smallest tensor moved to the data file when a model is written with
+/// external data (ONNX's own converter uses the same threshold): shape
+/// constants and scalars stay in the graph, where shape inference reads them.
+pub const EXTERNAL_MIN_BYTES: usize = 1024;
+
+impl Default for SaveOptions {
+    fn default() -> Self {
+        SaveOptions {
+            overwrite: false,
+            inline_limit: DEFAULT_INLINE_LIMIT,
+        }
+    }
+}
+
+impl SaveOptions {
+    /// The default options, replacing an existing file or not.
+    pub fn overwriting(overwrite: bool) -> Self {
+        SaveOptions {
+            overwrite,
+            ..SaveOptions::default()
+        }
+    }
+}
+
+/// Bytes held inline in `raw_data` by the graph's tensors (subgraphs included).
+fn inline_payload(graph: &GraphProto) -> u64 {
+    let mut total = 0u64;
+    visit_tensors(graph, &mut |t| {
+        total += t.raw_data.as_ref().map_or(0, |r| r.len() as u64);
+    });
+    total
 }
 
 /// The default output path for a patched model: `<stem>.ldam.onnx` beside the input.
@@ -334,15 +436,25 @@ pub fn save(
         .graph
         .as_ref()
         .is_some_and(|g| !external_tensors(g).is_empty());
-    let data_tmp = if has_external {
-        let source = source.ok_or_else(|| {
-            Error::config("model has external tensors but no source model to read them from")
-        })?;
+    let move_inline = model
+        .graph
+        .as_ref()
+        .is_some_and(|g| inline_payload(g) > options.inline_limit);
+    let data_tmp = if has_external || move_inline {
+        if has_external && source.is_none() {
+            return Err(Error::config(
+                "model has external tensors but no source model to read them from",
+            ));
+        }
         if data_path.exists() && !options.overwrite {
             return Err(Error::OutputExists { path: data_path });
         }
-        Some(copy_external_data(
-            &mut model, source, &out_dir, &data_name,
+        Some(write_external_data(
+            &mut model,
+            source,
+            move_inline,
+            &out_dir,
+            &data_name,
         )?)
     } else {
         None
@@ -395,11 +507,13 @@ fn same_file(a: &Path, b: &Path) -> bool {
 /// Alignment of large tensors in the data file, so runtimes can map them directly.
 const PAGE: u64 = 4096;
 
-/// Copies every external tensor's bytes into a temporary data file and points the
-/// tensors at `data_name`.
-fn copy_external_data(
+/// Copies every external tensor's bytes (from `source`'s data files) into a
+/// temporary data file, and with `move_inline` the inline tensors of at least
+/// [`EXTERNAL_MIN_BYTES`] too, and points those tensors at `data_name`.
+fn write_external_data(
     model: &mut ModelProto,
-    source: &LoadedModel,
+    source: Option<&LoadedModel>,
+    move_inline: bool,
     out_dir: &Path,
     data_name: &str,
 ) -> Result<tempfile::NamedTempFile> {
@@ -413,40 +527,56 @@ fn copy_external_data(
         .as_mut()
         .expect("caller checked the graph exists");
     visit_tensors_mut(graph, &mut |tensor| {
-        if !super::tensor::is_external(tensor) {
+        let moved_inline = move_inline
+            && !super::tensor::is_external(tensor)
+            && tensor
+                .raw_data
+                .as_ref()
+                .is_some_and(|r| r.len() >= EXTERNAL_MIN_BYTES);
+        if !moved_inline && !super::tensor::is_external(tensor) {
             return Ok(());
         }
-        let span = resolve_external(&source.path, &source.dir, tensor)?;
-        if span.length >= PAGE * 16 && written % PAGE != 0 {
-            let pad = PAGE - written % PAGE;
-            writer
-                .write_all(&vec![0u8; pad as usize])
-                .map_err(data_err)?;
-            written += pad;
-        }
-        let file = match open_files.entry(span.file.clone()) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(File::open(&span.file).map_err(|err| Error::io(&span.file, err))?)
+        let mut pad_to_page = |length: u64, writer: &mut BufWriter<&mut File>| {
+            if length >= PAGE * 16 && written % PAGE != 0 {
+                let pad = PAGE - written % PAGE;
+                writer
+                    .write_all(&vec![0u8; pad as usize])
+                    .map_err(data_err)?;
+                written += pad;
             }
+            Ok::<(), Error>(())
         };
-        file.seek(SeekFrom::Start(span.offset))
-            .map_err(|e| Error::io(&span.file, e))?;
-        let copied = io::copy(&mut file.take(span.length), &mut writer).map_err(data_err)?;
-        if copied != span.length {
-            return Err(Error::ExternalData {
-                path: source.path.clone(),
-                tensor: tensor.name().to_string(),
-                reason: format!("'{}' ended early", span.file.display()),
-            });
-        }
+        let length = if moved_inline {
+            let raw = tensor.raw_data.take().unwrap_or_default();
+            pad_to_page(raw.len() as u64, &mut writer)?;
+            writer.write_all(&raw).map_err(data_err)?;
+            raw.len() as u64
+        } else {
+            let source = source.ok_or_else(|| {
+                Error::config("model has external tensors but no source model to read them from")
+            })?;
+            let span = resolve_external(&source.path, &source.dir, tensor)?;
+            pad_to_page(span.length, &mut writer)?;
+            let file = open_data_file(&mut open_files, &span.file)?;
+            file.seek(SeekFrom::Start(span.offset))
+                .map_err(|e| Error::io(&span.file, e))?;
+            let copied = io::copy(&mut file.take(span.length), &mut writer).map_err(data_err)?;
+            if copied != span.length {
+                return Err(Error::ExternalData {
+                    path: source.path.clone(),
+                    tensor: tensor.name().to_string(),
+                    reason: format!("'{}' ended early", span.file.display()),
+                });
+            }
+            span.length
+        };
         tensor.data_location = Some(DataLocation::External as i32);
         tensor.external_data = vec![
             entry("location", data_name),
             entry("offset", &written.to_string()),
-            entry("length", &span.length.to_string()),
+            entry("length", &length.to_string()),
         ];
-        written += span.length;
+        written += length;
         Ok(())
     })?;
     writer.flush().map_err(data_err)?;

@@ -2,10 +2,15 @@
 //! final linear layer into the paper's cosine classifier). A pure function of
 //! (model, options) -> model.
 
+pub mod batch;
+pub mod batchnorm;
 pub mod cosine;
 pub mod head;
 pub mod loss;
 pub mod metadata;
+pub mod recurrent;
+pub mod trainability;
+pub mod untie;
 
 use crate::counts::CountsSource;
 use crate::error::{Error, Result, SettingNames};
@@ -16,6 +21,8 @@ use crate::onnx::tensor::{FLOAT, INT64};
 use crate::onnx::types::{value_info, Dim};
 use crate::onnx::{default_opset, GraphProto, ModelProto};
 use crate::ops::validate;
+use batch::FreedBatch;
+use batchnorm::BatchNormMode;
 use head::Head;
 
 /// The default-domain opset the loss needs (SoftmaxCrossEntropyLoss).
@@ -61,6 +68,8 @@ pub struct PatchOptions {
     /// The setting `logits`: which output (or softmax input) holds the logits.
     pub logits: Option<String>,
     pub names: ContractNames,
+    /// What to do with inference-mode BatchNormalization nodes.
+    pub batchnorm: BatchNormMode,
 }
 
 impl PatchOptions {
@@ -72,6 +81,7 @@ impl PatchOptions {
             head: HeadMode::Auto,
             logits: None,
             names: ContractNames::default(),
+            batchnorm: BatchNormMode::default(),
         }
     }
 }
@@ -161,6 +171,17 @@ pub struct PatchSummary {
     pub appended_initializers: Vec<String>,
     pub new_inputs: Vec<String>,
     pub new_outputs: Vec<String>,
+    /// The fixed batch dimension made symbolic, if the export fixed it.
+    pub freed_batch: Option<FreedBatch>,
+    /// The inference-mode BatchNormalization nodes turned into training mode.
+    pub batchnorm_converted: Vec<String>,
+    /// The logits output's name, when the one asked for was taken (by the
+    /// output of a final Softmax, say) and a free one was picked.
+    pub logits_renamed: Option<String>,
+    /// New initializers for tensors the exporter had merged between layers.
+    pub untied: Vec<String>,
+    /// The recurrent nodes (LSTM, GRU, RNN) unrolled into primitive ops.
+    pub unrolled: Vec<String>,
 }
 
 /// Checks that the model can be patched and returns its default-domain opset.
@@ -228,6 +249,19 @@ pub fn patch(model: &ModelProto, options: &PatchOptions) -> Result<(ModelProto, 
         .graph
         .as_mut()
         .ok_or_else(|| Error::patch("the model has no graph"))?;
+    let mut taken = NameSet::of_graph(graph);
+    let untied = untie::untie(graph, &mut taken);
+    let freed_batch = batch::free_batch(graph, opset, &mut taken)?;
+    let unrolled = recurrent::unroll(graph, opset)?;
+    if !unrolled.is_empty() {
+        taken = NameSet::of_graph(graph);
+    }
+    let batchnorm_converted = match options.batchnorm {
+        BatchNormMode::Train => {
+            batchnorm::to_training_mode(graph, opset, &mut |base| taken.fresh(base))
+        }
+        BatchNormMode::Frozen => Vec::new(),
+    };
     let head = head::detect(graph, options.logits.as_deref())?;
     let config = &options.config;
     if config.class_counts.len() != head.classes {
@@ -240,16 +274,14 @@ pub fn patch(model: &ModelProto, options: &PatchOptions) -> Result<(ModelProto, 
     }
     config.validate()?;
 
-    let names = &options.names;
-    let mut taken = NameSet::of_graph(graph);
+    let mut names = options.names.clone();
     let adds_logits_output = !(head.logits_is_output && head.logits == names.logits);
     let required = [
         (&names.labels, "labels_name"),
         (&names.epoch, "epoch_name"),
         (&names.loss, "loss_name"),
     ];
-    let logits_required = adds_logits_output.then_some((&names.logits, "logits_output_name"));
-    for (name, setting) in required.into_iter().chain(logits_required) {
+    for (name, setting) in required {
         if !taken.claim(name) {
             return Err(Error::NameTaken {
                 name: name.clone(),
@@ -257,6 +289,20 @@ pub fn patch(model: &ModelProto, options: &PatchOptions) -> Result<(ModelProto, 
             });
         }
     }
+    // A model ending in Softmax often names that output `logits`: the true
+    // logits before it then get a free name rather than a refusal.
+    let mut logits_renamed = None;
+    if adds_logits_output && !taken.claim(&names.logits) {
+        if names.logits != ContractNames::default().logits {
+            return Err(Error::NameTaken {
+                name: names.logits.clone(),
+                setting: "logits_output_name",
+            });
+        }
+        names.logits = taken.fresh(&names.logits);
+        logits_renamed = Some(names.logits.clone());
+    }
+    let names = &names;
 
     let (cosine, head_note) = choose_head(&head, options.head, config.loss)?;
     let mut b = Emitter::new(taken, PREFIX, opset);
@@ -318,6 +364,11 @@ pub fn patch(model: &ModelProto, options: &PatchOptions) -> Result<(ModelProto, 
         }
         .entries(),
     );
+    contract::set(
+        &mut model,
+        contract::keys::BATCHNORM_MODE,
+        options.batchnorm.to_string(),
+    );
     validate::check_model(&model).map_err(|e| {
         Error::invalid(format!(
             "the patched graph failed its structural check (a bug): {e}"
@@ -332,6 +383,11 @@ pub fn patch(model: &ModelProto, options: &PatchOptions) -> Result<(ModelProto, 
         appended_initializers,
         new_inputs: vec![names.labels.clone(), names.epoch.clone()],
         new_outputs,
+        freed_batch,
+        batchnorm_converted,
+        logits_renamed,
+        untied,
+        unrolled,
     };
     Ok((model, summary))
 }

@@ -88,7 +88,7 @@ impl Checkpoint {
                 run_dir: run_dir.to_path_buf(),
             });
         }
-        let model = crate::onnx::io::load(&path)?.model;
+        let model = crate::onnx::io::load_with_data(&path)?.model;
         let bad = |why: String| Error::NotOnnx {
             path: path.clone(),
             reason: format!("not an ldam-onnx checkpoint: {why}"),

@@ -89,7 +89,7 @@ impl Observer for RunFolder {
             &trained.model,
             None,
             &model,
-            crate::onnx::io::SaveOptions { overwrite: true },
+            crate::onnx::io::SaveOptions::overwriting(true),
         )?;
         self.finished = Some(Finished {
             report,

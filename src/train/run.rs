@@ -7,6 +7,7 @@
 use crate::backend::{Backend, Device};
 use crate::distributed::World;
 use crate::error::{Error, Result, SettingNames};
+use crate::onnx::types::Dim;
 use crate::patch::metadata::PatchRecord;
 use crate::train::batches::{NormalizeChoice, Preprocess};
 use crate::train::checkpoint::Checkpoint;
@@ -182,6 +183,21 @@ fn absolute_paths(mut settings: TrainSettings) -> Result<TrainSettings> {
     Ok(settings)
 }
 
+/// A model whose input fixes the batch takes batches of that size only: training
+/// would stop inside the runtime at the first other size (an epoch's last,
+/// shorter batch, at least), so it is refused before anything starts.
+pub fn refuse_fixed_batch(model: &str, input: &str, dims: &[Dim], batch_size: usize) -> Result<()> {
+    match dims.first() {
+        Some(Dim::Fixed(size)) => Err(Error::config(format!(
+            "{model}: input '{input}' takes batches of exactly {size}, so batches of {batch_size} \
+             (and every shorter last batch) would fail mid-run; patch the original export again \
+             (patch makes a fixed batch symbolic when the graph allows it), or {}",
+            crate::patch::batch::DYNAMIC_BATCH_EXPORT
+        ))),
+        _ => Ok(()),
+    }
+}
+
 fn prepare_dir(run_dir: &Path) -> Result<()> {
     std::fs::create_dir_all(run_dir).map_err(|e| Error::RunFolder {
         action: "cannot create",
@@ -193,7 +209,7 @@ fn prepare_dir(run_dir: &Path) -> Result<()> {
 /// The model and datasets the settings name, read, checked (errors name the
 /// flags), long-tailed as asked, and made into a [`Training`] on `device`.
 fn prepare(settings: &TrainSettings, device: Device, world: &Arc<World>) -> Result<Training> {
-    let loaded = crate::onnx::io::load(&settings.model)?;
+    let loaded = crate::onnx::io::load_with_data(&settings.model)?;
     let model_name = settings.model.display().to_string();
     let mut patched = loaded.model;
     if PatchRecord::read(&patched)?.is_none() {
@@ -208,6 +224,7 @@ fn prepare(settings: &TrainSettings, device: Device, world: &Arc<World>) -> Resu
         .ok_or_else(|| Error::invalid("the DRW epoch rewrite dropped the patch record"))?;
     let classes = record.config.class_counts.len();
     let (input, dims) = data_input(&patched, &record.added_inputs())?;
+    refuse_fixed_batch(&model_name, &input, &dims, settings.recipe.batch_size)?;
 
     let read = |path: &Path, split: Split, cap: Option<usize>| -> Result<Dataset> {
         let setting = match split {

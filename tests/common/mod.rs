@@ -27,6 +27,7 @@ pub fn bundled(name: &str) -> ModelProto {
 /// the contract's default names.
 pub fn patch_with(original: &ModelProto, config: ldam_onnx::ldam::LossConfig) -> ModelProto {
     let options = ldam_onnx::patch::PatchOptions {
+        batchnorm: Default::default(),
         config,
         head: ldam_onnx::patch::HeadMode::Auto,
         logits: None,

@@ -135,6 +135,7 @@ pub fn reference_counts(classes: usize) -> Vec<u64> {
 
 fn reference_options(classes: usize) -> PatchOptions {
     PatchOptions {
+        batchnorm: Default::default(),
         config: LossConfig::reference(reference_counts(classes)),
         head: HeadMode::Auto,
         logits: None,
@@ -653,7 +654,7 @@ fn model_case(
                         &step.model,
                         Some(&loaded),
                         &dir.join("model.train.onnx"),
-                        SaveOptions { overwrite: true },
+                        SaveOptions::overwriting(true),
                     )
                 });
             }
@@ -729,7 +730,7 @@ fn patch_command(
                 &patched,
                 Some(loaded),
                 &dir.join("model.ldam.onnx"),
-                SaveOptions { overwrite: true },
+                SaveOptions::overwriting(true),
             )
         });
     }

@@ -208,14 +208,14 @@ pub fn compile_model(name: &str, original: &ModelProto) -> Compiled {
         &patched,
         None,
         &patched_path,
-        SaveOptions { overwrite: false },
+        SaveOptions::overwriting(false),
     )
     .expect("the patched model is written");
     let step = compile(&patched, &CompileOptions::default())
         .unwrap_or_else(|e| panic!("{name}: compile: {e}"));
     let step_path = dir.path().join(format!("{name}.train.onnx"));
     let companion_path = step
-        .save(&step_path, None, SaveOptions { overwrite: false })
+        .save(&step_path, None, SaveOptions::overwriting(false))
         .expect("the step and its state file are written");
     Compiled {
         dir,
