@@ -222,25 +222,7 @@ fn parse_json<T: serde::de::DeserializeOwned>(step: &ModelProto, key: &str) -> R
 
 /// Keeps only the nodes the graph's outputs depend on.
 fn prune_to_outputs(graph: &mut crate::onnx::GraphProto) {
-    let mut needed: HashSet<String> = graph.output.iter().map(|o| o.name().to_string()).collect();
-    let mut keep = vec![false; graph.node.len()];
-    for (i, node) in graph.node.iter().enumerate().rev() {
-        if node.output.iter().any(|o| needed.contains(o)) {
-            keep[i] = true;
-            needed.extend(node.input.iter().filter(|s| !s.is_empty()).cloned());
-            for attr in &node.attribute {
-                for sub in attr.g.iter().chain(&attr.graphs) {
-                    needed.extend(sub.node.iter().flat_map(|n| n.input.iter().cloned()));
-                }
-            }
-        }
-    }
-    let mut index = 0;
-    graph.node.retain(|_| {
-        let kept = keep[index];
-        index += 1;
-        kept
-    });
+    crate::onnx::retain_nodes_reaching_outputs(graph);
     // BatchNormalization's unused training outputs are dropped.
     for node in &mut graph.node {
         if node.op_type() == "BatchNormalization" {

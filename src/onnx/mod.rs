@@ -91,3 +91,27 @@ pub fn node_label(node: &NodeProto) -> String {
         name => format!("{} node '{}'", node.op_type(), name),
     }
 }
+
+/// Drops the nodes no graph output depends on (subgraph reads count as reads).
+pub fn retain_nodes_reaching_outputs(graph: &mut GraphProto) {
+    let mut needed: std::collections::HashSet<String> =
+        graph.output.iter().map(|o| o.name().to_string()).collect();
+    let mut keep = vec![false; graph.node.len()];
+    for (i, node) in graph.node.iter().enumerate().rev() {
+        if node.output.iter().any(|o| needed.contains(o)) {
+            keep[i] = true;
+            needed.extend(node.input.iter().filter(|s| !s.is_empty()).cloned());
+            for attr in &node.attribute {
+                for sub in attr.g.iter().chain(&attr.graphs) {
+                    needed.extend(sub.node.iter().flat_map(|n| n.input.iter().cloned()));
+                }
+            }
+        }
+    }
+    let mut index = 0;
+    graph.node.retain(|_| {
+        let kept = keep[index];
+        index += 1;
+        kept
+    });
+}

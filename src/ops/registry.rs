@@ -321,7 +321,9 @@ const OPS: &[OpDef] = &[
         .one(elementwise::shape::arithmetic)
         .gradient(elementwise::gradient::pow)
         .kernel(torch!(elementwise::torch::pow)),
-    op("Mod").one(elementwise::shape::arithmetic),
+    op("Mod")
+        .one(elementwise::shape::arithmetic)
+        .fold(elementwise::shape::binary_values),
     op("Max")
         .same_type(&[0, 1, 2, 3])
         .one(elementwise::shape::arithmetic)

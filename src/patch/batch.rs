@@ -11,6 +11,7 @@
 //! `Reshape` must keep its element count. A graph that fails the proof is refused
 //! with the node that pins the batch, before anything is written.
 
+use super::batch_axis;
 use crate::error::{Error, Result};
 use crate::ldam::contract::PATCH_PREFIX;
 use crate::onnx::builder::{attr_int, Emitter, NameSet};
@@ -46,54 +47,56 @@ pub fn free_batch(
     opset: i64,
     names: &mut NameSet,
 ) -> Result<Option<FreedBatch>> {
-    let initializers: HashSet<String> = graph
-        .initializer
-        .iter()
-        .map(|t| t.name().to_string())
-        .collect();
-    let mut fixed = Vec::new();
-    for input in graph
-        .input
-        .iter()
-        .filter(|i| !initializers.contains(i.name()))
-    {
-        if let Some(Dim::Fixed(size)) = tensor_type(input)
-            .and_then(|t| t.shape)
-            .and_then(|s| s.first().cloned())
-        {
-            fixed.push((input.name().to_string(), size));
-        }
-    }
-    let Some(&(_, size)) = fixed.first() else {
+    let Some((inputs, size)) = fixed_batch(graph)? else {
         return Ok(None);
     };
-    // A first dimension is the batch only if the outputs lead with it too: a
-    // time-major sequence input [T, N, F] fixes its length there instead.
-    let outputs_lead = graph
-        .output
-        .iter()
-        .any(|o| first_dim(o) == Some(Dim::Fixed(size)));
-    if !outputs_lead {
-        return Ok(None);
-    }
-    if let Some((name, other)) = fixed.iter().find(|(_, s)| *s != size) {
-        return Err(Error::patch(format!(
-            "the inputs fix different batch sizes ({} has {size}, '{name}' has {other}); {DYNAMIC_BATCH_EXPORT}",
-            fixed[0].0
-        )));
-    }
     let before = ValueShapes::infer(graph, opset);
+    let literal = literal_values(graph);
+    let replicated = |name: &str| {
+        literal.contains(name)
+            && literal_tensor(graph, name).is_some_and(|t| identical_rows(&t, size))
+    };
+    let flow = batch_axis::follow(
+        graph,
+        &before,
+        size,
+        &inputs,
+        &|n| literal.contains(n),
+        &replicated,
+    )
+    .map_err(|p| {
+        Error::patch(format!(
+            "the batch size {size} is built into {} ({}), so the model cannot take other \
+                 batch sizes; {DYNAMIC_BATCH_EXPORT}",
+            p.node, p.reason
+        ))
+    })?;
+    for output in &graph.output {
+        let leads = first_dim(output) == Some(Dim::Fixed(size));
+        let carrier = flow.carriers.get(output.name());
+        if leads && carrier != Some(&batch_axis::Carrier { dim: 0, inner: 1 }) {
+            return Err(Error::patch(format!(
+                "output '{}' does not hold one row per example (the batch reaches it as {carrier:?}); \
+                 {DYNAMIC_BATCH_EXPORT}",
+                output.name()
+            )));
+        }
+    }
     let mut reader = BatchReader {
         b: Emitter::new(std::mem::take(names), PATCH_PREFIX, opset),
-        source: fixed[0].0.clone(),
+        source: inputs[0].clone(),
         batch: None,
         front: Vec::new(),
     };
-    let mut rewritten = drop_zero_initial_states(graph, size);
-    rewritten.extend(rewrite_leading_batch(graph, &before, size, &mut reader));
+    let mut rewritten = apply_rewrites(graph, &flow.rewrites, &mut reader);
+    rewritten.extend(expand_replicated(
+        graph,
+        &flow.replicated,
+        size,
+        &mut reader,
+    ));
 
     let symbolic = Dim::Symbolic(BATCH_SYMBOL.to_string());
-    let inputs: Vec<String> = fixed.into_iter().map(|(name, _)| name).collect();
     for info in graph
         .input
         .iter_mut()
@@ -108,29 +111,6 @@ pub fn free_batch(
     }
     // Intermediate shapes recorded at export would contradict the new batch.
     graph.value_info.clear();
-    // The merged-batch rewrite is a search: when its result fails the proof,
-    // the graph without it names the node that pins the batch more plainly.
-    let without_merged = (
-        graph.clone(),
-        reader.b.initializers.clone(),
-        reader.front.clone(),
-    );
-    let merged = rewrite_merged_batch(graph, opset, size, &inputs, &mut reader);
-    let mut attempt = graph.clone();
-    let mut attempt_reader_front = reader.front.clone();
-    attempt_reader_front.append(&mut attempt.node);
-    attempt.node = attempt_reader_front;
-    attempt
-        .initializer
-        .extend(reader.b.initializers.iter().cloned());
-    if !merged.is_empty() && prove(&attempt, opset, size, &inputs).is_err() {
-        let (plain, initializers, front) = without_merged;
-        *graph = plain;
-        reader.b.initializers = initializers;
-        reader.front = front;
-    } else {
-        rewritten.extend(merged);
-    }
     reader.finish(graph);
     *names = std::mem::take(&mut reader.b.names);
     prove(graph, opset, size, &inputs)?;
@@ -139,6 +119,104 @@ pub fn free_batch(
         size,
         rewritten,
     }))
+}
+
+/// The value of an initializer or a `Constant` node's output.
+fn literal_tensor(graph: &GraphProto, name: &str) -> Option<crate::onnx::TensorProto> {
+    use crate::onnx::NodeAttributes;
+    if let Some(t) = graph.initializer.iter().find(|t| t.name() == name) {
+        return Some(t.clone());
+    }
+    graph
+        .node
+        .iter()
+        .find(|n| n.op_type() == "Constant" && n.output.iter().any(|o| o == name))
+        .and_then(|n| n.tensor_attr("value").cloned())
+}
+
+/// Whether `tensor` is float32 `[size, ...]` with every row equal to the first.
+fn identical_rows(tensor: &crate::onnx::TensorProto, size: i64) -> bool {
+    if tensor.dims.first() != Some(&size) || size < 2 {
+        return false;
+    }
+    let Some(values) = crate::onnx::tensor::f32_values(tensor) else {
+        return false;
+    };
+    let row = values.len() / size as usize;
+    row > 0 && values.chunks(row).all(|r| r == &values[..row])
+}
+
+/// Each replicated constant becomes its first row expanded to the batch at run
+/// time, read by its consumer in its place.
+fn expand_replicated(
+    graph: &mut GraphProto,
+    replicated: &[batch_axis::ReplicatedConstant],
+    size: i64,
+    reader: &mut BatchReader,
+) -> Vec<String> {
+    let mut rewritten = Vec::new();
+    for constant in replicated {
+        let Some(tensor) = literal_tensor(graph, &constant.name) else {
+            continue;
+        };
+        let Some(values) = crate::onnx::tensor::f32_values(&tensor) else {
+            continue;
+        };
+        let row_len = values.len() / size as usize;
+        let mut row_dims = tensor.dims.clone();
+        row_dims[0] = 1;
+        let row = reader.b.constant(
+            &format!("{}_row", constant.name),
+            crate::onnx::tensor::f32_tensor("", &row_dims, &values[..row_len]),
+        );
+        let first_new = reader.b.nodes.len();
+        let shape = reader.shape_with_batch(&tensor.dims, 0, 1);
+        let expanded = reader.b.op("Expand", &[&row, &shape], vec![], "batch_rows");
+        let new_nodes: Vec<NodeProto> = reader.b.nodes.drain(first_new..).collect();
+        // Emitted just before the consumer, whose index shifts by what went in before.
+        let index = graph
+            .node
+            .iter()
+            .position(|n| n.input.get(constant.slot) == Some(&constant.name))
+            .unwrap_or(constant.node.min(graph.node.len()));
+        graph.node[index].input[constant.slot] = expanded;
+        rewritten.push(node_label(&graph.node[index]));
+        graph.node.splice(index..index, new_nodes);
+    }
+    rewritten
+}
+
+/// The data inputs whose first dimension is a fixed batch, and its size.
+fn fixed_batch(graph: &GraphProto) -> Result<Option<(Vec<String>, i64)>> {
+    let initializers: HashSet<&str> = graph.initializer.iter().map(|t| t.name()).collect();
+    let fixed: Vec<(String, i64)> = graph
+        .input
+        .iter()
+        .filter(|i| !initializers.contains(i.name()))
+        .filter_map(|input| match first_dim(input) {
+            Some(Dim::Fixed(size)) => Some((input.name().to_string(), size)),
+            _ => None,
+        })
+        .collect();
+    let Some(&(_, size)) = fixed.first() else {
+        return Ok(None);
+    };
+    // A first dimension is the batch only if the outputs lead with it too: a
+    // time-major sequence input [T, N, F] fixes its length there instead.
+    if !graph
+        .output
+        .iter()
+        .any(|o| first_dim(o) == Some(Dim::Fixed(size)))
+    {
+        return Ok(None);
+    }
+    if let Some((name, other)) = fixed.iter().find(|(_, s)| *s != size) {
+        return Err(Error::patch(format!(
+            "the inputs fix different batch sizes ('{}' has {size}, '{name}' has {other}); {DYNAMIC_BATCH_EXPORT}",
+            fixed[0].0
+        )));
+    }
+    Ok(Some((fixed.into_iter().map(|(n, _)| n).collect(), size)))
 }
 
 /// Emits the shape constants that read the batch at run time.
@@ -230,18 +308,20 @@ fn literal_values(graph: &GraphProto) -> HashSet<String> {
         .collect()
 }
 
-/// Recurrent nodes' initial states that are zeros written at the batch size
-/// (as the default exporter writes `h0 = zeros(1, B, H)`): zeros are the
-/// default of an absent initial state, at any batch size.
-fn drop_zero_initial_states(graph: &mut GraphProto, size: i64) -> Vec<String> {
-    let literal = literal_values(graph);
-    let zeros: HashSet<String> = graph
-        .initializer
+/// Recurrent nodes' initial states that are provably zero are dropped: zeros
+/// are what an absent initial state means, at any batch size, while the
+/// exporters write them at the export's batch (the default exporter as an
+/// initializer `zeros(1, B, H)`, the legacy one in eval mode as such a
+/// constant expanded). Runs before the recurrent nodes are unrolled and the
+/// batch is freed. Returns the nodes changed.
+pub fn drop_zero_initial_states(graph: &mut GraphProto) -> Result<Vec<String>> {
+    let zero: HashSet<String> = graph
+        .node
         .iter()
-        .filter(|t| literal.contains(t.name()))
-        .filter(|t| t.dims.get(1) == Some(&size))
-        .filter(|t| crate::onnx::tensor::f32_values(t).is_some_and(|v| v.iter().all(|&x| x == 0.0)))
-        .map(|t| t.name().to_string())
+        .filter(|n| matches!(n.op_type(), "LSTM" | "GRU" | "RNN"))
+        .flat_map(|n| n.input.iter().skip(5).take(2))
+        .filter(|name| !name.is_empty() && is_zero(graph, name, 0))
+        .cloned()
         .collect();
     let mut rewritten = Vec::new();
     for node in graph.node.iter_mut() {
@@ -250,7 +330,7 @@ fn drop_zero_initial_states(graph: &mut GraphProto, size: i64) -> Vec<String> {
         }
         let mut changed = false;
         for slot in [5, 6] {
-            if node.input.get(slot).is_some_and(|i| zeros.contains(i)) {
+            if node.input.get(slot).is_some_and(|i| zero.contains(i)) {
                 node.input[slot] = String::new();
                 changed = true;
             }
@@ -259,7 +339,42 @@ fn drop_zero_initial_states(graph: &mut GraphProto, size: i64) -> Vec<String> {
             rewritten.push(node_label(node));
         }
     }
-    rewritten
+    if !rewritten.is_empty() {
+        // The zeros' producers, written at the export's batch, would still run.
+        crate::onnx::retain_nodes_reaching_outputs(graph);
+    }
+    Ok(rewritten)
+}
+
+/// Whether `name` holds only zeros whatever the inputs: a zero initializer or
+/// Constant, a ConstantOfShape of zero, or an Expand of such a value.
+fn is_zero(graph: &GraphProto, name: &str, depth: usize) -> bool {
+    use crate::onnx::NodeAttributes;
+    let all_zero = |t: &crate::onnx::TensorProto| {
+        crate::onnx::tensor::f32_values(t).is_some_and(|v| v.iter().all(|&x| x == 0.0))
+    };
+    if depth > 8 || graph.input.iter().any(|i| i.name() == name) {
+        return false;
+    }
+    if let Some(t) = graph.initializer.iter().find(|t| t.name() == name) {
+        return all_zero(t);
+    }
+    let Some(node) = graph
+        .node
+        .iter()
+        .find(|n| n.output.iter().any(|o| o == name))
+    else {
+        return false;
+    };
+    match node.op_type() {
+        "Constant" => node.tensor_attr("value").is_some_and(all_zero),
+        "ConstantOfShape" => node.tensor_attr("value").is_none_or(all_zero),
+        "Expand" | "Identity" | "Cast" => node
+            .input
+            .first()
+            .is_some_and(|i| is_zero(graph, i, depth + 1)),
+        _ => false,
+    }
 }
 
 fn first_dim(info: &crate::onnx::ValueInfoProto) -> Option<Dim> {
@@ -279,152 +394,43 @@ fn set_first_dim(info: &mut crate::onnx::ValueInfoProto, dim: &Dim) {
     }
 }
 
-/// The ops whose shape operand (input index) can carry the batch size.
-fn shape_operand(op: &str) -> Option<usize> {
-    match op {
-        "Reshape" | "Expand" => Some(1),
-        "ConstantOfShape" => Some(0),
-        _ => None,
-    }
-}
-
-/// Replaces a leading `size` in the literal shape constants of Reshape, Expand
-/// and ConstantOfShape, where the node's output has the batch in front, by the
-/// batch at run time, and returns the rewritten nodes' labels. A Reshape that
-/// keeps its input's leading dimension gets 0 ("copy"); the others read the
-/// batch from the input.
-fn rewrite_leading_batch(
+/// Points each shape operand the tracker found at a value that follows the
+/// batch at run time, and returns the rewritten nodes' labels.
+fn apply_rewrites(
     graph: &mut GraphProto,
-    shapes: &ValueShapes,
-    size: i64,
+    rewrites: &[batch_axis::TargetRewrite],
     reader: &mut BatchReader,
 ) -> Vec<String> {
-    let literal = literal_values(graph);
+    let mut before: Vec<Vec<NodeProto>> = vec![Vec::new(); graph.node.len()];
     let mut rewritten = Vec::new();
-    let mut nodes = Vec::with_capacity(graph.node.len());
-    for mut node in std::mem::take(&mut graph.node) {
-        let Some(slot) = shape_operand(node.op_type()) else {
-            nodes.push(node);
-            continue;
+    for rewrite in rewrites {
+        let node = &mut graph.node[rewrite.node];
+        let slot = if node.op_type() == "ConstantOfShape" {
+            0
+        } else {
+            1
         };
-        let target = node.input.get(slot).cloned().unwrap_or_default();
-        let leads_with_batch = node
-            .output
-            .first()
-            .and_then(|o| shapes.shape(o))
-            .and_then(|s| s.first())
-            == Some(&Dim::Fixed(size));
-        let values = shapes.const_ints(&target).map(<[i64]>::to_vec);
-        let Some(values) = values
-            .filter(|v| literal.contains(&target) && leads_with_batch && v.first() == Some(&size))
-        else {
-            nodes.push(node);
-            continue;
-        };
-        let copies_input = node.op_type() == "Reshape"
-            && crate::onnx::attr_int(&node, "allowzero", 0) == 0
-            && shapes
-                .shape(node.input.first().map_or("", String::as_str))
-                .and_then(|s| s.first())
-                == Some(&Dim::Fixed(size));
         let first_new = reader.b.nodes.len();
-        let new_target = if copies_input {
-            let mut copied = values.clone();
-            copied[0] = 0;
+        let target = if rewrite.factor == 0 {
+            let values = &rewrite.values;
             reader.b.constant(
                 "batch_shape",
-                i64_tensor("", &[copied.len() as i64], &copied),
+                i64_tensor("", &[values.len() as i64], values),
             )
         } else {
-            reader.shape_with_batch(&values, 0, 1)
+            reader.shape_with_batch(&rewrite.values, rewrite.at, rewrite.factor)
         };
-        nodes.extend(reader.b.nodes.drain(first_new..));
-        node.input[slot] = new_target;
-        rewritten.push(node_label(&node));
+        before[rewrite.node].extend(reader.b.nodes.drain(first_new..));
+        node.input[slot] = target;
+        rewritten.push(node_label(node));
+    }
+    let mut nodes = Vec::with_capacity(graph.node.len());
+    for (node, mut preceding) in std::mem::take(&mut graph.node).into_iter().zip(before) {
+        nodes.append(&mut preceding);
         nodes.push(node);
     }
     graph.node = nodes;
     rewritten
-}
-
-/// Reshapes whose literal target carries the batch inside a product (attention's
-/// `[B * heads, L, d]`): at a trial batch size the element counts disagree, and
-/// the one element that restores them at `trial / size` times its value is
-/// the batch's. Each such target is rewritten to `batch * (element / size)`,
-/// one node at a time in graph order, re-inferring after each.
-fn rewrite_merged_batch(
-    graph: &mut GraphProto,
-    opset: i64,
-    size: i64,
-    inputs: &[String],
-    reader: &mut BatchReader,
-) -> Vec<String> {
-    let trial = size + 3;
-    let mut rewritten = Vec::new();
-    let reshapes = graph
-        .node
-        .iter()
-        .filter(|n| n.op_type() == "Reshape")
-        .count();
-    for _ in 0..reshapes {
-        let mut probe = graph.clone();
-        probe.node.splice(0..0, reader.front.iter().cloned());
-        probe
-            .initializer
-            .extend(reader.b.initializers.iter().cloned());
-        for info in probe
-            .input
-            .iter_mut()
-            .filter(|i| inputs.iter().any(|n| n == i.name()))
-        {
-            set_first_dim(info, &Dim::Fixed(trial));
-        }
-        let shapes = ValueShapes::infer(&probe, opset);
-        let literal = literal_values(&probe);
-        let found = graph.node.iter().enumerate().find_map(|(index, node)| {
-            if node.op_type() != "Reshape" {
-                return None;
-            }
-            let target = node.input.get(1)?;
-            if !literal.contains(target) {
-                return None;
-            }
-            let values = shapes.const_ints(target)?.to_vec();
-            let have = static_count(shapes.shape(node.input.first()?)?)?;
-            let want = values
-                .iter()
-                .try_fold(1i64, |acc, &v| (v > 0).then(|| acc * v))?;
-            if have == want {
-                return None;
-            }
-            let fits = |i: usize| {
-                values[i] % size == 0 && want / values[i] * (values[i] / size * trial) == have
-            };
-            // An element equal to the batch size itself is the likeliest
-            // carrier ([T, B, F] has T a multiple of B as often as not).
-            let at = (0..values.len())
-                .filter(|&i| fits(i))
-                .min_by_key(|&i| (values[i] != size, i))?;
-            Some((index, values, at))
-        });
-        let Some((index, values, at)) = found else {
-            break;
-        };
-        let first_new = reader.b.nodes.len();
-        let new_target = reader.shape_with_batch(&values, at, values[at] / size);
-        let new_nodes: Vec<NodeProto> = reader.b.nodes.drain(first_new..).collect();
-        graph.node[index].input[1] = new_target;
-        rewritten.push(node_label(&graph.node[index]));
-        graph.node.splice(index..index, new_nodes);
-    }
-    rewritten
-}
-
-fn static_count(dims: &[Dim]) -> Option<i64> {
-    dims.iter().try_fold(1i64, |acc, d| match d {
-        Dim::Fixed(v) => acc.checked_mul(*v),
-        _ => None,
-    })
 }
 
 /// Shape inference at two batch sizes other than `size`: every node that had a

@@ -3,6 +3,7 @@
 //! (model, options) -> model.
 
 pub mod batch;
+pub mod batch_axis;
 pub mod batchnorm;
 pub mod cosine;
 pub mod head;
@@ -251,10 +252,16 @@ pub fn patch(model: &ModelProto, options: &PatchOptions) -> Result<(ModelProto, 
         .ok_or_else(|| Error::patch("the model has no graph"))?;
     let mut taken = NameSet::of_graph(graph);
     let untied = untie::untie(graph, &mut taken);
-    let freed_batch = batch::free_batch(graph, opset, &mut taken)?;
+    // Zero initial states written at a fixed batch go before the recurrent
+    // nodes are unrolled, and the batch is freed after, through plain ops.
+    let zero_states = batch::drop_zero_initial_states(graph)?;
     let unrolled = recurrent::unroll(graph, opset)?;
     if !unrolled.is_empty() {
         taken = NameSet::of_graph(graph);
+    }
+    let mut freed_batch = batch::free_batch(graph, opset, &mut taken)?;
+    if let Some(freed) = freed_batch.as_mut() {
+        freed.rewritten.extend(zero_states);
     }
     let batchnorm_converted = match options.batchnorm {
         BatchNormMode::Train => {
