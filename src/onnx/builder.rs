@@ -155,20 +155,28 @@ impl Emitter {
 
     /// `ReduceL2` over `axes` with kept dimensions, in the form the opset expects.
     pub fn reduce_l2_keepdims(&mut self, x: &str, axes: &[i64], hint: &str) -> String {
-        let keepdims = attr_int("keepdims", 1);
+        self.reduce("ReduceL2", x, axes, true, hint)
+    }
+
+    /// A `Reduce*` op over constant `axes`: an attribute before opset 18, an
+    /// input from it.
+    pub fn reduce(
+        &mut self,
+        op: &str,
+        x: &str,
+        axes: &[i64],
+        keepdims: bool,
+        hint: &str,
+    ) -> String {
+        let keepdims = attr_int("keepdims", i64::from(keepdims));
         if self.opset >= 18 {
             let axes = self.constant(
                 &format!("{hint}_axes"),
                 super::tensor::i64_tensor("", &[axes.len() as i64], axes),
             );
-            self.op("ReduceL2", &[x, &axes], vec![keepdims], hint)
+            self.op(op, &[x, &axes], vec![keepdims], hint)
         } else {
-            self.op(
-                "ReduceL2",
-                &[x],
-                vec![keepdims, attr_ints("axes", axes)],
-                hint,
-            )
+            self.op(op, &[x], vec![keepdims, attr_ints("axes", axes)], hint)
         }
     }
 }

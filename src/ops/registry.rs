@@ -262,6 +262,7 @@ const OPS: &[OpDef] = &[
     op("Equal")
         .same_type(&[0, 1])
         .one(elementwise::shape::compare)
+        .fold(elementwise::shape::binary_values)
         .not_differentiable()
         .kernel(torch!(elementwise::torch::equal)),
     op("Less")
@@ -347,6 +348,7 @@ const OPS: &[OpDef] = &[
     op("Where")
         .same_type(&[1, 2])
         .one(elementwise::shape::where_)
+        .fold(elementwise::shape::where_values)
         .gradient(elementwise::gradient::where_)
         .kernel(torch!(elementwise::torch::where_)),
     // linalg

@@ -700,7 +700,18 @@ impl Step<'_> {
         // Written down or folded from constants (the legacy exporter computes
         // `expand(B, -1, -1)` with Where): either way a known value that
         // must follow the batch from now on.
-        let Some(values) = self.shapes.const_ints(shape) else {
+        // An Expand whose target is computed (`Where` over constants) is
+        // given its output's extents, which the target broadcasts to.
+        let values = self
+            .shapes
+            .const_ints(shape)
+            .map(<[i64]>::to_vec)
+            .or_else(|| {
+                (slot == 1)
+                    .then(|| static_dims(self.shapes, self.node.output.first()?))
+                    .flatten()
+            });
+        let Some(values) = values else {
             return Ok(vec![None]);
         };
         if values.first() != Some(&self.size) {
@@ -708,7 +719,7 @@ impl Step<'_> {
         }
         rewrites.push(TargetRewrite {
             node: self.index,
-            values: values.to_vec(),
+            values,
             at: 0,
             factor: 1,
         });

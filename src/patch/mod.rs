@@ -7,6 +7,7 @@ pub mod batch_axis;
 pub mod batchnorm;
 pub mod cosine;
 pub mod head;
+pub mod instance_norm;
 pub mod loss;
 pub mod metadata;
 pub mod recurrent;
@@ -183,6 +184,8 @@ pub struct PatchSummary {
     pub untied: Vec<String>,
     /// The recurrent nodes (LSTM, GRU, RNN) unrolled into primitive ops.
     pub unrolled: Vec<String>,
+    /// The InstanceNormalization nodes written out in primitive ops.
+    pub lowered: Vec<String>,
 }
 
 /// Checks that the model can be patched and returns its default-domain opset.
@@ -263,6 +266,7 @@ pub fn patch(model: &ModelProto, options: &PatchOptions) -> Result<(ModelProto, 
     if let Some(freed) = freed_batch.as_mut() {
         freed.rewritten.extend(zero_states);
     }
+    let lowered = instance_norm::lower(graph, opset, &mut taken)?;
     let batchnorm_converted = match options.batchnorm {
         BatchNormMode::Train => {
             batchnorm::to_training_mode(graph, opset, &mut |base| taken.fresh(base))
@@ -395,6 +399,7 @@ pub fn patch(model: &ModelProto, options: &PatchOptions) -> Result<(ModelProto, 
         logits_renamed,
         untied,
         unrolled,
+        lowered,
     };
     Ok((model, summary))
 }

@@ -253,7 +253,11 @@ fn gradient_finding(graph: &GraphProto, opset: i64) -> Finding {
         match gradient {
             Some(Gradient::NotDifferentiable) => continue,
             Some(Gradient::Rule(_)) => {}
-            _ if matches!(node.op_type(), "LSTM" | "GRU" | "RNN") => {
+            _ if matches!(
+                node.op_type(),
+                "LSTM" | "GRU" | "RNN" | "InstanceNormalization"
+            ) =>
+            {
                 recurrent.push(node.op_type().to_string())
             }
             _ => {
@@ -285,7 +289,7 @@ fn gradient_finding(graph: &GraphProto, opset: i64) -> Finding {
             "gradients",
             Verdict::Fine,
             format!(
-                "every op has a rule; {} nodes are unrolled over their static sequence length by patch",
+                "every op has a rule once patch writes out its {} nodes in primitive ops",
                 recurrent.join(", ")
             ),
             None,
@@ -369,6 +373,12 @@ pub fn patch_notes(summary: &PatchSummary, batchnorm: BatchNormMode) -> Vec<Stri
         lines.push(format!(
             "recurrent: {} unrolled over the sequence into primitive ops",
             summary.unrolled.join(", ")
+        ));
+    }
+    if !summary.lowered.is_empty() {
+        lines.push(format!(
+            "instance norm: {} InstanceNormalization nodes written out in primitive ops",
+            summary.lowered.len()
         ));
     }
     if let Some(name) = &summary.logits_renamed {

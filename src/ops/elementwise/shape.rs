@@ -66,6 +66,27 @@ pub(crate) fn cast_values(n: &Ctx) -> Option<Vec<Dim>> {
     fits.then(|| values.to_vec())
 }
 
+/// `Where` over known values of one shape (or scalars): the legacy exporter
+/// computes `expand(B, -1, -1)` targets as `Where(shape == -1, 1, shape)`.
+pub(crate) fn where_values(n: &Ctx) -> Option<Vec<Dim>> {
+    let (cond, a, b) = (n.values(0)?, n.values(1)?, n.values(2)?);
+    let len = cond.len().max(a.len()).max(b.len());
+    let at = |v: &[Dim], i: usize| -> Option<Dim> {
+        match v.len() {
+            1 => Some(v[0].clone()),
+            l if l == len => Some(v[i].clone()),
+            _ => None,
+        }
+    };
+    (0..len)
+        .map(|i| match at(cond, i)? {
+            Dim::Fixed(0) => at(b, i),
+            Dim::Fixed(_) => at(a, i),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Elementwise arithmetic with broadcasting; `N + 0`, `N * 1` keep the symbol.
 pub(crate) fn binary_values(n: &Ctx) -> Option<Vec<Dim>> {
     if n.inputs().count() != 2 {

@@ -10,7 +10,7 @@
 //! nodes would give the same values with about three times the full-size ops.
 
 use crate::error::{Error, Result};
-use crate::onnx::builder::{attr_int, attr_ints, Emitter};
+use crate::onnx::builder::{attr_int, Emitter};
 use crate::onnx::tensor::{i64_tensor, FLOAT};
 use crate::onnx::types::{Dim, TensorType};
 use crate::onnx::{attribute, node_label, GraphProto, NodeProto};
@@ -204,23 +204,9 @@ fn make_explicit(
     Ok(statistics)
 }
 
-/// `ReduceMean` over constant axes: an attribute before opset 18, an input from it.
+/// `ReduceMean` over constant axes, in the opset's form.
 fn reduce_mean(b: &mut Emitter, x: &str, axes: &[i64], keepdims: bool, hint: &str) -> String {
-    let keep = attr_int("keepdims", i64::from(keepdims));
-    if b.opset >= 18 {
-        let axes = b.constant(
-            &format!("{hint}_axes"),
-            i64_tensor("", &[axes.len() as i64], axes),
-        );
-        b.op("ReduceMean", &[x, &axes], vec![keep], hint)
-    } else {
-        b.op(
-            "ReduceMean",
-            &[x],
-            vec![keep, attr_ints("axes", axes)],
-            hint,
-        )
-    }
+    b.reduce("ReduceMean", x, axes, keepdims, hint)
 }
 
 /// The centred input C = X - mean(X) of an inference-form BatchNormalization whose

@@ -66,6 +66,7 @@ pub(crate) fn dim_arith(op: &str, a: &Dim, b: &Dim) -> Dim {
                 "Div" => x.checked_div(*y),
                 "Max" => Some(*x.max(y)),
                 "Min" => Some(*x.min(y)),
+                "Equal" => Some(i64::from(x == y)),
                 // ONNX integer Mod (fmod=0) takes the divisor's sign, as
                 // Python's %: the legacy exporter normalises axes with it.
                 "Mod" => x.checked_rem(*y).map(|r| {
