@@ -8,7 +8,6 @@
 
 mod common;
 
-use common::tolerance::normwise_error;
 use common::Data;
 use ldam_onnx::compile::{compile, CompileOptions, StateKind};
 use ldam_onnx::ldam::{LossConfig, LossKind, Reweight};

@@ -153,15 +153,34 @@ fn candidates(graph: &GraphProto) -> Vec<Head> {
                 linear: None,
             })
         })
-        // A model exporting both logits and their softmax has one head, not two.
+        // A model exporting both logits and their softmax has one head, not
+        // two; nor one exporting the logits again through Identity (a
+        // deployed model keeps its export's output beside `logits`).
         .fold(Vec::new(), |mut heads: Vec<Head>, head| {
-            match heads.iter_mut().find(|h| h.logits == head.logits) {
+            let same = |h: &Head| {
+                through_identity(graph, &h.logits) == through_identity(graph, &head.logits)
+            };
+            match heads.iter_mut().find(|h| same(h)) {
                 Some(existing) if head.activation.is_none() => *existing = head,
                 Some(_) => {}
                 None => heads.push(head),
             }
             heads
         })
+}
+
+/// The value `name` copies, following Identity nodes back.
+fn through_identity<'g>(graph: &'g GraphProto, mut name: &'g str) -> &'g str {
+    for _ in 0..graph.node.len() {
+        match producer(graph, name) {
+            Some((_, node)) if node.op_type() == "Identity" => match node.input.first() {
+                Some(input) => name = input,
+                None => break,
+            },
+            _ => break,
+        }
+    }
+    name
 }
 
 fn logits_dims(ty: &TensorType) -> Option<(Dim, usize)> {
