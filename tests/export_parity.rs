@@ -134,6 +134,46 @@ fn floored_error(got: &[f32], want: &[f32], floor: f64) -> f64 {
     diff / norm
 }
 
+/// The parameters PyTorch names the same, compared after two steps:
+/// (name, values error, update error), from each state tensor's value before
+/// (`initial`) and after (`after`).
+fn compare_state(
+    reference: &Reference,
+    state: &[(String, StateKind)],
+    initial: &HashMap<String, Vec<f32>>,
+    after: &HashMap<String, Vec<f32>>,
+) -> Vec<(String, f64, f64)> {
+    let mut tensors = Vec::new();
+    for (name, kind) in state {
+        let key = match kind {
+            StateKind::Parameter => format!("param/{name}"),
+            StateKind::RunningMean | StateKind::RunningVar => format!("buffer/{name}"),
+            _ => continue,
+        };
+        let (Some(want), Some(torch_initial)) = (
+            reference.tensors.get(&key),
+            reference.tensors.get(&format!("initial/{name}")),
+        ) else {
+            continue;
+        };
+        let ours_initial = &initial[name];
+        if ours_initial != torch_initial {
+            // The file does not start where PyTorch did (folded, or moved by
+            // the exporter's own forward pass): only the losses can be compared.
+            continue;
+        }
+        let got = &after[name];
+        let delta =
+            |a: &[f32]| -> Vec<f32> { a.iter().zip(ours_initial).map(|(x, x0)| x - x0).collect() };
+        tensors.push((
+            name.clone(),
+            floored_error(got, want, VALUE_FLOOR),
+            floored_error(&delta(got), &delta(want), LR as f64 * UPDATE_FLOOR),
+        ));
+    }
+    tensors
+}
+
 fn two_steps(name: &str, variant: Variant) -> Result<Outcome, String> {
     let path = exports_dir().join(format!("{name}.onnx"));
     let reference = read_reference(name);
@@ -175,34 +215,15 @@ fn two_steps(name: &str, variant: Variant) -> Result<Outcome, String> {
             state.insert(s.name.clone(), (dims, outputs[&s.next].f32().to_vec()));
         }
     }
-    let mut tensors = Vec::new();
-    for s in &step.state {
-        let key = match s.kind {
-            StateKind::Parameter => format!("param/{}", s.name),
-            StateKind::RunningMean | StateKind::RunningVar => format!("buffer/{}", s.name),
-            _ => continue,
-        };
-        let (Some(want), Some(torch_initial)) = (
-            reference.tensors.get(&key),
-            reference.tensors.get(&format!("initial/{}", s.name)),
-        ) else {
-            continue;
-        };
-        let ours_initial = &initial[&s.name].1;
-        if ours_initial != torch_initial {
-            // The file does not start where PyTorch did (folded, or moved by
-            // the exporter's own forward pass): only the losses can be compared.
-            continue;
-        }
-        let got = &state[&s.name].1;
-        let delta =
-            |a: &[f32]| -> Vec<f32> { a.iter().zip(ours_initial).map(|(x, x0)| x - x0).collect() };
-        tensors.push((
-            s.name.clone(),
-            floored_error(got, want, VALUE_FLOOR),
-            floored_error(&delta(got), &delta(want), LR as f64 * UPDATE_FLOOR),
-        ));
-    }
+    let kinds: Vec<(String, StateKind)> = step
+        .state
+        .iter()
+        .map(|s| (s.name.clone(), s.kind))
+        .collect();
+    let values = |m: &HashMap<String, (Vec<i64>, Vec<f32>)>| -> HashMap<String, Vec<f32>> {
+        m.iter().map(|(k, (_, v))| (k.clone(), v.clone())).collect()
+    };
+    let tensors = compare_state(&reference, &kinds, &values(&initial), &values(&state));
     Ok(Outcome { losses, tensors })
 }
 
@@ -342,4 +363,79 @@ fn the_parity_check_rejects_a_one_percent_learning_rate_and_a_dropped_momentum()
             "{name}: momentum 0 passed"
         );
     }
+}
+
+/// The same two steps on libtorch (`--backend torch`), which interprets the
+/// patched graph with autograd: every export that reaches parity in ONNX
+/// Runtime reaches it here too (float inputs; the trainer's batches are float).
+#[cfg(feature = "torch")]
+#[test]
+fn the_torch_backend_steps_the_patched_exports_as_pytorch_does() {
+    use ldam_onnx::backend::torch::TorchTrainer;
+    use ldam_onnx::backend::{Batch, Device, Trainer};
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for name in fixtures() {
+        let reference = read_reference(&name);
+        let Data::F32(shape, data) = reference.input.clone() else {
+            continue;
+        };
+        if expected_gap(&name).is_some() {
+            continue;
+        }
+        let loaded = io::load_with_data(&exports_dir().join(format!("{name}.onnx"))).unwrap();
+        let (patched, _) = patch(&loaded.model, &options()).unwrap();
+        let options = CompileOptions {
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            ..CompileOptions::default()
+        };
+        let mut trainer = match TorchTrainer::new(&patched, &options, Device::Cpu) {
+            Ok(t) => t,
+            Err(e) => {
+                failures.push(format!("{name}: {e}"));
+                continue;
+            }
+        };
+        let plan = ldam_onnx::compile::state::plan(&patched, &options).unwrap();
+        let kinds: Vec<(String, StateKind)> =
+            plan.iter().map(|s| (s.name.clone(), s.kind)).collect();
+        let read = |trainer: &TorchTrainer| -> HashMap<String, Vec<f32>> {
+            trainer
+                .state()
+                .unwrap()
+                .into_iter()
+                .map(|(k, t)| (k, f32_values(&t).unwrap()))
+                .collect()
+        };
+        let initial = read(&trainer);
+        let batch = Batch {
+            shape,
+            data,
+            labels: reference.labels.clone(),
+        };
+        let mut losses = Vec::new();
+        for _ in 0..2 {
+            match trainer.step(&batch, 0, LR) {
+                Ok(out) => losses.push(out.loss),
+                Err(e) => {
+                    failures.push(format!("{name}: {e}"));
+                    break;
+                }
+            }
+        }
+        if losses.len() < 2 {
+            continue;
+        }
+        let outcome = Outcome {
+            losses,
+            tensors: compare_state(&reference, &kinds, &initial, &read(&trainer)),
+        };
+        if let Err(e) = check(&name, &outcome, &reference) {
+            failures.push(e);
+        }
+        checked += 1;
+    }
+    assert!(checked >= 25, "only {checked} exports stepped on libtorch");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -324,7 +324,8 @@ const OPS: &[OpDef] = &[
         .kernel(torch!(elementwise::torch::pow)),
     op("Mod")
         .one(elementwise::shape::arithmetic)
-        .fold(elementwise::shape::binary_values),
+        .fold(elementwise::shape::binary_values)
+        .kernel(torch!(elementwise::torch::modulo)),
     op("Max")
         .same_type(&[0, 1, 2, 3])
         .one(elementwise::shape::arithmetic)

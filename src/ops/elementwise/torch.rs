@@ -61,6 +61,16 @@ pub fn sub(_: &NodeCtx) -> Prepare {
 pub fn mul(_: &NodeCtx) -> Prepare {
     binary(Tensor::f_mul)
 }
+/// ONNX Mod: the divisor's sign (Python's %, libtorch's remainder), or C's
+/// fmod with `fmod=1`.
+pub fn modulo(node: &NodeCtx) -> Prepare {
+    use crate::onnx::NodeAttributes;
+    if node.node.int_attr("fmod", 0) != 0 {
+        binary(Tensor::f_fmod_tensor)
+    } else {
+        binary(Tensor::f_remainder_tensor)
+    }
+}
 
 /// Integer division truncates (ONNX Div on integer types), float division is exact.
 pub fn div(_: &NodeCtx) -> Prepare {
