@@ -174,3 +174,35 @@ fn torch_defaults_and_export_for_training_patch_compile_train_and_evaluate() {
     .unwrap();
     assert!(report.is_object());
 }
+
+/// A graph that mixes examples across the fixed batch is refused up front:
+/// one `error:` line naming the file, the node and the export argument, exit
+/// 1, and no output file.
+#[test]
+fn an_export_that_pins_its_batch_is_refused_with_one_line_and_nothing_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = common::repo_dir().join("tests/exports/convnext__dynamo.onnx");
+    let out = dir.path().join("convnext.ldam.onnx");
+    let output = Command::new(env!("CARGO_BIN_EXE_ldam-onnx"))
+        .args([
+            "patch",
+            &source.display().to_string(),
+            "--class-counts",
+            "5,4,3,2,1",
+            "-o",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    for needle in ["convnext__dynamo.onnx", "node_as_strided", "dynamic_shapes"] {
+        assert!(errors[0].contains(needle), "{needle:?} in {stderr}");
+    }
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+        "nothing written"
+    );
+}
