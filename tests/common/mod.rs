@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod gradcheck;
+pub mod parity;
 pub mod tolerance;
 
 use ldam_onnx::onnx::builder::{attr_int, NameSet};
