@@ -376,6 +376,16 @@ impl Step<'_> {
         }
     }
 
+    /// Records where one input puts the batch in the output; every carrying
+    /// input must put it in the same place.
+    fn merge(&self, result: &mut Option<Carrier>, here: Carrier) -> Result<(), Pinned> {
+        if result.is_some_and(|r| r != here) {
+            return Err(self.pinned("its inputs hold the batch in different places"));
+        }
+        *result = Some(here);
+        Ok(())
+    }
+
     /// All carrying inputs must hold the batch in the same output dimension.
     fn agree(&self, carried: &[(usize, Carrier)]) -> Result<Carrier, Pinned> {
         let first = carried[0].1;
@@ -398,13 +408,10 @@ impl Step<'_> {
                 dim: c.dim + out_rank - rank,
                 ..c
             };
-            match result {
-                None => result = Some(aligned),
-                Some(r) if r == aligned => {}
-                Some(_) => return Err(self.pinned("its inputs hold the batch in different places")),
-            }
+            self.merge(&mut result, aligned)?;
         }
-        Ok(self.same_for_all(result.expect("carried is not empty")))
+        let carrier = result.ok_or_else(|| self.pinned("no input holds the batch"))?;
+        Ok(self.same_for_all(carrier))
     }
 
     fn pad_keeps_batch(&self, c: Carrier) -> Result<(), Pinned> {
@@ -563,10 +570,7 @@ impl Step<'_> {
                     ..c
                 }
             };
-            if result.is_some_and(|r| r != here) {
-                return Err(self.pinned("its inputs hold the batch in different places"));
-            }
-            result = Some(here);
+            self.merge(&mut result, here)?;
         }
         Ok(vec![result])
     }
@@ -607,10 +611,7 @@ impl Step<'_> {
                 dim: c.dim + out_rank - rank,
                 ..c
             };
-            if result.is_some_and(|r| r != here) {
-                return Err(self.pinned("its inputs hold the batch in different places"));
-            }
-            result = Some(here);
+            self.merge(&mut result, here)?;
         }
         Ok(vec![result])
     }

@@ -284,6 +284,7 @@ fn gradient_finding(graph: &GraphProto, opset: i64) -> Finding {
         );
     }
     if !recurrent.is_empty() {
+        recurrent.sort();
         recurrent.dedup();
         return Finding::new(
             "gradients",

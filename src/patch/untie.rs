@@ -36,14 +36,7 @@ fn normalisation_slots(node: &NodeProto) -> &'static [(usize, &'static str)] {
 /// initializers of their own. Returns the names of the new initializers.
 pub fn untie(graph: &mut GraphProto, names: &mut NameSet) -> Vec<String> {
     let mut created = identity_copies(graph);
-    let inputs: HashSet<&str> = graph.input.iter().map(|i| i.name()).collect();
-    let values: HashMap<String, TensorProto> = graph
-        .initializer
-        .iter()
-        .filter(|t| is_float_type(t.data_type()) && !t.dims.is_empty())
-        .filter(|t| !inputs.contains(t.name()))
-        .map(|t| (t.name().to_string(), t.clone()))
-        .collect();
+    let values = float_parameters(graph);
     // Merged: read more than once, once at least as a normalisation tensor.
     // Several reads with no normalisation among them (a recurrent weight
     // sliced per gate, a weight shared on purpose) stay as they are.
@@ -94,14 +87,7 @@ pub fn untie(graph: &mut GraphProto, names: &mut NameSet) -> Vec<String> {
 
 /// `Identity(initializer)` nodes become initializers named as their output.
 fn identity_copies(graph: &mut GraphProto) -> Vec<String> {
-    let inputs: HashSet<String> = graph.input.iter().map(|i| i.name().to_string()).collect();
-    let float_initializers: HashMap<String, TensorProto> = graph
-        .initializer
-        .iter()
-        .filter(|t| is_float_type(t.data_type()) && !t.dims.is_empty())
-        .filter(|t| !inputs.contains(t.name()))
-        .map(|t| (t.name().to_string(), t.clone()))
-        .collect();
+    let float_initializers = float_parameters(graph);
     let outputs: HashSet<String> = graph.output.iter().map(|o| o.name().to_string()).collect();
     let mut created = Vec::new();
     let mut kept = Vec::with_capacity(graph.node.len());
@@ -122,4 +108,16 @@ fn identity_copies(graph: &mut GraphProto) -> Vec<String> {
     }
     graph.node = kept;
     created
+}
+
+/// Float initializers of rank >= 1 that no graph input overrides, by name.
+fn float_parameters(graph: &GraphProto) -> HashMap<String, TensorProto> {
+    let inputs: HashSet<&str> = graph.input.iter().map(|i| i.name()).collect();
+    graph
+        .initializer
+        .iter()
+        .filter(|t| is_float_type(t.data_type()) && !t.dims.is_empty())
+        .filter(|t| !inputs.contains(t.name()))
+        .map(|t| (t.name().to_string(), t.clone()))
+        .collect()
 }
