@@ -541,22 +541,37 @@ fn average_pool_strided_with_pads_not_counting_pads_matches_finite_differences()
     );
 }
 
+/// ResNet-D's downsampling, `AvgPool2d(2, 2, ceil_mode=True,
+/// count_include_pad=False)`, on an odd size: the last window hangs past X
+/// and is divided by the elements it still covers.
 #[test]
-fn average_pool_in_ceil_mode_is_refused() {
-    let attrs = vec![
-        attr_ints("kernel_shape", &[2, 2]),
-        attr_ints("strides", &[2, 2]),
-        attr_int("ceil_mode", 1),
-    ];
-    let m = model(
-        one_node("AveragePool", &["x"], attrs),
+fn average_pool_in_ceil_mode_not_counting_pads_matches_finite_differences() {
+    average_pool_check(
         &[2, 3, 7, 7],
-        FLOAT,
-        vec![],
-        17,
+        vec![
+            attr_ints("kernel_shape", &[2, 2]),
+            attr_ints("strides", &[2, 2]),
+            attr_int("ceil_mode", 1),
+            attr_int("count_include_pad", 0),
+        ],
+        31,
     );
-    let error = gradient_error(&m);
-    assert!(error.contains("ceil_mode"), "{error}");
+}
+
+/// Ceil mode with pads counted: a clipped window counts the pads it covers.
+#[test]
+fn average_pool_in_ceil_mode_counting_pads_matches_finite_differences() {
+    average_pool_check(
+        &[2, 2, 6, 7],
+        vec![
+            attr_ints("kernel_shape", &[3, 3]),
+            attr_ints("strides", &[2, 2]),
+            attr_ints("pads", &[1, 1, 1, 1]),
+            attr_int("ceil_mode", 1),
+            attr_int("count_include_pad", 1),
+        ],
+        32,
+    );
 }
 
 #[test]

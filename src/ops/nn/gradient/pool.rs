@@ -79,10 +79,12 @@ pub fn max_pool(ctx: &mut GradCtx) -> Grads {
 /// kernel of ones, run on each (n, c) plane as its own sample so that one
 /// [1, 1, k...] kernel serves every channel. Follows PyTorch's divisor: the whole
 /// window with count_include_pad=1, its elements inside X otherwise.
+///
+/// In ceil mode (ResNet-D's `AvgPool2d(2, 2, ceil_mode=True)`) the last window
+/// may run past the end padding; it is clipped there, and the divisor counts
+/// the clipped window (pads included) or its elements inside X, as PyTorch.
 pub fn average_pool(ctx: &mut GradCtx) -> Grads {
-    if ctx.attr_int("ceil_mode", 0) != 0 {
-        return Err(unsupported(ctx, "ceil_mode=1 is not supported".to_string()));
-    }
+    let ceil = ctx.attr_int("ceil_mode", 0) != 0;
     if let Some(d) = ctx
         .attr_ints("dilations")
         .filter(|d| d.iter().any(|&v| v != 1))
@@ -105,7 +107,14 @@ pub fn average_pool(ctx: &mut GradCtx) -> Grads {
     let x = ctx.i(0);
     let input = spatial_size(ctx, x)?;
     let window = read_window(ctx, kernel_shape(ctx, None)?, &input)?;
-    let output = window.output_size_checked(ctx, &input)?;
+    let output = if ceil {
+        (0..window.rank())
+            .map(|a| window.output_len(a, input[a], true))
+            .collect::<Option<Vec<i64>>>()
+            .ok_or_else(|| unsupported(ctx, "no output in ceil mode".to_string()))?
+    } else {
+        window.output_size_checked(ctx, &input)?
+    };
     window.check_table_len(ctx, &input, &output)?;
     let window_size: i64 = window.kernel.iter().product();
     if window.kernel == input && window.pads.iter().all(|&p| p == 0) {
@@ -114,10 +123,23 @@ pub fn average_pool(ctx: &mut GradCtx) -> Grads {
     }
     let elem = ctx.elem(x);
     let include_pad = ctx.attr_int("count_include_pad", 0) != 0;
-    let inverse_divisor = if include_pad || window.pads.iter().all(|&p| p == 0) {
+    let clipped = ceil
+        && (0..window.rank()).any(|a| {
+            window.strides[a] * (output[a] - 1) + window.kernel[a]
+                > input[a] + window.pads[a] + window.pads[a + window.rank()]
+        });
+    let inverse_divisor = if !clipped && (include_pad || window.pads.iter().all(|&p| p == 0)) {
         ctx.constant(1.0 / window_size as f64, x)
     } else {
-        let values = inverse_valid_counts(&window, &input, &output);
+        // Elements counted: inside X, or inside X and its pads.
+        let rank = window.rank();
+        let bounds: Vec<(i64, i64)> = (0..rank)
+            .map(|a| match include_pad {
+                true => (-window.pads[a], input[a] + window.pads[a + rank]),
+                false => (0, input[a]),
+            })
+            .collect();
+        let values = inverse_counts(&window, &bounds, &output);
         tensor_constant(ctx, "grad/avgpool_inverse_counts", elem, &output, &values)
     };
     let shares = ctx.mul(&g, &inverse_divisor, &g);
@@ -153,16 +175,16 @@ pub fn average_pool(ctx: &mut GradCtx) -> Grads {
     ))])
 }
 
-/// 1 / (elements of each window inside X), over the output grid, row-major:
-/// the product of the per-axis counts.
-fn inverse_valid_counts(window: &Window, input: &[i64], output: &[i64]) -> Vec<f64> {
+/// 1 / (elements of each window inside `bounds`, per axis `[lo, hi)`), over
+/// the output grid, row-major: the product of the per-axis counts.
+fn inverse_counts(window: &Window, bounds: &[(i64, i64)], output: &[i64]) -> Vec<f64> {
     let per_axis: Vec<Vec<i64>> = (0..window.rank())
         .map(|a| {
             (0..output[a])
                 .map(|o| {
                     let start = o * window.strides[a] - window.pads[a];
                     (0..window.kernel[a])
-                        .filter(|t| (0..input[a]).contains(&(start + t)))
+                        .filter(|t| (bounds[a].0..bounds[a].1).contains(&(start + t)))
                         .count() as i64
                 })
                 .collect()

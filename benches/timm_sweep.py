@@ -1,0 +1,342 @@
+"""Sweep of timm architectures through export, patch, compile and two training steps.
+
+    .deps/py-export/bin/python benches/timm_sweep.py [--out DIR] [--models a,b,c]
+        [--modes dynamo,helper] [--timeout 300] [--list]
+
+For every model (random init, nothing downloaded, 5 classes, every dropout and drop
+path at 0) and every exporter mode this:
+
+  1. exports the model with `tests/exports/make.py`'s `export` (batch 2):
+       dynamo  torch.onnx.export(model, (x,), path), torch's default
+       helper  python/ldam_onnx_export.py's export_for_training(model, x, path)
+  2. computes PyTorch's two SGD steps (lr 0.1, momentum 0.9, weight decay 5e-4,
+     cross-entropy, train mode) on a seeded batch of 6 with make.py's `reference`,
+     and writes them, in the format make.py uses (`save_npz`), next to the export;
+  3. runs `target/debug/examples/step_parity MODEL.onnx REFERENCE.npz` (patch with
+     plain cross-entropy, compile, two steps in ONNX Runtime, compare losses and
+     every parameter whose ONNX name is a state_dict name), with a timeout.
+
+It prints one line per model and mode,
+
+    model  mode  result  seconds  detail
+
+where result is parity, mismatch, refused (the patcher refuses a graph whose batch
+is pinned: a `patch:` error mentioning dynamic_shapes), error (any other failure of
+the tool, a timeout included) or export-failed (the exporter, or the PyTorch
+reference, raised). At the end: totals per mode, and the distinct messages of the
+errors and mismatches (numbers and tensor names masked) with their counts.
+
+Build the checker first (`cargo build --example step_parity`; `--release` builds
+work too, pass `--checker target/release/examples/step_parity`). Files go to
+target/timm-sweep/ by default (<model>__<mode>.onnx[.data], .npz). A benchmark,
+not a test: it takes tens of minutes on a laptop CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import io
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import warnings
+import zlib
+from collections import OrderedDict
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.join(ROOT, "tests", "exports"))
+sys.path.insert(0, os.path.join(ROOT, "python"))
+
+import numpy as np  # noqa: E402
+import onnx  # noqa: E402
+import timm  # noqa: E402
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+
+import make  # noqa: E402  (tests/exports/make.py: export, reference, save_npz; warning filters)
+
+NUM_CLASSES = make.NUM_CLASSES
+REF_BATCH = make.REF_BATCH
+EXPORT_BATCH = make.EXPORT_BATCH
+MODES = ("dynamo", "helper")
+
+for _msg in (
+    r"torch\.use_deterministic_algorithms",
+    r".*deterministic implementation",
+    r"Importing from timm\.models\.",
+    r"Overwriting .* in registry",
+    r"Converting a tensor to a Python",
+    r"Iterating over a tensor might cause the trace to be incorrect",
+    r"torch\.tensor results are registered as constants in the trace",
+    r"Converting a tensor to a NumPy array might cause the trace to be incorrect",
+    r"The shape inference of .* type is missing",
+    r"Exporting aten::index operator",
+    r"__floordiv__ is deprecated",
+    r".*is deprecated.*",
+    r".*TracerWarning.*",
+    r".*Constant folding.*",
+    r".*onnx::.*",
+):
+    warnings.filterwarnings("ignore", message=_msg)
+warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+warnings.filterwarnings("ignore", category=FutureWarning)
+
+# name -> (extra create_model kwargs, image side). The smallest variant of each
+# family (timm module) that runs at a small resolution.
+MODELS = OrderedDict(
+    resnet10t=({}, 32),
+    mobilenetv3_small_050=({}, 32),
+    tinynet_e=({}, 32),  # efficientnet.py
+    ghostnet_050=({}, 32),
+    regnetx_002=({}, 32),
+    densenet121=({}, 32),
+    convnext_atto=({}, 32),
+    poolformerv2_s12=({}, 32),  # metaformer.py
+    vit_tiny_patch16_224=(dict(img_size=32, patch_size=4), 32),
+    mixer_s16_224=(dict(img_size=64), 64),  # mlp_mixer.py
+    levit_128s=(dict(img_size=64), 64),
+    hrnet_w18_small=({}, 32),
+    dla46_c=({}, 32),
+    dpn48b=({}, 32),
+    cs3darknet_s=({}, 32),  # cspnet.py
+    rexnet_100=({}, 32),
+    hardcorenas_a=({}, 32),
+    repvgg_a0=({}, 32),  # byobnet.py
+    skresnet18=({}, 32),  # sknet.py
+    ese_vovnet19b_slim=({}, 32),  # vovnet.py
+    inception_v3=({}, 75),
+    resnest14d=({}, 32),
+    coat_lite_tiny=(dict(img_size=32), 32),
+    edgenext_xx_small=({}, 32),
+    mobilevit_xxs=({}, 64),
+    fastvit_t8=({}, 32),
+    pit_ti_224=(dict(img_size=32), 32),
+    efficientvit_m0=(dict(img_size=64), 64),  # efficientvit_msra.py
+    efficientvit_b0=({}, 32),  # efficientvit_mit.py
+    hgnetv2_b0=({}, 32),
+    starnet_s050=({}, 32),
+    inception_next_atto=({}, 32),
+    repvit_m0_9=({}, 32),
+    efficientformerv2_s0=(dict(img_size=64), 64),
+    mambaout_femto=({}, 32),
+    repghostnet_050=({}, 32),
+    legacy_seresnet18=({}, 32),  # senet.py
+    nf_regnet_b0=({}, 32),  # nfnet.py
+    botnet26t_256=(dict(img_size=32), 32),  # byoanet.py
+    swin_tiny_patch4_window7_224=(dict(img_size=32, window_size=2), 32),
+    cait_xxs24_224=(dict(img_size=32, patch_size=4), 32),
+    coatnet_nano_rw_224=(dict(img_size=64), 64),  # maxxvit.py
+    fasternet_t0=({}, 32),
+    pvt_v2_b0=({}, 32),
+    xcit_nano_12_p8_224=(dict(img_size=32), 32),
+    eva02_tiny_patch14_224=(dict(img_size=28), 28),
+    convit_tiny=(dict(img_size=32, patch_size=4), 32),
+    tiny_vit_5m_224=({}, 64),
+    shvit_s1=({}, 64),
+    sequencer2d_s=(dict(img_size=32), 32),  # LSTM
+)
+
+# Tried and left out (timm 1.0.31, torch 2.13), with the reason.
+DROPPED = OrderedDict(
+    efficientformer_l1="img_size=64 fails in PyTorch itself (attention bias built for 7x7 tokens: "
+    "'size of tensor a (4) must match ... b (49)'); 224 px only",
+    crossvit_tiny_240="img_size=32 fails in PyTorch itself (token counts of the two branches differ)",
+    halonet26t="no small input: asserts that the feature map divides the halo block size",
+    beit_base_patch16_224="no img_size override at this timm version's defaults (asserts 224 px), and 86M parameters",
+    ghostnetv2_100="32 px fails in PyTorch itself (DFC attention pools 1x1 to 0x0); ghostnet is covered by ghostnet_050",
+    vgg11="129M parameters (4096-wide ConvMlp head): too large for a sweep",
+)
+
+
+def create(name: str) -> nn.Module:
+    kwargs, _ = MODELS[name]
+    base = dict(pretrained=False, num_classes=NUM_CLASSES, drop_rate=0.0)
+    try:
+        model = timm.create_model(name, drop_path_rate=0.0, **base, **kwargs)
+    except TypeError:
+        model = timm.create_model(name, **base, **kwargs)
+    for m in model.modules():  # any dropout the kwargs did not reach
+        if isinstance(m, nn.modules.dropout._DropoutNd) and m.p:
+            m.p = 0.0
+    return model
+
+
+class Timeout(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def alarm(seconds: int):
+    def on_alarm(signum, frame):
+        raise Timeout(f"timed out after {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    line = text.splitlines()[0] if text else ""
+    return f"{type(e).__name__}: {line}"
+
+
+def state_names(path: str) -> set:
+    raw = onnx.load(path, load_external_data=False)
+    return {t.name for t in raw.graph.initializer}
+
+
+def make_reference(name: str, model: nn.Module, initial: dict, x, labels, path: str, mode: str, call: str, npz: str):
+    """make.py's NPZ for this export: reference values of the state_dict entries that
+    are initializers of the file."""
+    inits = state_names(path)
+    matched = [k for k in initial if k in inits]
+    losses, logits = make.reference(model, x, labels, name)
+    params = dict(model.named_parameters())
+    buffers = dict(model.named_buffers())
+    arrays = OrderedDict()
+    arrays["input"] = x.numpy()
+    arrays["labels"] = labels.numpy().astype(np.int64)
+    arrays["loss"] = losses
+    arrays["logits"] = logits
+    for k in matched:
+        arrays[f"initial/{k}"] = initial[k].astype(np.float32)
+    for k in matched:
+        if k in params:
+            arrays[f"param/{k}"] = params[k].detach().numpy().astype(np.float32)
+        elif k in buffers:
+            arrays[f"buffer/{k}"] = buffers[k].detach().numpy().astype(np.float32)
+    arrays["mode_info"] = np.array([f"mode={mode}", call, f"arch=timm {name} {MODELS[name]}"])
+    make.save_npz(npz, arrays)
+    return losses
+
+
+def classify(stdout: str, rc: int) -> tuple:
+    line = stdout.strip().splitlines()[0] if stdout.strip() else ""
+    if "\t" in line:
+        kind, detail = line.split("\t", 1)
+    else:
+        kind, detail = "error", f"exit {rc}, no result line: {line[:200]}"
+    if kind == "error" and detail.startswith("patch:") and "dynamic_shapes" in detail:
+        kind = "refused"
+    if kind not in ("parity", "mismatch", "refused", "error"):
+        kind, detail = "error", line
+    return kind, detail
+
+
+def run_one(name: str, mode: str, out: str, checker: str, timeout: int) -> tuple:
+    _, side = MODELS[name]
+    g = torch.Generator().manual_seed(zlib.crc32(name.encode()))
+    x = torch.randn(REF_BATCH, 3, side, side, generator=g)
+    labels = torch.randint(0, NUM_CLASSES, (REF_BATCH,), generator=g)
+    path = os.path.join(out, f"{name}__{mode}.onnx")
+    npz = os.path.join(out, f"{name}__{mode}.npz")
+    for p in (path, path + ".data", npz):
+        if os.path.exists(p):
+            os.remove(p)
+    try:
+        torch.manual_seed(0)
+        model = create(name)
+        model.train()
+        initial = {k: v.detach().clone().numpy() for k, v in model.state_dict().items()
+                   if not k.endswith("num_batches_tracked")}
+        with alarm(timeout), contextlib.redirect_stdout(io.StringIO()):  # dynamo's progress lines
+            call = make.export(mode, model, x[:EXPORT_BATCH], path)
+        with alarm(timeout):
+            make_reference(name, model, initial, x, labels, path, mode, call, npz)
+    except Exception as e:  # exporter or PyTorch failure: record and go on
+        return "export-failed", first_line(e)
+    try:
+        proc = subprocess.run([checker, path, npz], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return "error", f"step_parity timed out after {timeout} s"
+    kind, detail = classify(proc.stdout, proc.returncode)
+    if not proc.stdout.strip() and proc.stderr.strip():
+        tail = proc.stderr.strip().splitlines()
+        panic = next((l for l in tail if "panicked" in l), tail[-1])
+        detail = f"exit {proc.returncode}: {panic[:300]}"
+    return kind, detail.replace(path, "<model>")
+
+
+def message_key(kind: str, detail: str) -> str:
+    """The part of a message that names the failure, with numbers and tensor names
+    masked, so equal causes group together."""
+    d = detail
+    if kind == "mismatch":
+        d = d.split("; losses")[0]
+        d = re.sub(r"'[^']*' off by", "'<tensor>' off by", d)
+    d = d.replace("<model>: ", "")
+    d = re.sub(r"\b(node|tensor|initializer|value|input|output) '[^']*'", r"\1 '<name>'", d)
+    d = re.sub(r"-?\d+\.\d+(e[-+]?\d+)?|\d+e[-+]?\d+", "#", d)
+    return d[:200]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=os.path.join(ROOT, "target", "timm-sweep"))
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--timeout", type=int, default=300, help="seconds per export and per check")
+    ap.add_argument("--checker", default=os.path.join(ROOT, "target", "debug", "examples", "step_parity"))
+    ap.add_argument("--list", action="store_true", help="print the models and the dropped ones, and exit")
+    args = ap.parse_args()
+
+    if args.list:
+        for name, (kw, side) in MODELS.items():
+            print(f"{name:32s} {side:3d}px {kw}")
+        for name, why in DROPPED.items():
+            print(f"dropped {name}: {why}")
+        return 0
+    models = [m for m in args.models.split(",") if m]
+    modes = [m for m in args.modes.split(",") if m]
+    unknown = [m for m in models if m not in MODELS] + [m for m in modes if m not in make.MODES]
+    if unknown:
+        ap.error(f"unknown model or mode: {', '.join(unknown)}")
+    if not os.access(args.checker, os.X_OK):
+        ap.error(f"{args.checker} is not built (cargo build --example step_parity)")
+    os.makedirs(args.out, exist_ok=True)
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+    print(f"timm {timm.__version__}, torch {torch.__version__}, onnx {onnx.__version__}; "
+          f"{len(models)} models x {len(modes)} modes; files in {args.out}", flush=True)
+    print(f"{'model':32s} {'mode':7s} {'result':13s} {'seconds':>7s}  detail", flush=True)
+    start = time.time()
+    results = []
+    for name in models:
+        for mode in modes:
+            t = time.time()
+            kind, detail = run_one(name, mode, args.out, args.checker, args.timeout)
+            secs = time.time() - t
+            results.append((name, mode, kind, detail))
+            short = detail if len(detail) <= 160 else detail[:157] + "..."
+            print(f"{name:32s} {mode:7s} {kind:13s} {secs:7.1f}  {short}", flush=True)
+
+    kinds = ("parity", "mismatch", "refused", "error", "export-failed")
+    print(f"\ntotals ({len(models)} models, {time.time() - start:.0f} s):")
+    for mode in modes:
+        c = collections.Counter(k for _, m, k, _ in results if m == mode)
+        print(f"  {mode:7s} " + ", ".join(f"{k} {c[k]}" for k in kinds))
+    for kind in ("mismatch", "error", "export-failed"):
+        msgs = collections.Counter(message_key(k, d) for _, _, k, d in results if k == kind)
+        if msgs:
+            print(f"\n{kind} messages:")
+            for msg, n in msgs.most_common():
+                who = sorted({f"{a}/{m}" for a, m, k, d in results if k == kind and message_key(k, d) == msg})
+                print(f"  {n:3d}  {msg}")
+                print(f"       {', '.join(who)[:300]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
