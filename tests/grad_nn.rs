@@ -869,3 +869,54 @@ fn dropout_in_inference_passes_the_gradient_through() {
         assert_eq!(dx, r, "training_mode {training:?}");
     }
 }
+
+/// Nearest upsampling by 2 (HRNet, FPN): each input element's gradient is the
+/// sum of g over its 2x2 block.
+#[test]
+fn resize_nearest_by_whole_factors_matches_finite_differences() {
+    let mut rng = Rng::new(41);
+    let x_dims = [2, 3, 3, 4];
+    let x = data_f32(&mut rng, &x_dims);
+    for (transform, scales) in [
+        ("asymmetric", [1.0, 1.0, 2.0, 2.0]),
+        ("half_pixel", [1.0, 1.0, 3.0, 2.0]),
+    ] {
+        let m = model(
+            one_node(
+                "Resize",
+                &["x", "", "scales"],
+                vec![
+                    attr_string("mode", "nearest"),
+                    attr_string("coordinate_transformation_mode", transform),
+                ],
+            ),
+            &x_dims,
+            FLOAT,
+            vec![ldam_onnx::onnx::tensor::f32_tensor("scales", &[4], &scales)],
+            17,
+        );
+        linear_f32(m, x.clone(), &["x"]).run();
+    }
+}
+
+/// Linear interpolation has no rule yet: refused naming the mode.
+#[test]
+fn resize_in_linear_mode_is_refused_naming_the_mode() {
+    let m = model(
+        one_node(
+            "Resize",
+            &["x", "", "scales"],
+            vec![attr_string("mode", "linear")],
+        ),
+        &[2, 3, 3, 4],
+        FLOAT,
+        vec![ldam_onnx::onnx::tensor::f32_tensor(
+            "scales",
+            &[4],
+            &[1.0, 1.0, 2.0, 2.0],
+        )],
+        17,
+    );
+    let error = gradient_error(&m);
+    assert!(error.contains("mode 'linear'"), "{error}");
+}

@@ -444,3 +444,55 @@ fn a_graph_without_an_onnx_gradient_rule_trains_on_libtorch() {
         assert!(moved > 0.0, "{p} did not move");
     }
 }
+
+/// Nearest upsampling (HRNet's fuse layers, FPN) on libtorch: its kernel and the
+/// ONNX gradient rule agree with ONNX Runtime's step.
+#[test]
+fn nearest_resize_steps_alike_on_both_runtimes() {
+    use ldam_onnx::onnx::builder::{attr_int, attr_string};
+    use ldam_onnx::onnx::tensor::{f32_tensor, FLOAT};
+    use ldam_onnx::onnx::types::{value_info, Dim};
+    let mut rng = common::Rng::new(5);
+    let n = Dim::Symbolic("N".into());
+    let graph = ldam_onnx::onnx::GraphProto {
+        name: Some("resize".into()),
+        node: vec![
+            common::node(
+                "Resize",
+                &["input", "", "scales"],
+                &["up"],
+                vec![
+                    attr_string("mode", "nearest"),
+                    attr_string("coordinate_transformation_mode", "asymmetric"),
+                ],
+            ),
+            common::node("Flatten", &["up"], &["flat"], vec![attr_int("axis", 1)]),
+            common::node(
+                "Gemm",
+                &["flat", "fc.weight", "fc.bias"],
+                &["logits"],
+                vec![attr_int("transB", 1)],
+            ),
+        ],
+        initializer: vec![
+            f32_tensor("scales", &[4], &[1.0, 1.0, 2.0, 2.0]),
+            f32_tensor("fc.weight", &[10, 64], &rng.floats(640, -0.2, 0.2)),
+            f32_tensor("fc.bias", &[10], &rng.floats(10, -0.1, 0.1)),
+        ],
+        input: vec![value_info(
+            "input",
+            FLOAT,
+            &[n.clone(), Dim::Fixed(1), Dim::Fixed(4), Dim::Fixed(4)],
+        )],
+        output: vec![value_info("logits", FLOAT, &[n, Dim::Fixed(10)])],
+        ..Default::default()
+    };
+    let model = common::patch_with(
+        &common::model_from_graph(graph, 17),
+        ldam_onnx::ldam::LossConfig::reference(vec![
+            5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50,
+        ]),
+    );
+    let tolerance = Tolerance::of(&model, true);
+    cross_check("resize", &model, &tolerance);
+}

@@ -75,6 +75,20 @@ pub(crate) fn trainable_parameters(
         .filter(|n| n.op_type() == "BatchNormalization")
         .flat_map(|n| n.input.iter().skip(3).map(String::as_str))
         .collect();
+    // Initializers read only as an op's configuration (Resize's scales).
+    let mut configuration: HashSet<&str> = HashSet::new();
+    let mut fed: HashSet<&str> = HashSet::new();
+    for node in &graph.node {
+        let config = crate::ops::registry::find(node.domain(), node.op_type())
+            .map_or(&[][..], |def| def.config_inputs);
+        for (slot, input) in node.input.iter().enumerate() {
+            if config.contains(&slot) {
+                configuration.insert(input);
+            } else {
+                fed.insert(input);
+            }
+        }
+    }
     Ok(graph
         .initializer
         .iter()
@@ -82,6 +96,7 @@ pub(crate) fn trainable_parameters(
         .map(|t| t.name())
         .filter(|name| !contract::is_tool_tensor(name))
         .filter(|name| !statistics.contains(name))
+        .filter(|name| !configuration.contains(name) || fed.contains(name))
         .filter(|name| !options.freeze.iter().any(|f| f == name))
         .map(str::to_string)
         .collect())

@@ -67,6 +67,9 @@ pub struct OpDef {
     pub same_type_inputs: &'static [usize],
     /// An input holding class indices (int32 or int64).
     pub index_input: Option<usize>,
+    /// Float inputs that configure the op rather than feed it (Resize's roi and
+    /// scales): an initializer read only there is not a parameter.
+    pub config_inputs: &'static [usize],
     pub gradient: Gradient,
     pub kernel: Option<Kernel>,
 }
@@ -80,6 +83,7 @@ const fn op(op_type: &'static str) -> OpDef {
         fold: None,
         same_type_inputs: &[],
         index_input: None,
+        config_inputs: &[],
         gradient: Gradient::Missing,
         kernel: None,
     }
@@ -108,6 +112,10 @@ impl OpDef {
     }
     const fn index_input(mut self, input: usize) -> Self {
         self.index_input = Some(input);
+        self
+    }
+    const fn config_inputs(mut self, inputs: &'static [usize]) -> Self {
+        self.config_inputs = inputs;
         self
     }
     const fn gradient(mut self, rule: GradRule) -> Self {
@@ -449,6 +457,12 @@ const OPS: &[OpDef] = &[
         .gradient(nn::gradient::global_average_pool)
         .kernel(torch!(nn::torch::global_average_pool)),
     op("GlobalMaxPool").one(nn::shape::global_pool),
+    op("Resize")
+        .since(11)
+        .config_inputs(&[1, 2])
+        .one(nn::shape::resize)
+        .gradient(nn::gradient::resize)
+        .kernel(torch!(nn::torch::resize)),
     op("GlobalLpPool").one(nn::shape::global_pool),
     op("BatchNormalization")
         .many(nn::shape::batch_norm)

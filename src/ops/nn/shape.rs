@@ -136,3 +136,25 @@ pub(crate) fn layer_norm(n: &Ctx) -> Vec<Option<TensorType>> {
         typed(stash, stats),
     ]
 }
+
+/// Resize (opset 11 on: X, roi, scales, sizes): `sizes` when given, else
+/// `floor(dim * scale)` per axis, as ONNX defines it.
+pub(crate) fn resize(n: &Ctx) -> Option<TensorType> {
+    let x = n.shape(0);
+    let shape = if let Some(sizes) = n.ints(3).filter(|s| !s.is_empty()) {
+        Some(sizes.iter().map(|&v| Dim::Fixed(v)).collect())
+    } else {
+        let (x, scales) = (x?, n.floats(2)?);
+        (scales.len() == x.len()).then(|| {
+            x.iter()
+                .zip(scales)
+                .map(|(d, &s)| match d {
+                    Dim::Fixed(v) => Dim::Fixed((*v as f64 * s).floor() as i64),
+                    other if s == 1.0 => other.clone(),
+                    _ => Dim::Unknown,
+                })
+                .collect()
+        })
+    };
+    typed(n.elem(0), shape)
+}

@@ -301,3 +301,42 @@ pub fn dropout(node: &NodeCtx) -> Prepare {
         Ok(if wants_mask { vec![y, keep] } else { vec![y] })
     })
 }
+
+/// Resize in nearest mode by whole factors, as the gradient rule supports:
+/// each axis repeated element by element.
+pub fn resize(node: &NodeCtx) -> Prepare {
+    use crate::onnx::NodeAttributes;
+    let mode = node
+        .node
+        .string_attr("mode")
+        .unwrap_or("nearest")
+        .to_string();
+    if mode != "nearest" {
+        return Err(node.error(format!("mode '{mode}' is not supported (nearest is)")));
+    }
+    step(|ctx| {
+        let x = ctx.input(0)?;
+        let dims = x.size();
+        let targets: Vec<i64> = match ctx.opt_input(3).filter(|t| t.numel() > 0) {
+            Some(sizes) => Vec::<i64>::try_from(sizes)?,
+            None => {
+                let scales = Vec::<f64>::try_from(ctx.input(2)?.f_to_kind(tch::Kind::Double)?)?;
+                dims.iter()
+                    .zip(scales)
+                    .map(|(&d, s)| (d as f64 * s).floor() as i64)
+                    .collect()
+            }
+        };
+        let mut y = x.shallow_clone();
+        for (axis, (&from, &to)) in dims.iter().zip(&targets).enumerate() {
+            if from == to {
+                continue;
+            }
+            if from <= 0 || to % from != 0 {
+                return Err(ctx.error("not an upsampling by whole factors"));
+            }
+            y = y.f_repeat_interleave_self_int(to / from, Some(axis as i64), None)?;
+        }
+        one(y)
+    })
+}

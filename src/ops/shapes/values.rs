@@ -168,6 +168,10 @@ impl<'a> Ctx<'a> {
     pub(crate) fn ints(&self, i: usize) -> Option<&'a [i64]> {
         self.shapes.consts.get(self.input(i)?).map(Vec::as_slice)
     }
+    /// A small float constant's values (e.g. Resize's scales).
+    pub(crate) fn floats(&self, i: usize) -> Option<&'a [f64]> {
+        self.shapes.floats.get(self.input(i)?).map(Vec::as_slice)
+    }
     pub(crate) fn static_dims(&self, i: usize) -> Option<Vec<usize>> {
         static_dims(self.shape(i)?)
     }

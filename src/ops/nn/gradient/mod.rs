@@ -14,4 +14,4 @@ mod pool;
 pub use conv::conv;
 pub use dropout::dropout;
 pub use normalization::{batch_normalization, layer_normalization};
-pub use pool::{average_pool, global_average_pool, max_pool};
+pub use pool::{average_pool, global_average_pool, max_pool, resize};

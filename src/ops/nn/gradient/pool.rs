@@ -7,7 +7,7 @@ use crate::onnx::builder::{attr_int, attr_string};
 use crate::onnx::proto::tensor_proto::DataType;
 use crate::onnx::TensorProto;
 use crate::ops::grad::{tensor_attr, GradCtx};
-use crate::ops::nn::gradient::common::{unsupported, Grads};
+use crate::ops::nn::gradient::common::{typed_like, unsupported, Grads};
 use crate::ops::nn::gradient::geometry::{kernel_shape, read_window, spatial_size};
 use crate::ops::nn::window::Window;
 
@@ -261,4 +261,69 @@ fn tensor_constant(
     values: &[f64],
 ) -> String {
     ctx.b.constant(hint, float_tensor(elem_type, dims, values))
+}
+
+/// Resize in nearest mode by whole factors (HRNet's and FPN's
+/// `nn.Upsample(scale_factor=2, mode='nearest')`): every input element is
+/// copied into a block of `f1 x f2 ...` outputs, so its gradient is the sum of
+/// g over its block: g reshaped to `[N, C, H, f1, W, f2, ...]` and summed over
+/// the factor axes. The factors come from X's and Y's static shapes. Other
+/// modes and fractional factors are refused.
+pub fn resize(ctx: &mut GradCtx) -> Grads {
+    let mode = ctx
+        .attr_string("mode")
+        .unwrap_or_else(|| "nearest".to_string());
+    let transform = ctx
+        .attr_string("coordinate_transformation_mode")
+        .unwrap_or_else(|| "half_pixel".to_string());
+    if mode != "nearest"
+        || !matches!(
+            transform.as_str(),
+            "asymmetric" | "half_pixel" | "pytorch_half_pixel"
+        )
+    {
+        return Err(unsupported(
+            ctx,
+            format!(
+                "mode '{mode}' with coordinate_transformation_mode '{transform}' is not supported \
+                 (nearest upsampling by whole factors is)"
+            ),
+        ));
+    }
+    let g = ctx.g()?;
+    let (x, y) = (ctx.i(0), ctx.o(0));
+    use crate::onnx::types::Dim;
+    let (Some(xs), Some(ys)) = (ctx.shape(x), ctx.shape(y)) else {
+        return Err(unsupported(
+            ctx,
+            "the ranks of its input and output must be known".to_string(),
+        ));
+    };
+    // Per axis (extent, factor); an axis Resize leaves alone may be symbolic
+    // (the batch), and one such extent is left to Reshape's -1.
+    let mut blocks = Vec::with_capacity(2 * xs.len());
+    for (a, b) in xs.iter().zip(&ys) {
+        let (extent, factor) = match (a, b) {
+            (Dim::Fixed(a), Dim::Fixed(b)) if *a > 0 && b % a == 0 => (*a, b / a),
+            (a, b) if a == b && !matches!(a, Dim::Unknown) => (-1, 1),
+            _ => {
+                return Err(unsupported(
+                    ctx,
+                    format!("{xs:?} to {ys:?} is not an upsampling by whole factors"),
+                ))
+            }
+        };
+        blocks.extend([extent, factor]);
+    }
+    if blocks.iter().filter(|&&v| v == -1).count() > 1 {
+        return Err(unsupported(
+            ctx,
+            "more than one of its axes has no static extent".to_string(),
+        ));
+    }
+    let block_shape = ctx.int_constant(&blocks);
+    let blocked = ctx.op("Reshape", &[&g, &block_shape], vec![], None);
+    let factor_axes: Vec<i64> = (0..xs.len() as i64).map(|a| 2 * a + 1).collect();
+    let summed = ctx.reduce_sum(&blocked, &factor_axes, false);
+    Ok(vec![Some(typed_like(ctx, summed, x)), None, None, None])
 }
