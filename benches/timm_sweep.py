@@ -38,6 +38,7 @@ import argparse
 import collections
 import contextlib
 import io
+import logging
 import os
 import re
 import signal
@@ -79,11 +80,12 @@ for _msg in (
     r"Exporting aten::index operator",
     r"__floordiv__ is deprecated",
     r".*is deprecated.*",
-    r".*TracerWarning.*",
     r".*Constant folding.*",
-    r".*onnx::.*",
+    r"The tensor attributes .* were assigned during export",  # LSTM _flat_weights (sequencer)
 ):
     warnings.filterwarnings("ignore", message=_msg)
+# "Skipping constant folding for op Split with multiple outputs." (dynamo's optimiser)
+logging.getLogger("onnxscript.optimizer").setLevel(logging.ERROR)
 warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
 warnings.filterwarnings("ignore", category=FutureWarning)
 
