@@ -279,7 +279,7 @@ def message_key(kind: str, detail: str) -> str:
         d = re.sub(r"'[^']*' off by", "'<tensor>' off by", d)
     d = d.replace("<model>: ", "")
     d = re.sub(r"\b(node|tensor|initializer|value|input|output) '[^']*'", r"\1 '<name>'", d)
-    d = re.sub(r"-?\d+\.\d+(e[-+]?\d+)?|\d+e[-+]?\d+", "#", d)
+    d = re.sub(r"-?\d+\.\d+(e[-+]?\d+)?|\d+e[-+]?\d+|(?<=loss )\d+(?= against)", "#", d)
     return d[:200]
 
 
