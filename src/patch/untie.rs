@@ -7,7 +7,9 @@
 //! mode routes copies through `Identity` nodes. In PyTorch they are separate
 //! parameters that drift apart from the first step on; trained tied, they get one
 //! summed gradient, and a running statistic tied to a parameter cannot be
-//! updated at all. This pass gives each such use its own copy.
+//! updated at all. This pass gives each such use its own copy: of tensors read
+//! as a normalisation layer's, and of any constant-filled tensor read more than
+//! once (the zero biases of attention projections).
 
 use crate::onnx::builder::NameSet;
 use crate::onnx::tensor::is_float_type;
@@ -52,10 +54,14 @@ pub fn untie(graph: &mut GraphProto, names: &mut NameSet) -> Vec<String> {
             }
         }
     }
-    let merged: HashSet<String> = normalisation
-        .into_iter()
-        .filter(|n| reads[n] > 1)
-        .map(str::to_string)
+    // A constant-filled tensor (zeros, ones) read more than once was merged
+    // too: random weights are never equal, fresh biases and scales always are.
+    let merged: HashSet<String> = reads
+        .iter()
+        .filter(|&(&name, &count)| {
+            count > 1 && (normalisation.contains(name) || constant_filled(&values[name]))
+        })
+        .map(|(&name, _)| name.to_string())
         .collect();
     let mut first_read = HashSet::new();
     let mut new_tensors = Vec::new();
@@ -120,4 +126,12 @@ fn float_parameters(graph: &GraphProto) -> HashMap<String, TensorProto> {
         .filter(|t| !inputs.contains(t.name()))
         .map(|t| (t.name().to_string(), t.clone()))
         .collect()
+}
+
+/// Whether every element of `tensor` equals the first (and it has more than one).
+fn constant_filled(tensor: &TensorProto) -> bool {
+    match crate::onnx::tensor::f32_values(tensor) {
+        Some(values) => values.len() > 1 && values.iter().all(|&v| v == values[0]),
+        None => false,
+    }
 }
