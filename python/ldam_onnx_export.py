@@ -55,6 +55,7 @@ from __future__ import annotations
 import copy
 import os
 import tempfile
+import warnings
 
 import onnx
 import onnx.numpy_helper
@@ -101,7 +102,15 @@ def export_for_training(
         if not k.endswith("num_batches_tracked")
     }
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        # The legacy exporter warns about what this function does on purpose
+        # (training mode, the num_batches_tracked update it drops, itself).
+        for message in (
+            r"You are using the legacy TorchScript-based ONNX export",
+            r"Exporting a model while it is in training mode",
+            r"ONNX Preprocess - Removing mutation from node aten::add_",
+        ):
+            warnings.filterwarnings("ignore", message=message)
         raw = os.path.join(tmp, "model.onnx")
         torch.onnx.export(
             copy.deepcopy(model),
