@@ -68,8 +68,9 @@ pub const TRAINABLE_EXPORT: &str = "export with python/ldam_onnx_export.py's \
      dynamo=False, training=torch.onnx.TrainingMode.TRAINING, do_constant_folding=False, \
      dynamic_axes=...)";
 
-/// Turns every inference-mode BatchNormalization of `graph` into a
-/// training-mode one and returns the nodes' labels. From opset 14 the node's
+/// Turns every inference-mode BatchNormalization of `graph` whose running
+/// statistics are initializers into a training-mode one and returns the nodes'
+/// labels. From opset 14 the node's
 /// `training_mode` attribute says so; before it, the presence of the running
 /// statistics outputs, which both forms get, under fresh names (`fresh`).
 pub fn to_training_mode(
@@ -77,9 +78,22 @@ pub fn to_training_mode(
     opset: i64,
     fresh: &mut dyn FnMut(&str) -> String,
 ) -> Vec<String> {
+    let initializers: std::collections::HashSet<String> = graph
+        .initializer
+        .iter()
+        .map(|t| t.name().to_string())
+        .collect();
     let mut converted = Vec::new();
     for node in graph.node.iter_mut() {
         if node.op_type() != "BatchNormalization" || is_training(node, opset) {
+            continue;
+        }
+        // Statistics computed in the graph (weight standardisation written as
+        // a batch norm) are not a layer's running statistics: left as they are.
+        let running = [3, 4]
+            .iter()
+            .all(|&i| node.input.get(i).is_some_and(|n| initializers.contains(n)));
+        if !running {
             continue;
         }
         converted.push(crate::onnx::node_label(node));
