@@ -13,7 +13,7 @@ use ldam_onnx::onnx::builder::attr_int;
 use ldam_onnx::onnx::io::{self, SaveOptions};
 use ldam_onnx::onnx::tensor::{f32_tensor, f32_values, i64_tensor, is_external, FLOAT};
 use ldam_onnx::onnx::types::{tensor_type, value_info, Dim};
-use ldam_onnx::onnx::{GraphProto, ModelProto};
+use ldam_onnx::onnx::{GraphProto, ModelProto, NodeProto, TensorProto};
 use ldam_onnx::patch::batchnorm::BatchNormMode;
 use ldam_onnx::patch::trainability::{self, Verdict};
 use ldam_onnx::patch::{patch, PatchOptions, PatchSummary};
@@ -36,30 +36,36 @@ fn random(rng: &mut Rng, n: usize, scale: f32) -> Vec<f32> {
     rng.floats(n, -scale, scale)
 }
 
-/// `x [2, 1, 4, 4] -> Reshape(x, [2, 16]) -> Gemm -> scores [2, 3]`: a flatten
-/// as torch's default exporter writes it at batch 2.
-fn fixed_batch_flatten(target: &[i64]) -> ModelProto {
-    let mut rng = Rng::new(7);
+/// A classifier exported at batch 2: input `x [2, 1, 4, 4]`, `nodes` ending in
+/// a `Gemm` over `flat` into `scores [2, 3]`, with `fc.weight [3, 16]` and
+/// `fc.bias` (random, from `seed`) after `initializers`.
+fn fixed_batch_model(
+    name: &str,
+    mut nodes: Vec<NodeProto>,
+    mut initializers: Vec<TensorProto>,
+    seed: u64,
+) -> ModelProto {
+    let mut rng = Rng::new(seed);
+    nodes.push(node(
+        "Gemm",
+        &["flat", "fc.weight", "fc.bias"],
+        &["scores"],
+        vec![attr_int("transB", 1)],
+    ));
+    initializers.push(f32_tensor(
+        "fc.weight",
+        &[CLASSES as i64, 16],
+        &random(&mut rng, 48, 0.3),
+    ));
+    initializers.push(f32_tensor(
+        "fc.bias",
+        &[CLASSES as i64],
+        &random(&mut rng, 3, 0.1),
+    ));
     let graph = GraphProto {
-        name: Some("fixed_batch".into()),
-        node: vec![
-            node("Reshape", &["x", "flat_shape"], &["flat"], vec![]),
-            node(
-                "Gemm",
-                &["flat", "fc.weight", "fc.bias"],
-                &["scores"],
-                vec![attr_int("transB", 1)],
-            ),
-        ],
-        initializer: vec![
-            i64_tensor("flat_shape", &[target.len() as i64], target),
-            f32_tensor(
-                "fc.weight",
-                &[CLASSES as i64, 16],
-                &random(&mut rng, 48, 0.3),
-            ),
-            f32_tensor("fc.bias", &[CLASSES as i64], &random(&mut rng, 3, 0.1)),
-        ],
+        name: Some(name.into()),
+        node: nodes,
+        initializer: initializers,
         input: vec![value_info(
             "x",
             FLOAT,
@@ -73,6 +79,17 @@ fn fixed_batch_flatten(target: &[i64]) -> ModelProto {
         ..Default::default()
     };
     model_from_graph(graph, 17)
+}
+
+/// `x [2, 1, 4, 4] -> Reshape(x, target) -> Gemm -> scores [2, 3]`: a flatten
+/// as torch's default exporter writes it at batch 2.
+fn fixed_batch_flatten(target: &[i64]) -> ModelProto {
+    fixed_batch_model(
+        "fixed_batch",
+        vec![node("Reshape", &["x", "flat_shape"], &["flat"], vec![])],
+        vec![i64_tensor("flat_shape", &[target.len() as i64], target)],
+        7,
+    )
 }
 
 fn first_dim(model: &ModelProto, input: &str) -> Dim {
@@ -147,9 +164,9 @@ fn a_fixed_batch_becomes_symbolic_and_the_patched_model_takes_other_batch_sizes(
 fn an_expanded_class_token_gets_the_batch_at_run_time() {
     // cls [1, 1, 16] expanded to [2, 1, 16] and added to x reshaped [2, 1, 16].
     let mut rng = Rng::new(3);
-    let graph = GraphProto {
-        name: Some("cls_token".into()),
-        node: vec![
+    let model = fixed_batch_model(
+        "cls_token",
+        vec![
             node("Expand", &["cls", "cls_shape"], &["tokens"], vec![]),
             node(
                 "Reshape",
@@ -159,38 +176,15 @@ fn an_expanded_class_token_gets_the_batch_at_run_time() {
             ),
             node("Add", &["seq", "tokens"], &["mixed"], vec![]),
             node("Reshape", &["mixed", "flat_shape"], &["flat"], vec![]),
-            node(
-                "Gemm",
-                &["flat", "fc.weight", "fc.bias"],
-                &["scores"],
-                vec![attr_int("transB", 1)],
-            ),
         ],
-        initializer: vec![
+        vec![
             f32_tensor("cls", &[1, 1, 16], &random(&mut rng, 16, 1.0)),
             i64_tensor("cls_shape", &[3], &[2, 1, 16]),
             i64_tensor("seq_shape", &[3], &[2, 1, 16]),
             i64_tensor("flat_shape", &[2], &[2, -1]),
-            f32_tensor(
-                "fc.weight",
-                &[CLASSES as i64, 16],
-                &random(&mut rng, 48, 0.3),
-            ),
-            f32_tensor("fc.bias", &[CLASSES as i64], &random(&mut rng, 3, 0.1)),
         ],
-        input: vec![value_info(
-            "x",
-            FLOAT,
-            &[Dim::Fixed(2), Dim::Fixed(1), Dim::Fixed(4), Dim::Fixed(4)],
-        )],
-        output: vec![value_info(
-            "scores",
-            FLOAT,
-            &[Dim::Fixed(2), Dim::Fixed(CLASSES as i64)],
-        )],
-        ..Default::default()
-    };
-    let model = model_from_graph(graph, 17);
+        3,
+    );
     let (patched, summary) = patch(&model, &ce_options(BatchNormMode::Train)).unwrap();
     assert_eq!(summary.freed_batch.unwrap().rewritten.len(), 3);
     let cls = f32_values(&model.graph.as_ref().unwrap().initializer[0]).unwrap();
