@@ -204,20 +204,7 @@ def make_reference(name: str, model: nn.Module, initial: dict, x, labels, path: 
     inits = state_names(path)
     matched = [k for k in initial if k in inits]
     losses, logits = make.reference(model, x, labels, name)
-    params = dict(model.named_parameters())
-    buffers = dict(model.named_buffers())
-    arrays = OrderedDict()
-    arrays["input"] = x.numpy()
-    arrays["labels"] = labels.numpy().astype(np.int64)
-    arrays["loss"] = losses
-    arrays["logits"] = logits
-    for k in matched:
-        arrays[f"initial/{k}"] = initial[k].astype(np.float32)
-    for k in matched:
-        if k in params:
-            arrays[f"param/{k}"] = params[k].detach().numpy().astype(np.float32)
-        elif k in buffers:
-            arrays[f"buffer/{k}"] = buffers[k].detach().numpy().astype(np.float32)
+    arrays = make.reference_arrays(model, initial, matched, x, labels, losses, logits)
     arrays["mode_info"] = np.array([f"mode={mode}", call, f"arch=timm {name} {MODELS[name]}"])
     make.save_npz(npz, arrays)
     return losses

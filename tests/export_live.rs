@@ -172,7 +172,27 @@ fn torch_defaults_and_export_for_training_patch_compile_train_and_evaluate() {
         &std::fs::read_to_string(d.join("run-trainable/report.json")).unwrap(),
     )
     .unwrap();
-    assert!(report.is_object());
+    // The deployed model, evaluated on its own, gives the accuracy the run
+    // reported (its BatchNorm now on the running statistics the step kept).
+    let top1 = report["top1"].as_f64().expect("report.json has top1");
+    let eval = ldam_ok(&[
+        "eval",
+        &p("run-trainable/model.onnx"),
+        "--test",
+        FASHION_MNIST,
+        "--test-limit",
+        "300",
+    ]);
+    let printed: f64 = eval
+        .split("top-1 accuracy ")
+        .nth(1)
+        .and_then(|rest| rest.split('%').next())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("eval prints its top-1: {eval}"));
+    assert!(
+        (printed - top1).abs() <= 0.01,
+        "eval {printed}% against the run's {top1}%"
+    );
 }
 
 /// A graph that mixes examples across the fixed batch is refused up front:

@@ -63,27 +63,21 @@ impl LoadedModel {
         let Some(graph) = self.model.graph.as_mut() else {
             return Ok(());
         };
-        let mut open_files: HashMap<PathBuf, File> = HashMap::new();
+        let mut files = DataFiles::default();
         visit_tensors_mut(graph, &mut |tensor| {
             if !super::tensor::is_external(tensor) {
                 return Ok(());
             }
             let span = resolve_external(&path, &dir, tensor)?;
-            let file = open_data_file(&mut open_files, &span.file)?;
-            file.seek(SeekFrom::Start(span.offset))
-                .map_err(|e| Error::io(&span.file, e))?;
             // `resolve_external` checked the span against the file's size, so
             // this allocation is backed by bytes on disk.
             let mut bytes = Vec::with_capacity(span.length as usize);
-            file.take(span.length)
+            files
+                .reader(&span)?
                 .read_to_end(&mut bytes)
                 .map_err(|e| Error::io(&span.file, e))?;
             if bytes.len() as u64 != span.length {
-                return Err(Error::ExternalData {
-                    path: path.clone(),
-                    tensor: tensor.name().to_string(),
-                    reason: format!("'{}' ended early", span.file.display()),
-                });
+                return Err(ended_early(&path, tensor, &span));
             }
             tensor.raw_data = Some(Bytes::from(bytes));
             tensor.data_location = None;
@@ -93,15 +87,32 @@ impl LoadedModel {
     }
 }
 
-fn open_data_file<'f>(
-    open_files: &'f mut HashMap<PathBuf, File>,
-    path: &Path,
-) -> Result<&'f mut File> {
-    match open_files.entry(path.to_path_buf()) {
-        std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
-        std::collections::hash_map::Entry::Vacant(e) => {
-            Ok(e.insert(File::open(path).map_err(|err| Error::io(path, err))?))
-        }
+/// The data files external tensors are read from, each opened once.
+#[derive(Default)]
+struct DataFiles {
+    open: HashMap<PathBuf, File>,
+}
+
+impl DataFiles {
+    /// The bytes of `span`, positioned and limited to its length.
+    fn reader(&mut self, span: &ExternalSpan) -> Result<io::Take<&mut File>> {
+        let file = match self.open.entry(span.file.clone()) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(File::open(&span.file).map_err(|err| Error::io(&span.file, err))?)
+            }
+        };
+        file.seek(SeekFrom::Start(span.offset))
+            .map_err(|e| Error::io(&span.file, e))?;
+        Ok(file.take(span.length))
+    }
+}
+
+fn ended_early(model: &Path, tensor: &TensorProto, span: &ExternalSpan) -> Error {
+    Error::ExternalData {
+        path: model.to_path_buf(),
+        tensor: tensor.name().to_string(),
+        reason: format!("'{}' ended early", span.file.display()),
     }
 }
 
@@ -521,7 +532,7 @@ fn write_external_data(
     let mut tmp = temp_file_in(out_dir, data_name, ".tmp").map_err(data_err)?;
     let mut writer = BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
     let mut written: u64 = 0;
-    let mut open_files: HashMap<PathBuf, File> = HashMap::new();
+    let mut files = DataFiles::default();
     let graph = model
         .graph
         .as_mut()
@@ -557,16 +568,9 @@ fn write_external_data(
             })?;
             let span = resolve_external(&source.path, &source.dir, tensor)?;
             pad_to_page(span.length, &mut writer)?;
-            let file = open_data_file(&mut open_files, &span.file)?;
-            file.seek(SeekFrom::Start(span.offset))
-                .map_err(|e| Error::io(&span.file, e))?;
-            let copied = io::copy(&mut file.take(span.length), &mut writer).map_err(data_err)?;
+            let copied = io::copy(&mut files.reader(&span)?, &mut writer).map_err(data_err)?;
             if copied != span.length {
-                return Err(Error::ExternalData {
-                    path: source.path.clone(),
-                    tensor: tensor.name().to_string(),
-                    reason: format!("'{}' ended early", span.file.display()),
-                });
+                return Err(ended_early(&source.path, tensor, &span));
             }
             span.length
         };

@@ -356,8 +356,8 @@ fn is_zero(graph: &GraphProto, name: &str, depth: usize) -> bool {
     if depth > 8 || graph.input.iter().any(|i| i.name() == name) {
         return false;
     }
-    if let Some(t) = graph.initializer.iter().find(|t| t.name() == name) {
-        return all_zero(t);
+    if let Some(t) = literal_tensor(graph, name) {
+        return all_zero(&t);
     }
     let Some(node) = graph
         .node
@@ -367,7 +367,6 @@ fn is_zero(graph: &GraphProto, name: &str, depth: usize) -> bool {
         return false;
     };
     match node.op_type() {
-        "Constant" => node.tensor_attr("value").is_some_and(all_zero),
         "ConstantOfShape" => node.tensor_attr("value").is_none_or(all_zero),
         "Expand" | "Identity" | "Cast" => node
             .input

@@ -321,6 +321,27 @@ def reference(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, arch: str
     return np.array(losses, dtype=np.float64), logits.numpy().astype(np.float32)
 
 
+def reference_arrays(model: nn.Module, initial: dict, matched, x, labels, losses, logits):
+    """The NPZ entries of one export (the keys the module docstring lists, in that
+    order), for the state_dict entries `matched` that are initializers of the file;
+    `model` is the module after the reference steps."""
+    params = dict(model.named_parameters())
+    buffers = dict(model.named_buffers())
+    arrays = OrderedDict()
+    arrays["input"] = x.numpy()
+    arrays["labels"] = labels.numpy().astype(np.int64)
+    arrays["loss"] = losses
+    arrays["logits"] = logits
+    for k in matched:
+        arrays[f"initial/{k}"] = initial[k].astype(np.float32)
+    for k in matched:
+        if k in params:
+            arrays[f"param/{k}"] = params[k].detach().numpy().astype(np.float32)
+        elif k in buffers:
+            arrays[f"buffer/{k}"] = buffers[k].detach().numpy().astype(np.float32)
+    return arrays
+
+
 def save_npz(path: str, arrays: "OrderedDict[str, np.ndarray]") -> None:
     """np.savez's format (uncompressed zip of .npy files) with fixed timestamps, so
     reruns write identical bytes."""
@@ -478,20 +499,7 @@ def main() -> int:
             except Exception as e:
                 info["ort"] = "fails: " + str(e).strip().splitlines()[0][:150]
 
-            params = dict(model.named_parameters())
-            buffers = dict(model.named_buffers())
-            arrays = OrderedDict()
-            arrays["input"] = x.numpy()
-            arrays["labels"] = labels.numpy().astype(np.int64)
-            arrays["loss"] = losses
-            arrays["logits"] = logits
-            for k in info["matched"]:
-                arrays[f"initial/{k}"] = initial[k].astype(np.float32)
-            for k in info["matched"]:
-                if k in params:
-                    arrays[f"param/{k}"] = params[k].detach().numpy().astype(np.float32)
-                else:
-                    arrays[f"buffer/{k}"] = buffers[k].detach().numpy().astype(np.float32)
+            arrays = reference_arrays(model, initial, info["matched"], x, labels, losses, logits)
             arrays["mode_info"] = np.array([f"mode={mode}", versions, call, f"arch={arch}: {desc}"])
             save_npz(os.path.join(out, name + ".npz"), arrays)
             info.update(arch=arch, mode=mode, name=name)

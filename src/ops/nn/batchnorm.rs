@@ -136,7 +136,7 @@ fn make_explicit(
     let hint = format!("bn/{}", node_name.trim_start_matches('/').replace('/', "_"));
     let axes = statistic_axes(rank);
 
-    let mean_kept = reduce_mean(b, &x, &axes, true, &format!("{hint}/mean_kept"));
+    let mean_kept = b.reduce("ReduceMean", &x, &axes, true, &format!("{hint}/mean_kept"));
     // [1, C, 1, ...] -> [C]: the same values, no second pass over X.
     let flat = b.constant(&format!("{hint}/flat"), i64_tensor("", &[1], &[-1]));
     let batch_mean = b.op(
@@ -147,7 +147,13 @@ fn make_explicit(
     );
     let centered = b.sub(&x, &mean_kept, &format!("{hint}/centered"));
     let squared = b.mul(&centered, &centered, &format!("{hint}/squared"));
-    let batch_var = reduce_mean(b, &squared, &axes, false, &format!("{hint}/batch_var"));
+    let batch_var = b.reduce(
+        "ReduceMean",
+        &squared,
+        &axes,
+        false,
+        &format!("{hint}/batch_var"),
+    );
     // Elements per channel = Size(X) / C, in X's type.
     let size = b.op("Size", &[&x], vec![], &format!("{hint}/size"));
     let channels = b.op("Size", &[&batch_mean], vec![], &format!("{hint}/channels"));
@@ -202,11 +208,6 @@ fn make_explicit(
     node.output.truncate(1);
     node.attribute.retain(|a| a.name() != "training_mode");
     Ok(statistics)
-}
-
-/// `ReduceMean` over constant axes, in the opset's form.
-fn reduce_mean(b: &mut Emitter, x: &str, axes: &[i64], keepdims: bool, hint: &str) -> String {
-    b.reduce("ReduceMean", x, axes, keepdims, hint)
 }
 
 /// The centred input C = X - mean(X) of an inference-form BatchNormalization whose
