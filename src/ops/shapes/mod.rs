@@ -99,11 +99,27 @@ impl ValueShapes {
         if let Some(values) = values {
             self.set_values(first, values);
         }
-        if node.op_type() == "Constant" {
-            if let Some(floats) = constant_floats(node) {
-                self.floats.insert(first.clone(), floats);
-            }
+        let floats = match node.op_type() {
+            "Constant" => constant_floats(node),
+            "Concat" => self.concatenated_floats(node),
+            _ => None,
+        };
+        if let Some(floats) = floats {
+            self.floats.insert(first.clone(), floats);
         }
+    }
+
+    /// A 1-D Concat of known float constants: the legacy exporter writes Resize's
+    /// scales as `Concat(Constant [1, 1], Constant [2, 2])`.
+    fn concatenated_floats(&self, node: &NodeProto) -> Option<Vec<f64>> {
+        let mut joined = Vec::new();
+        for input in node.input.iter().filter(|i| !i.is_empty()) {
+            if self.rank(input) != Some(1) {
+                return None;
+            }
+            joined.extend_from_slice(self.floats.get(input)?);
+        }
+        (joined.len() <= MAX_TRACKED_ELEMENTS).then_some(joined)
     }
 
     fn record_contents(&mut self, name: &str, tensor: &TensorProto) {
@@ -498,6 +514,38 @@ mod tests {
         assert_eq!(shapes.const_ints("neg_scalar"), Some(&[-3][..]));
         assert_eq!(shapes.const_ints("diff"), Some(&[-6][..]));
         assert_eq!(shapes.const_ints("size"), Some(&[24][..]));
+    }
+
+    /// HRNet's upsampling from the legacy exporter: Resize's scales are a Concat of
+    /// two float constants, and the output's spatial size follows from them.
+    #[test]
+    fn resize_scales_concatenated_from_constants_are_folded() {
+        let shapes = infer(
+            &with_batch(&[8, 5, 7]),
+            vec![
+                node(
+                    "Concat",
+                    &["keep", "double"],
+                    &["scales"],
+                    vec![attr_int("axis", 0)],
+                ),
+                node("Resize", &["x", "", "scales"], &["up"], vec![]),
+                node(
+                    "Concat",
+                    &["keep", "x_scale"],
+                    &["unknown_scales"],
+                    vec![attr_int("axis", 0)],
+                ),
+                node("Resize", &["x", "", "unknown_scales"], &["unknown"], vec![]),
+            ],
+            vec![
+                f32_tensor("keep", &[2], &[1.0, 1.0]),
+                f32_tensor("double", &[2], &[2.0, 3.0]),
+            ],
+        );
+        assert_eq!(shapes.shape("up"), Some(&with_batch(&[8, 10, 21])[..]));
+        // One operand not known: nothing is claimed about the scales.
+        assert_eq!(shapes.shape("unknown"), None);
     }
 
     /// The option-A shortcut of the CIFAR ResNet: pads computed from constants via
