@@ -560,3 +560,130 @@ fn external_weights_patch_compile_train_and_large_models_are_written_external() 
     let state = ldam_onnx::compile::files::initial_state(&io::load(&step_path).unwrap()).unwrap();
     assert_eq!(f32_values(&state["fc.weight"]).unwrap(), weight(&model));
 }
+
+/// The default exporter keeps every tensor of 1 KiB or more in the data file,
+/// a constant it repeated per example (a class token expanded at batch 2)
+/// included: the CLI reads such small constants, so that it can see their rows
+/// are equal and free the batch, and leaves the weights in a data file.
+#[test]
+fn the_cli_frees_the_batch_of_an_export_whose_repeated_constant_is_in_its_data_file() {
+    const WIDTH: usize = 1200; // the two weights: 76.8 KB each, the token 9.6 KB
+    let mut rng = Rng::new(5);
+    let token_row = random(&mut rng, WIDTH, 1.0);
+    let tokens: Vec<f32> = token_row.iter().chain(&token_row).copied().collect();
+    let model = fixed_batch_model(
+        "repeated_token",
+        vec![
+            node("Reshape", &["x", "rows"], &["x_flat"], vec![]),
+            node("MatMul", &["x_flat", "up.weight"], &["wide"], vec![]),
+            node("Add", &["wide", "tokens"], &["mixed"], vec![]),
+            node("MatMul", &["mixed", "down.weight"], &["flat"], vec![]),
+        ],
+        vec![
+            i64_tensor("rows", &[2], &[2, 16]),
+            f32_tensor(
+                "up.weight",
+                &[16, WIDTH as i64],
+                &random(&mut rng, 16 * WIDTH, 0.2),
+            ),
+            f32_tensor("tokens", &[2, WIDTH as i64], &tokens),
+            f32_tensor(
+                "down.weight",
+                &[WIDTH as i64, 16],
+                &random(&mut rng, 16 * WIDTH, 0.02),
+            ),
+        ],
+        4,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("exported.onnx");
+    let all_external = SaveOptions {
+        inline_limit: 0,
+        ..SaveOptions::default()
+    };
+    io::save(&model, None, &source, all_external).unwrap();
+    let external = |path: &std::path::Path| -> Vec<String> {
+        let loaded = io::load(path).unwrap();
+        let mut names: Vec<String> = loaded
+            .graph()
+            .initializer
+            .iter()
+            .filter(|t| is_external(t))
+            .map(|t| t.name().to_string())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(external(&source), ["down.weight", "tokens", "up.weight"]);
+
+    let out = dir.path().join("patched.onnx");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_ldam-onnx"))
+        .args(["patch", "--loss", "ce", "--class-counts", "3,2,1", "-o"])
+        .arg(&out)
+        .arg(&source)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "patch failed: {stderr}");
+    let patched = io::load_with_data(&out).unwrap();
+    assert!(
+        matches!(first_dim(&patched.model, "x"), Dim::Symbolic(_)),
+        "the batch is still fixed: {stderr}"
+    );
+    assert_eq!(external(&out), ["down.weight", "up.weight"]);
+
+    // At batch 3 every example gets the token row, as the export did at batch 2:
+    // ((x up + token) down) fc^T + b, in float64.
+    let x = random(&mut Rng::new(6), 3 * 16, 1.0);
+    let got = patched_logits(&patched.model, &x, 3);
+    let get = |name: &str| {
+        let graph = model.graph.as_ref().unwrap();
+        f32_values(graph.initializer.iter().find(|t| t.name() == name).unwrap()).unwrap()
+    };
+    let (up, down) = (get("up.weight"), get("down.weight"));
+    let mut flat = Vec::new();
+    for n in 0..3 {
+        let wide: Vec<f64> = (0..WIDTH)
+            .map(|j| {
+                let dot: f64 = (0..16)
+                    .map(|k| x[n * 16 + k] as f64 * up[k * WIDTH + j] as f64)
+                    .sum();
+                dot + token_row[j] as f64
+            })
+            .collect();
+        for k in 0..16 {
+            let dot: f64 = (0..WIDTH).map(|j| wide[j] * down[j * 16 + k] as f64).sum();
+            flat.push(dot as f32);
+        }
+    }
+    let want = expected_logits(&model, &flat, 3);
+    let err = normwise_error(&got, &want, 0.0);
+    assert!(err <= 1e-5, "logits differ by {err} (normwise)");
+}
+
+/// A constant with one row per example of the export's batch whose rows differ
+/// has no value at another batch size: refused, naming the node and the
+/// constant, rather than written as a model that fails at batch 3.
+#[test]
+fn a_constant_with_different_rows_per_example_pins_the_batch() {
+    let mut rng = Rng::new(8);
+    let model = fixed_batch_model(
+        "per_example_constant",
+        vec![
+            node("Reshape", &["x", "rows"], &["x_flat"], vec![]),
+            node("Add", &["x_flat", "offsets"], &["flat"], vec![]),
+        ],
+        vec![
+            i64_tensor("rows", &[2], &[2, 16]),
+            f32_tensor("offsets", &[2, 16], &random(&mut rng, 32, 1.0)),
+        ],
+        8,
+    );
+    let e = patch(&model, &ce_options(BatchNormMode::Train))
+        .err()
+        .expect("refused");
+    let message = e.to_string();
+    for needle in ["Add node 'Add_flat'", "'offsets'", "dynamic_shapes"] {
+        assert!(message.contains(needle), "{needle} missing: {message}");
+    }
+}

@@ -121,8 +121,15 @@ pub struct PatchArgs {
     logits_output_name: String,
 }
 
+/// External tensors up to this size are read into the patched model (and written
+/// inline); larger ones stay in the data file.
+const SMALL_CONSTANT_BYTES: u64 = 64 * 1024;
+
 pub fn run_patch(args: PatchArgs) -> Result<()> {
-    let loaded = io::load(&args.model)?;
+    let mut loaded = io::load(&args.model)?;
+    // Small constants are read, so that the batch can be freed where it hides in
+    // their values; weights stay in their files.
+    loaded.read_external_data_up_to(SMALL_CONSTANT_BYTES)?;
     let output = args
         .output
         .clone()

@@ -59,6 +59,14 @@ impl LoadedModel {
     /// Reads every external tensor's bytes (checked against its data file when
     /// the model was loaded) into `raw_data`, so that the model holds all its values.
     pub fn read_external_data(&mut self) -> Result<()> {
+        self.read_external_data_up_to(u64::MAX)
+    }
+
+    /// Reads the external tensors of at most `max_bytes` into `raw_data`, leaving
+    /// larger ones in their files: `patch` looks at the values of small constants
+    /// (a class token the exporter repeated per example) and keeps the weights
+    /// external.
+    pub fn read_external_data_up_to(&mut self, max_bytes: u64) -> Result<()> {
         let (path, dir) = (self.path.clone(), self.dir.clone());
         let Some(graph) = self.model.graph.as_mut() else {
             return Ok(());
@@ -69,6 +77,9 @@ impl LoadedModel {
                 return Ok(());
             }
             let span = resolve_external(&path, &dir, tensor)?;
+            if span.length > max_bytes {
+                return Ok(());
+            }
             // `resolve_external` checked the span against the file's size, so
             // this allocation is backed by bytes on disk.
             let mut bytes = Vec::with_capacity(span.length as usize);

@@ -134,16 +134,17 @@ fn literal_tensor(graph: &GraphProto, name: &str) -> Option<crate::onnx::TensorP
         .and_then(|n| n.tensor_attr("value").cloned())
 }
 
-/// Whether `tensor` is float32 `[size, ...]` with every row equal to the first.
+/// Whether `tensor` is `[size, ...]` with every row's bytes equal to the first's
+/// (false when its values are not in memory: external and not read).
 fn identical_rows(tensor: &crate::onnx::TensorProto, size: i64) -> bool {
     if tensor.dims.first() != Some(&size) || size < 2 {
         return false;
     }
-    let Some(values) = crate::onnx::tensor::f32_values(tensor) else {
+    let Some(bytes) = crate::onnx::tensor::le_bytes(tensor) else {
         return false;
     };
-    let row = values.len() / size as usize;
-    row > 0 && values.chunks(row).all(|r| r == &values[..row])
+    let row = bytes.len() / size as usize;
+    row > 0 && bytes.len() % row == 0 && bytes.chunks(row).all(|r| r == &bytes[..row])
 }
 
 /// Each replicated constant becomes its first row expanded to the batch at run
@@ -159,16 +160,22 @@ fn expand_replicated(
         let Some(tensor) = literal_tensor(graph, &constant.name) else {
             continue;
         };
-        let Some(values) = crate::onnx::tensor::f32_values(&tensor) else {
+        // `identical_rows` read these bytes when it marked the constant replicated.
+        let Some(bytes) = crate::onnx::tensor::le_bytes(&tensor) else {
             continue;
         };
-        let row_len = values.len() / size as usize;
+        let row_len = bytes.len() / size as usize;
         let mut row_dims = tensor.dims.clone();
         row_dims[0] = 1;
-        let row = reader.b.constant(
-            &format!("{}_row", constant.name),
-            crate::onnx::tensor::f32_tensor("", &row_dims, &values[..row_len]),
-        );
+        let first_row = crate::onnx::TensorProto {
+            dims: row_dims,
+            data_type: tensor.data_type,
+            raw_data: Some(prost::bytes::Bytes::copy_from_slice(&bytes[..row_len])),
+            ..Default::default()
+        };
+        let row = reader
+            .b
+            .constant(&format!("{}_row", constant.name), first_row);
         let first_new = reader.b.nodes.len();
         let shape = reader.shape_with_batch(&tensor.dims, 0, 1);
         let expanded = reader.b.op("Expand", &[&row, &shape], vec![], "batch_rows");

@@ -13,6 +13,7 @@
 //! batch, a matrix product contracting it, a gather along it), stops it: then
 //! the graph depends on the batch, and the node is named.
 
+use crate::onnx::types::Dim;
 use crate::onnx::{node_label, GraphProto, NodeAttributes, NodeProto};
 use crate::ops::shapes::ValueShapes;
 use std::collections::HashMap;
@@ -169,12 +170,26 @@ pub fn follow(
                         .rank(name)
                         .zip(step.out_rank())
                         .is_some_and(|(rank, out)| c.dim == 0 && c.inner == 1 && rank == out);
-                    if !flow.carriers.contains_key(name) && aligned_first && replicated(name) {
+                    if flow.carriers.contains_key(name) || !aligned_first {
+                        continue;
+                    }
+                    if replicated(name) {
                         flow.replicated.push(ReplicatedConstant {
                             node: index,
                             slot,
                             name: name.clone(),
                         });
+                    } else if literal(name)
+                        && size > 1
+                        && shapes.shape(name).and_then(<[Dim]>::first) == Some(&Dim::Fixed(size))
+                    {
+                        // One row per example of the export's batch, and the rows
+                        // differ (or their values were not read): no other batch
+                        // size has such a constant.
+                        return Err(step.pinned(format!(
+                            "its operand '{name}' is a constant with one row per example of the \
+                             export's batch of {size}, and the rows are not known to be equal"
+                        )));
                     }
                 }
             }
