@@ -1,7 +1,7 @@
 """Sweep of timm architectures through export, patch, compile and two training steps.
 
     .deps/py-export/bin/python benches/timm_sweep.py [--out DIR] [--models a,b,c]
-        [--modes dynamo,helper] [--timeout 300] [--list]
+        [--modes dynamo,helper] [--timeout 300] [--no-float64] [--list]
 
 For every model (random init, nothing downloaded, 5 classes, every dropout and drop
 path at 0) and every exporter mode this:
@@ -14,20 +14,27 @@ path at 0) and every exporter mode this:
      and writes them, in the format make.py uses (`save_npz`), next to the export;
   3. runs `target/debug/examples/step_parity MODEL.onnx REFERENCE.npz` (patch with
      plain cross-entropy, compile, two steps in ONNX Runtime, compare losses and
-     every parameter whose ONNX name is a state_dict name), with a timeout.
+     every parameter whose ONNX name is a state_dict name), with a timeout;
+  4. on a mismatch, reruns both sides in float64: PyTorch's two steps with
+     `model.double()` (`<model>__<mode>.f64.npz`), and the step the CLI compiles
+     (`target/debug/ldam-onnx patch` + `compile`), widened to float64 and run by
+     ONNX's reference evaluator, compared with the same bounds (`float64_steps`).
 
 It prints one line per model and mode,
 
     model  mode  result  seconds  detail
 
-where result is parity, mismatch, refused (the patcher refuses a graph whose batch
+where result is parity, f64-parity (the float32 steps differ by more than the
+bounds, the float64 steps agree: rounding at a ReLU-like kink, see `float64_steps`),
+mismatch (in float64 too, or the float64 rerun failed), refused (the patcher refuses a graph whose batch
 is pinned: a `patch:` error mentioning dynamic_shapes), error (any other failure of
 the tool, a timeout included) or export-failed (the exporter, or the PyTorch
 reference, raised). At the end: totals per mode, and the distinct messages of the
 errors and mismatches (numbers and tensor names masked) with their counts.
 
-Build the checker first (`cargo build --example step_parity`; `--release` builds
-work too, pass `--checker target/release/examples/step_parity`). Files go to
+Build the checker and the CLI first (`cargo build --example step_parity && cargo
+build`; `--release` builds work too, pass `--checker
+target/release/examples/step_parity --cli target/release/ldam-onnx`). Files go to
 target/timm-sweep/ by default (<model>__<mode>.onnx[.data], .npz). A benchmark,
 not a test: it takes tens of minutes on a laptop CPU.
 """
@@ -37,6 +44,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import copy
 import io
 import logging
 import os
@@ -210,6 +218,176 @@ def make_reference(name: str, model: nn.Module, initial: dict, x, labels, path: 
     return losses
 
 
+def make_reference64(model: nn.Module, initial: dict, x, labels, path: str, npz64: str) -> None:
+    """The same two steps in float64 (`model` still at its initial weights), written
+    with every float array in float64. The hyperparameters the compiled step and
+    the export hold as float32 (SGD's momentum and weight decay, normalisation
+    epsilons, BatchNorm's momentum) are given to PyTorch at their float32 values,
+    so that the two float64 steps differ only by rounding."""
+    f32 = lambda v: float(np.float32(v))  # noqa: E731
+    model = model.double()
+    for m in model.modules():
+        if isinstance(getattr(m, "eps", None), float):
+            m.eps = f32(m.eps)
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.momentum is not None:
+            m.momentum = f32(m.momentum)
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=f32(0.9), weight_decay=f32(5e-4))
+    xd = x.double() if x.is_floating_point() else x
+    losses = []
+    for _ in range(2):
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(xd), labels)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.item()))
+    inits = state_names(path)
+    matched = [k for k in initial if k in inits]
+    params, buffers = dict(model.named_parameters()), dict(model.named_buffers())
+    arrays = OrderedDict()
+    arrays["input"] = xd.numpy()
+    arrays["labels"] = labels.numpy().astype(np.int64)
+    arrays["loss"] = np.array(losses, dtype=np.float64)
+    for k in matched:
+        arrays[f"initial/{k}"] = initial[k].astype(np.float64)
+    for k in matched:
+        source = params.get(k, buffers.get(k))
+        if source is not None:
+            kind = "param" if k in params else "buffer"
+            arrays[f"{kind}/{k}"] = source.detach().numpy().astype(np.float64)
+    make.save_npz(npz64, arrays)
+
+
+# The bounds of tests/common/parity.rs (normwise per tensor, NaN fails): values
+# within 2e-3 after two steps, the two steps' update within 1e-3, losses 1e-5;
+# the norms floored at 1e-3 RMS (values) and lr * 1e-3 RMS (updates).
+VALUE_BOUND, UPDATE_BOUND, LOSS_BOUND = 2e-3, 1e-3, 1e-5
+VALUE_FLOOR, UPDATE_FLOOR, LR = 1e-3, 1e-3, 0.1
+
+
+def floored_error(got: np.ndarray, want: np.ndarray, floor: float) -> float:
+    if not (np.isfinite(got).all() and np.isfinite(want).all()):
+        return float("inf")
+    norm = max(float(np.linalg.norm(want)), floor * np.sqrt(want.size))
+    return float(np.linalg.norm(got - want)) / norm
+
+
+def widened(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The compiled step with every float32 tensor in float64 (exactly: each
+    float32 is a float64): initializers, inputs and outputs, Constant and
+    ConstantOfShape values (value_float(s) too), Casts to float."""
+    from onnx import TensorProto, numpy_helper
+
+    def widen(t):
+        if t.data_type != TensorProto.FLOAT:
+            return t
+        return numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float64), t.name)
+
+    g = model.graph
+    for i, t in enumerate(g.initializer):
+        g.initializer[i].CopyFrom(widen(t))
+    for v in list(g.input) + list(g.output):
+        if v.type.tensor_type.elem_type == TensorProto.FLOAT:
+            v.type.tensor_type.elem_type = TensorProto.DOUBLE
+    del g.value_info[:]
+    for n in g.node:
+        for a in n.attribute:
+            if n.op_type == "Cast" and a.name == "to" and a.i == TensorProto.FLOAT:
+                a.i = TensorProto.DOUBLE
+            if a.type == onnx.AttributeProto.TENSOR:
+                a.t.CopyFrom(widen(a.t))
+            if n.op_type == "Constant" and a.name in ("value_float", "value_floats"):
+                values = [a.f] if a.name == "value_float" else list(a.floats)
+                array = np.array(values[0] if a.name == "value_float" else values, np.float64)
+                a.CopyFrom(onnx.helper.make_attribute("value", numpy_helper.from_array(array)))
+    return model
+
+
+def grouped_conv_transpose():
+    """ONNX's reference ConvTranspose (onnx 1.23) fails on a group with more than
+    one output channel: this one runs each group through it with group 1 and
+    concatenates the results along the channels."""
+    from onnx.reference.ops.op_conv_transpose import ConvTranspose as Reference
+
+    class ConvTranspose(Reference):
+        def _run(self, X, W, B=None, **attributes):
+            group = attributes.get("group") or 1
+            if group == 1:
+                return super()._run(X, W, B, **attributes)
+            attributes["group"] = 1
+            per_out = W.shape[1]
+            outputs = [
+                super(ConvTranspose, self)._run(
+                    x, w, None if B is None else B[g * per_out:(g + 1) * per_out], **attributes)[0]
+                for g, (x, w) in enumerate(zip(np.split(X, group, axis=1), np.split(W, group, axis=0)))
+            ]
+            return (np.concatenate(outputs, axis=1),)
+
+    return ConvTranspose
+
+
+def float64_steps(cli: str, path: str, npz64: str) -> tuple:
+    """The export patched and compiled by the CLI as step_parity does it in
+    process (plain cross-entropy, head kept, momentum 0.9, weight decay 5e-4), the
+    step widened to float64 and run twice by ONNX's reference evaluator (numpy,
+    float64), against PyTorch's float64 steps with the float32 bounds. A float32
+    mismatch that passes here is rounding: in float32 a ReLU (or ReLU6, hard-swish,
+    max-pool tie) input within rounding of zero falls on the other side in PyTorch
+    than in the step, and lr 0.1 carries that into the second step; in float64
+    both sides take the same decisions. A wrong gradient rule fails in both."""
+    from onnx import numpy_helper
+    from onnx.reference import ReferenceEvaluator
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        patched, step = os.path.join(tmp, "patched.onnx"), os.path.join(tmp, "step.onnx")
+        for cmd in ([cli, "patch", path, "-o", patched, "--class-counts", ",".join(["1"] * NUM_CLASSES),
+                     "--loss", "ce", "--reweight", "none", "--head", "keep"],
+                    [cli, "compile", patched, "-o", step, "--momentum", "0.9", "--weight-decay", "5e-4"]):
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                return "error", f"{cmd[1]}: {proc.stderr.strip().splitlines()[-1][:300]}"
+        model = onnx.load(step)
+        meta = {p.key: p.value for p in model.metadata_props}
+        names = json.loads(meta["ldam_onnx.train.state"])
+        kinds = dict(zip(names, json.loads(meta["ldam_onnx.train.state_kinds"])))
+        state = onnx.load(os.path.join(tmp, meta["ldam_onnx.train.initial_state"]))
+        feeds = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in state.graph.initializer}
+        evaluator = ReferenceEvaluator(widened(model), new_ops=[grouped_conv_transpose()])
+    ref = np.load(npz64)
+    data_input = next(i.name for i in model.graph.input if i.name not in feeds and i.name not in ("labels", "epoch", "lr"))
+    feeds.update({data_input: ref["input"], "labels": ref["labels"],
+                  "epoch": np.array(0, np.int64), "lr": np.array(LR, np.float64)})
+    initial = {k: feeds[k].copy() for k in names}
+    losses = []
+    for _ in range(2):
+        out = evaluator.run(["loss"] + [k + ".next" for k in names], feeds)
+        losses.append(float(out[0]))
+        feeds.update(zip(names, out[1:]))
+    for got, want in zip(losses, ref["loss"]):
+        if not abs(got - want) / max(abs(want), 1.0) <= LOSS_BOUND:
+            return "mismatch", f"float64 loss {got} against PyTorch's {want}"
+    errors = []
+    for k in names:
+        key = {"parameter": "param", "running_mean": "buffer", "running_var": "buffer"}.get(kinds[k])
+        if key is None or f"{key}/{k}" not in ref.files or not np.array_equal(ref[f"initial/{k}"], initial[k]):
+            continue
+        want, got, start = ref[f"{key}/{k}"], feeds[k], initial[k]
+        errors.append((floored_error(got, want, VALUE_FLOOR),
+                       floored_error(got - start, want - start, LR * UPDATE_FLOOR), k))
+    if not errors:
+        return "mismatch", "no tensor compared"
+    worst_value = max(errors)
+    worst_update = max(errors, key=lambda e: e[1])
+    summary = (f"float64 losses {losses} vs {[float(v) for v in ref['loss']]}; {len(errors)} tensors, worst errors "
+               f"{worst_value[0]:.1e} (values), {worst_update[1]:.1e} (update)")
+    bad = [e for e in errors if not (e[0] <= VALUE_BOUND and e[1] <= UPDATE_BOUND)]
+    if bad:
+        return "mismatch", f"'{bad[0][2]}' off by {bad[0][0]:.2e} (values), {bad[0][1]:.2e} (update); {summary}"
+    return "parity", summary
+
+
 def classify(stdout: str, rc: int) -> tuple:
     line = stdout.strip().splitlines()[0] if stdout.strip() else ""
     if "\t" in line:
@@ -223,14 +401,15 @@ def classify(stdout: str, rc: int) -> tuple:
     return kind, detail
 
 
-def run_one(name: str, mode: str, out: str, checker: str, timeout: int) -> tuple:
+def run_one(name: str, mode: str, out: str, checker: str, timeout: int, cli) -> tuple:
     _, side = MODELS[name]
     g = torch.Generator().manual_seed(zlib.crc32(name.encode()))
     x = torch.randn(REF_BATCH, 3, side, side, generator=g)
     labels = torch.randint(0, NUM_CLASSES, (REF_BATCH,), generator=g)
     path = os.path.join(out, f"{name}__{mode}.onnx")
     npz = os.path.join(out, f"{name}__{mode}.npz")
-    for p in (path, path + ".data", npz):
+    npz64 = os.path.join(out, f"{name}__{mode}.f64.npz")
+    for p in (path, path + ".data", npz, npz64):
         if os.path.exists(p):
             os.remove(p)
     try:
@@ -241,12 +420,42 @@ def run_one(name: str, mode: str, out: str, checker: str, timeout: int) -> tuple
                    if not k.endswith("num_batches_tracked")}
         with alarm(timeout), contextlib.redirect_stdout(io.StringIO()):  # dynamo's progress lines
             call = make.export(mode, model, x[:EXPORT_BATCH], path)
+        untrained = copy.deepcopy(model)
         with alarm(timeout):
             make_reference(name, model, initial, x, labels, path, mode, call, npz)
     except Exception as e:  # exporter or PyTorch failure: record and go on
         return "export-failed", first_line(e)
+    kind, detail = check(checker, [path, npz], timeout)
+    if kind == "mismatch" and cli and first_loss_agrees(detail):
+        # Rounding at a kink, or a wrong rule: the same two steps in float64 tell.
+        # (A first loss that differs is a different forward pass, e.g. BatchNorm
+        # folded at export: no rerun.)
+        try:
+            with alarm(timeout):
+                make_reference64(untrained, initial, x, labels, path, npz64)
+                kind64, detail64 = float64_steps(cli, path, npz64)
+        except Exception as e:
+            kind64, detail64 = "error", first_line(e)
+        if kind64 == "parity":
+            kind, detail = "f64-parity", f"{detail64}; float32: {detail}"
+        else:
+            detail = f"{detail}; float64: {kind64}: {detail64}"
+    return kind, detail.replace(path, "<model>")
+
+
+def first_loss_agrees(detail: str) -> bool:
+    """Whether step_parity's `losses [a, b] vs [c, d]` has a == c within LOSS_BOUND."""
+    m = re.search(r"losses \[([^,\]]+)[^\]]*\] vs \[([^,\]]+)", detail)
+    if not m:
+        return False
+    got, want = float(m.group(1)), float(m.group(2))
+    return abs(got - want) / max(abs(want), 1.0) <= LOSS_BOUND
+
+
+def check(checker: str, args: list, timeout: int) -> tuple:
+    """Runs step_parity; (result, detail)."""
     try:
-        proc = subprocess.run([checker, path, npz], capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run([checker, *args], capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return "error", f"step_parity timed out after {timeout} s"
     kind, detail = classify(proc.stdout, proc.returncode)
@@ -254,7 +463,7 @@ def run_one(name: str, mode: str, out: str, checker: str, timeout: int) -> tuple
         tail = proc.stderr.strip().splitlines()
         panic = next((l for l in tail if "panicked" in l), tail[-1])
         detail = f"exit {proc.returncode}: {panic[:300]}"
-    return kind, detail.replace(path, "<model>")
+    return kind, detail
 
 
 def message_key(kind: str, detail: str) -> str:
@@ -277,6 +486,9 @@ def main() -> int:
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--timeout", type=int, default=300, help="seconds per export and per check")
     ap.add_argument("--checker", default=os.path.join(ROOT, "target", "debug", "examples", "step_parity"))
+    ap.add_argument("--cli", default=os.path.join(ROOT, "target", "debug", "ldam-onnx"),
+                    help="the ldam-onnx binary that compiles the float64 rerun of a mismatch")
+    ap.add_argument("--no-float64", action="store_true", help="do not rerun a float32 mismatch in float64")
     ap.add_argument("--list", action="store_true", help="print the models and the dropped ones, and exit")
     args = ap.parse_args()
 
@@ -293,6 +505,9 @@ def main() -> int:
         ap.error(f"unknown model or mode: {', '.join(unknown)}")
     if not os.access(args.checker, os.X_OK):
         ap.error(f"{args.checker} is not built (cargo build --example step_parity)")
+    cli = None if args.no_float64 else args.cli
+    if cli and not os.access(cli, os.X_OK):
+        ap.error(f"{cli} is not built (cargo build), or pass --no-float64")
     os.makedirs(args.out, exist_ok=True)
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -305,13 +520,13 @@ def main() -> int:
     for name in models:
         for mode in modes:
             t = time.time()
-            kind, detail = run_one(name, mode, args.out, args.checker, args.timeout)
+            kind, detail = run_one(name, mode, args.out, args.checker, args.timeout, cli)
             secs = time.time() - t
             results.append((name, mode, kind, detail))
             short = detail if len(detail) <= 160 else detail[:157] + "..."
             print(f"{name:32s} {mode:7s} {kind:13s} {secs:7.1f}  {short}", flush=True)
 
-    kinds = ("parity", "mismatch", "refused", "error", "export-failed")
+    kinds = ("parity", "f64-parity", "mismatch", "refused", "error", "export-failed")
     print(f"\ntotals ({len(models)} models, {time.time() - start:.0f} s):")
     for mode in modes:
         c = collections.Counter(k for _, m, k, _ in results if m == mode)
