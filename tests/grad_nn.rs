@@ -439,6 +439,24 @@ fn max_pool_3x3_stride_2_with_pads_sums_overlapping_windows() {
     );
 }
 
+/// VoVNet's `MaxPool2d(3, 2, ceil_mode=True)` on a 2x2 and a 4x4 map: the
+/// windows hang past the input (one covers all of a 2x2 map).
+#[test]
+fn max_pool_in_ceil_mode_with_windows_past_the_input_matches_finite_differences() {
+    for (side, seed) in [(2, 13), (4, 14)] {
+        max_pool_check(
+            &[2, 3, side, side],
+            vec![
+                attr_ints("kernel_shape", &[3, 3]),
+                attr_ints("strides", &[2, 2]),
+                attr_int("ceil_mode", 1),
+            ],
+            17,
+            seed,
+        );
+    }
+}
+
 #[test]
 fn max_pool_with_disjoint_windows_works_before_opset_16() {
     max_pool_check(

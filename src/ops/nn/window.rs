@@ -149,7 +149,10 @@ impl Window {
         let (begin, end) = self.pads_at(axis, size);
         let size = i128::from(size);
         let numerator = size + begin + end - self.extent(axis);
-        if numerator < 0 {
+        // In ceil mode a window may start inside the input and end past it:
+        // PyTorch's `MaxPool2d(3, 2, ceil_mode=True)` on a 2x2 map gives 1x1.
+        let least = if ceil_mode { 1 - stride } else { 0 };
+        if numerator < least {
             return None;
         }
         let out = if !ceil_mode {
@@ -242,6 +245,12 @@ mod tests {
         // the input plus its begin pad (33), so it stays.
         assert_eq!(w.output_len(0, 32, true), Some(17));
         assert_eq!(w.output_len(0, 0, false), None);
+        // Kernel 3 over 2 elements: none in floor mode; one window in ceil mode,
+        // as PyTorch's (2 - 3 + 2 - 1) / 2 + 1 and ONNX's ceil((2 - 3) / 2 + 1).
+        let unpadded = Window::read(&node(vec![attr_ints("strides", &[2])]), 1, Some(&[3])).unwrap();
+        assert_eq!(unpadded.output_len(0, 2, false), None);
+        assert_eq!(unpadded.output_len(0, 2, true), Some(1));
+        assert_eq!(unpadded.output_len(0, 1, true), None);
         let same = Window::read(
             &node(vec![
                 attr_ints("strides", &[2]),
