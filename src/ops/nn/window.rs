@@ -247,7 +247,8 @@ mod tests {
         assert_eq!(w.output_len(0, 0, false), None);
         // Kernel 3 over 2 elements: none in floor mode; one window in ceil mode,
         // as PyTorch's (2 - 3 + 2 - 1) / 2 + 1 and ONNX's ceil((2 - 3) / 2 + 1).
-        let unpadded = Window::read(&node(vec![attr_ints("strides", &[2])]), 1, Some(&[3])).unwrap();
+        let unpadded =
+            Window::read(&node(vec![attr_ints("strides", &[2])]), 1, Some(&[3])).unwrap();
         assert_eq!(unpadded.output_len(0, 2, false), None);
         assert_eq!(unpadded.output_len(0, 2, true), Some(1));
         assert_eq!(unpadded.output_len(0, 1, true), None);
