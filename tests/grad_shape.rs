@@ -261,6 +261,21 @@ fn expand_gradient_sums_over_the_broadcast_axes() {
         .check(&["x"]);
 }
 
+#[test]
+fn tile_gradient_sums_the_copies() {
+    // [N, 2, 3] tiled 1 x 3 x 2: the batch symbolic, two axes repeated.
+    Case::new(one("Tile", &["x", "repeats"], vec![]))
+        .input("x", &[-1, 2, 3])
+        .ints("repeats", &[1, 3, 2])
+        .batch(2)
+        .check(&["x"]);
+    // The batch itself repeated (a static input): every copy adds.
+    Case::new(one("Tile", &["x", "repeats"], vec![]))
+        .input("x", &[2, 3])
+        .ints("repeats", &[2, 1])
+        .check(&["x"]);
+}
+
 // ---------------------------------------------------------------------------
 // Concat and Split.
 

@@ -445,40 +445,42 @@ fn a_graph_without_an_onnx_gradient_rule_trains_on_libtorch() {
     }
 }
 
-/// Nearest upsampling (HRNet's fuse layers, FPN) on libtorch: its kernel and the
-/// ONNX gradient rule agree with ONNX Runtime's step.
-#[test]
-fn nearest_resize_steps_alike_on_both_runtimes() {
-    use ldam_onnx::onnx::builder::{attr_int, attr_string};
+/// `input [N, 1, 4, 4]` through `nodes` to `features` values per example in
+/// `out`, then Flatten and a Gemm to 10 classes, patched with the reference loss.
+fn before_a_linear_head(
+    name: &str,
+    nodes: Vec<ldam_onnx::onnx::NodeProto>,
+    mut initializers: Vec<ldam_onnx::onnx::TensorProto>,
+    features: i64,
+) -> ldam_onnx::onnx::ModelProto {
+    use ldam_onnx::onnx::builder::attr_int;
     use ldam_onnx::onnx::tensor::{f32_tensor, FLOAT};
     use ldam_onnx::onnx::types::{value_info, Dim};
     let mut rng = common::Rng::new(5);
     let n = Dim::Symbolic("N".into());
+    let mut node = nodes;
+    node.push(common::node(
+        "Flatten",
+        &["out"],
+        &["flat"],
+        vec![attr_int("axis", 1)],
+    ));
+    node.push(common::node(
+        "Gemm",
+        &["flat", "fc.weight", "fc.bias"],
+        &["logits"],
+        vec![attr_int("transB", 1)],
+    ));
+    initializers.push(f32_tensor(
+        "fc.weight",
+        &[10, features],
+        &rng.floats(10 * features as usize, -0.2, 0.2),
+    ));
+    initializers.push(f32_tensor("fc.bias", &[10], &rng.floats(10, -0.1, 0.1)));
     let graph = ldam_onnx::onnx::GraphProto {
-        name: Some("resize".into()),
-        node: vec![
-            common::node(
-                "Resize",
-                &["input", "", "scales"],
-                &["up"],
-                vec![
-                    attr_string("mode", "nearest"),
-                    attr_string("coordinate_transformation_mode", "asymmetric"),
-                ],
-            ),
-            common::node("Flatten", &["up"], &["flat"], vec![attr_int("axis", 1)]),
-            common::node(
-                "Gemm",
-                &["flat", "fc.weight", "fc.bias"],
-                &["logits"],
-                vec![attr_int("transB", 1)],
-            ),
-        ],
-        initializer: vec![
-            f32_tensor("scales", &[4], &[1.0, 1.0, 2.0, 2.0]),
-            f32_tensor("fc.weight", &[10, 64], &rng.floats(640, -0.2, 0.2)),
-            f32_tensor("fc.bias", &[10], &rng.floats(10, -0.1, 0.1)),
-        ],
+        name: Some(name.into()),
+        node,
+        initializer: initializers,
         input: vec![value_info(
             "input",
             FLOAT,
@@ -487,12 +489,56 @@ fn nearest_resize_steps_alike_on_both_runtimes() {
         output: vec![value_info("logits", FLOAT, &[n, Dim::Fixed(10)])],
         ..Default::default()
     };
-    let model = common::patch_with(
+    common::patch_with(
         &common::model_from_graph(graph, 17),
         ldam_onnx::ldam::LossConfig::reference(vec![
             5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50,
         ]),
+    )
+}
+
+/// Nearest upsampling (HRNet's fuse layers, FPN) on libtorch: its kernel and the
+/// ONNX gradient rule agree with ONNX Runtime's step.
+#[test]
+fn nearest_resize_steps_alike_on_both_runtimes() {
+    use ldam_onnx::onnx::builder::attr_string;
+    use ldam_onnx::onnx::tensor::f32_tensor;
+    let model = before_a_linear_head(
+        "resize",
+        vec![common::node(
+            "Resize",
+            &["input", "", "scales"],
+            &["out"],
+            vec![
+                attr_string("mode", "nearest"),
+                attr_string("coordinate_transformation_mode", "asymmetric"),
+            ],
+        )],
+        vec![f32_tensor("scales", &[4], &[1.0, 1.0, 2.0, 2.0])],
+        64,
     );
     let tolerance = Tolerance::of(&model, true);
     cross_check("resize", &model, &tolerance);
+}
+
+/// Tile after a trained scale: the libtorch kernel (`repeat`) and the ONNX
+/// gradient rule (the copies summed) agree with ONNX Runtime's step.
+#[test]
+fn tile_steps_alike_on_both_runtimes() {
+    use ldam_onnx::onnx::tensor::{f32_tensor, i64_tensor};
+    let mut rng = common::Rng::new(6);
+    let model = before_a_linear_head(
+        "tile",
+        vec![
+            common::node("Mul", &["input", "scale"], &["scaled"], vec![]),
+            common::node("Tile", &["scaled", "repeats"], &["out"], vec![]),
+        ],
+        vec![
+            f32_tensor("scale", &[1, 1, 4, 4], &rng.floats(16, 0.5, 1.5)),
+            i64_tensor("repeats", &[4], &[1, 2, 1, 3]),
+        ],
+        96,
+    );
+    let tolerance = Tolerance::of(&model, true);
+    cross_check("tile", &model, &tolerance);
 }

@@ -538,7 +538,10 @@ const OPS: &[OpDef] = &[
         .one(movement::shape::expand)
         .gradient(movement::gradient::expand)
         .kernel(torch!(movement::torch::expand)),
-    op("Tile").one(movement::shape::tile),
+    op("Tile")
+        .one(movement::shape::tile)
+        .gradient(movement::gradient::tile)
+        .kernel(torch!(movement::torch::tile)),
     op("Split")
         .many(movement::shape::split)
         .gradient(movement::gradient::split)

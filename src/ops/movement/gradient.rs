@@ -124,6 +124,44 @@ pub fn expand(ctx: &mut GradCtx) -> Grads {
     Ok(data_only(ctx, dx))
 }
 
+/// Y = Tile(X, repeats): along each axis, Y holds r copies of X one after the
+/// other, so g reshaped to [r_0, d_0, r_1, d_1, ...] (an axis repeated once
+/// keeps just d) and summed over the r axes is dX. The repeats must be known
+/// when compiling; the dimensions come from Shape(X) where they are symbolic.
+pub fn tile(ctx: &mut GradCtx) -> Grads {
+    if !ctx.needs(0) {
+        return Ok(data_only(ctx, None));
+    }
+    let g = ctx.g()?;
+    let x = ctx.i(0);
+    let repeats = ctx
+        .shapes
+        .const_ints(ctx.i(1))
+        .map(<[i64]>::to_vec)
+        .ok_or_else(|| unsupported(ctx, "the repeats are computed at run time".to_string()))?;
+    let mut pieces = Vec::new();
+    let mut copies = Vec::new();
+    for (axis, &r) in repeats.iter().enumerate() {
+        if r != 1 {
+            copies.push(pieces.len() as i64);
+            pieces.push(Extent::Known(r));
+        }
+        pieces.push(Extent::along(ctx, x, axis as i64));
+    }
+    if copies.is_empty() {
+        return Ok(data_only(ctx, Some(g)));
+    }
+    let parts: Vec<String> = pieces.iter().map(|p| p.value(ctx)).collect();
+    let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+    let split_shape = ctx.op("Concat", &parts, vec![attr_int("axis", 0)], None);
+    let split = ctx.op("Reshape", &[&g, &split_shape], vec![], None);
+    let dx = ctx.reduce_sum(&split, &copies, false);
+    if let Some(ty) = ctx.shapes.get(x).cloned() {
+        ctx.shapes.insert(&dx, ty);
+    }
+    Ok(data_only(ctx, Some(dx)))
+}
+
 // ---------------------------------------------------------------------------
 // Concat and Split, each the other's gradient.
 

@@ -377,6 +377,22 @@ pub fn gather(node: &NodeCtx) -> Prepare {
     })
 }
 
+/// Repeats the input along each axis (`Tensor::repeat`, one count per axis).
+pub fn tile(node: &NodeCtx) -> Prepare {
+    let repeats = node.ints_input(1)?;
+    step(move |ctx| {
+        let x = ctx.input(0)?;
+        let repeats = repeats.required(ctx, "repeats")?;
+        if repeats.len() != x.dim() || repeats.iter().any(|&r| r < 0) {
+            return Err(ctx.error(format!(
+                "repeats {repeats:?} do not fit an input of rank {}",
+                x.dim()
+            )));
+        }
+        one(x.f_repeat(&repeats[..])?)
+    })
+}
+
 /// Broadcasts the input against `shape` (bidirectionally, numpy rules).
 pub fn expand(node: &NodeCtx) -> Prepare {
     let target = node.ints_input(1)?;
