@@ -542,3 +542,64 @@ fn tile_steps_alike_on_both_runtimes() {
     let tolerance = Tolerance::of(&model, true);
     cross_check("tile", &model, &tolerance);
 }
+
+/// Weight standardisation as NF-Net exports it: a training-mode
+/// BatchNormalization over the weight whose running-statistics inputs are
+/// computed in the graph (`F.batch_norm(w, None, None, training=True)`). They
+/// are not state: both runtimes train the weight, its gain and the head alike.
+#[test]
+fn a_training_mode_batchnorm_without_running_statistics_steps_alike_on_both_runtimes() {
+    use ldam_onnx::onnx::builder::{attr_float, attr_int, attr_ints};
+    use ldam_onnx::onnx::tensor::{f32_tensor, i64_tensor};
+    let mut rng = common::Rng::new(7);
+    let reduce = |input: &str, output: &str| {
+        common::node(
+            "ReduceMean",
+            &[input],
+            &[output],
+            vec![attr_ints("axes", &[0, 2]), attr_int("keepdims", 0)],
+        )
+    };
+    let model = before_a_linear_head(
+        "weight_standardisation",
+        vec![
+            common::node("Reshape", &["ws.weight", "grouped"], &["w3"], vec![]),
+            reduce("w3", "w_mean"),
+            common::node("Mul", &["w3", "w3"], &["w_sq"], vec![]),
+            reduce("w_sq", "w_mean_sq"),
+            common::node(
+                "BatchNormalization",
+                &["w3", "ws.gain", "zero_shift", "w_mean", "w_mean_sq"],
+                &["w_std3", "unused_mean", "unused_var"],
+                vec![
+                    attr_int("training_mode", 1),
+                    attr_float("momentum", 1.0),
+                    attr_float("epsilon", 1e-5),
+                ],
+            ),
+            common::node("Reshape", &["w_std3", "square"], &["w_std"], vec![]),
+            common::node("Flatten", &["input"], &["x"], vec![attr_int("axis", 1)]),
+            common::node("MatMul", &["x", "w_std"], &["out"], vec![]),
+        ],
+        vec![
+            f32_tensor("ws.weight", &[16, 16], &rng.floats(256, -0.5, 0.5)),
+            f32_tensor("ws.gain", &[16], &rng.floats(16, 0.5, 1.5)),
+            f32_tensor("zero_shift", &[16], &[0.0; 16]),
+            i64_tensor("grouped", &[3], &[1, 16, 16]),
+            i64_tensor("square", &[2], &[16, 16]),
+        ],
+        16,
+    );
+    let step = compile(&model, &CompileOptions::default()).unwrap();
+    let mut names: Vec<&str> = step
+        .state
+        .iter()
+        .filter(|s| s.kind != StateKind::Momentum)
+        .map(|s| s.name.as_str())
+        .collect();
+    names.sort_unstable();
+    // The computed statistics are not state; the weight and its gain train.
+    assert_eq!(names, ["fc.weight", "ws.gain", "ws.weight", "zero_shift"]);
+    let tolerance = Tolerance::of(&model, true);
+    cross_check("weight standardisation", &model, &tolerance);
+}

@@ -3,11 +3,14 @@
 //! statistics, Dropout off, the loss, backward and update removed, and the
 //! trained values as initializers.
 
+use crate::autodiff::batchnorm;
 use crate::compile::state::PlannedState;
 use crate::error::{Error, Result};
 use crate::ldam::contract::{self, keys, PatchRecord, StateKind};
+use crate::onnx::builder::{Emitter, NameSet};
 use crate::onnx::types::{tensor_type, Dim, TensorType};
 use crate::onnx::{metadata, ModelProto, TensorProto};
+use crate::ops::shapes::ValueShapes;
 use std::collections::{HashMap, HashSet};
 
 /// The inference model of a compiled training step, whose state tensors take the
@@ -69,13 +72,29 @@ pub fn inference_model_of_patched(
         .map(|o| o.name().to_string())
         .filter(|o| *o != record.loss_output)
         .collect();
-    deployable(
-        patched.clone(),
-        &deployed,
-        &state,
-        &outputs,
-        &HashMap::new(),
-    )
+    // BatchNorm in the form the compiled step has, so that both deploy alike: a
+    // node with running statistics reads them again, one whose statistics the
+    // graph computes (weight standardisation) keeps its batch statistics.
+    let mut model = patched.clone();
+    let opset = crate::onnx::default_opset(&model)
+        .ok_or_else(|| Error::invalid("the model imports no default-domain opset"))?;
+    let graph = model
+        .graph
+        .as_mut()
+        .ok_or_else(|| Error::invalid("the model has no graph"))?;
+    let mut shapes = ValueShapes::infer(graph, opset);
+    let mut b = Emitter::new(NameSet::of_graph(graph), contract::STEP_PREFIX, opset);
+    let statistics = batchnorm::explicit_statistics(graph, &mut b, &mut shapes)?;
+    let running: HashMap<&str, &str> = statistics
+        .iter()
+        .flat_map(|s| {
+            [
+                (s.batch_mean.as_str(), s.running_mean.as_str()),
+                (s.batch_var.as_str(), s.running_var.as_str()),
+            ]
+        })
+        .collect();
+    deployable(model, &deployed, &state, &outputs, &running)
 }
 
 /// `model` (a step or a patched model) as a deployable model: the state values

@@ -65,7 +65,10 @@ pub(crate) fn plan_graph(
         });
     }
     for node in &graph.node {
-        if node.op_type() == "BatchNormalization" && batchnorm::is_training(node, opset) {
+        if node.op_type() == "BatchNormalization"
+            && batchnorm::is_training(node, opset)
+            && batchnorm::keeps_running_statistics(graph, node)
+        {
             for (input, kind) in [(3, StateKind::RunningMean), (4, StateKind::RunningVar)] {
                 let name = node
                     .input

@@ -60,6 +60,9 @@ pub struct NodeCtx<'a> {
     /// Per node input: its value when the graph fixes it (an initializer that is
     /// not trained state, a Constant's output).
     fixed: Vec<Option<&'a Tensor>>,
+    /// Per node input: whether an earlier node computes it (not a graph input or
+    /// an initializer).
+    computed: Vec<bool>,
 }
 
 impl<'a> NodeCtx<'a> {
@@ -74,7 +77,19 @@ impl<'a> NodeCtx<'a> {
             opset,
             device,
             fixed,
+            computed: Vec::new(),
         }
+    }
+
+    /// Records which inputs earlier nodes compute.
+    pub fn with_computed(mut self, computed: Vec<bool>) -> Self {
+        self.computed = computed;
+        self
+    }
+
+    /// Whether input `i` is computed by an earlier node of the graph.
+    pub fn is_computed(&self, i: usize) -> bool {
+        self.computed.get(i).copied().unwrap_or(false)
     }
 
     pub fn attr_int(&self, name: &str, default: i64) -> i64 {

@@ -71,6 +71,8 @@ impl Program {
         {
             define(&mut slots, name);
         }
+        // Slots from here on are node outputs.
+        let first_computed = slots.len();
         let mut fixed: Vec<Option<Tensor>> = Vec::new();
         fixed.resize_with(slots.len(), || None);
         for initializer in &graph.initializer {
@@ -104,8 +106,13 @@ impl Program {
                         .and_then(|s| fixed[s].as_ref())
                 })
                 .collect();
-            let prepared = kernel(&NodeCtx::new(node, opset, device, known))
-                .map_err(|e| Error::torch(format!("{label}: {}", e.0)))?;
+            let computed = input_slots
+                .iter()
+                .map(|slot| slot.is_some_and(|s| s >= first_computed))
+                .collect();
+            let prepared =
+                kernel(&NodeCtx::new(node, opset, device, known).with_computed(computed))
+                    .map_err(|e| Error::torch(format!("{label}: {}", e.0)))?;
             let outputs: Vec<Option<usize>> = node
                 .output
                 .iter()

@@ -46,6 +46,19 @@ pub fn is_training(node: &NodeProto, opset: i64) -> bool {
     }
 }
 
+/// Whether a training-mode BatchNormalization keeps running statistics a step
+/// must update: its inputs 3 and 4 are initializers. PyTorch's
+/// `F.batch_norm(x, None, None, training=True)` (NF-Net's weight
+/// standardisation) has none; its exports feed those inputs computed values,
+/// which nothing reads after the step.
+pub fn keeps_running_statistics(graph: &GraphProto, node: &NodeProto) -> bool {
+    [3, 4].iter().all(|&i| {
+        node.input
+            .get(i)
+            .is_some_and(|name| graph.initializer.iter().any(|t| t.name() == name))
+    })
+}
+
 /// Rewrites every training-mode BatchNormalization of `graph` into its inference
 /// form fed with explicit batch statistics, inserted just before the node (the
 /// graph stays topologically sorted). New constants become initializers of
@@ -76,7 +89,11 @@ pub fn explicit_statistics(
         if node.op_type() == "BatchNormalization" && is_training(&node, opset) {
             let first_new_node = b.nodes.len();
             let first_new_constant = b.initializers.len();
-            statistics.push(make_explicit(&mut node, b, shapes, &used, &mut new_types)?);
+            let keeps = keeps_running_statistics(graph, &node);
+            let stats = make_explicit(&mut node, b, shapes, &used, &mut new_types)?;
+            if keeps {
+                statistics.push(stats);
+            }
             nodes.extend(b.nodes.drain(first_new_node..));
             graph
                 .initializer

@@ -225,16 +225,24 @@ pub fn batch_normalization(node: &NodeCtx) -> Prepare {
     let epsilon = f64::from(node.attr_float("epsilon", 1e-5));
     let momentum = f64::from(node.attr_float("momentum", 0.9));
     let training_mode = batchnorm::is_training(node.node, node.opset);
+    // Statistics the graph computes (NF-Net's weight standardisation) are no
+    // running statistics: as PyTorch's `F.batch_norm(w, None, None,
+    // training=True)`, such a node normalises with its batch statistics in
+    // evaluation too, and passes none (libtorch would update them in place, and
+    // refuses inputs that need gradients).
+    let computed = training_mode && (node.is_computed(3) || node.is_computed(4));
     step(move |ctx| {
         let x = ctx.input(0)?;
         let (scale, bias) = (ctx.input(1)?, ctx.input(2)?);
         let (mean, var) = (ctx.input(3)?, ctx.input(4)?);
+        let train = computed || (ctx.training && training_mode);
+        let running = |t| (!computed).then_some(t);
         let y = x.f_batch_norm(
             Some(scale),
             Some(bias),
-            Some(mean),
-            Some(var),
-            ctx.training && training_mode,
+            running(mean),
+            running(var),
+            train,
             1.0 - momentum,
             epsilon,
             true,
