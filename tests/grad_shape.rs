@@ -269,6 +269,24 @@ fn tile_gradient_sums_the_copies() {
         .ints("repeats", &[1, 3, 2])
         .batch(2)
         .check(&["x"]);
+    // Repeats computed at run time, as XCiT's positional encoding repeats over
+    // the batch: here [1, N, 1] from Shape(z).
+    let nodes = vec![
+        node("Shape", &["z"], &["z_shape"], vec![]),
+        node(
+            "Concat",
+            &["one", "z_shape", "one"],
+            &["repeats"],
+            vec![attr_int("axis", 0)],
+        ),
+        node("Tile", &["x", "repeats"], &["y"], vec![]),
+    ];
+    Case::new(nodes)
+        .input("x", &[2, 3, 4])
+        .input("z", &[-1])
+        .ints("one", &[1])
+        .batch(3)
+        .check(&["x"]);
     // The batch itself repeated (a static input): every copy adds.
     Case::new(one("Tile", &["x", "repeats"], vec![]))
         .input("x", &[2, 3])

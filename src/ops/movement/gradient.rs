@@ -126,25 +126,47 @@ pub fn expand(ctx: &mut GradCtx) -> Grads {
 
 /// Y = Tile(X, repeats): along each axis, Y holds r copies of X one after the
 /// other, so g reshaped to [r_0, d_0, r_1, d_1, ...] (an axis repeated once
-/// keeps just d) and summed over the r axes is dX. The repeats must be known
-/// when compiling; the dimensions come from Shape(X) where they are symbolic.
+/// keeps just d) and summed over the r axes is dX. Repeats and dimensions not
+/// known when compiling are read at run time.
 pub fn tile(ctx: &mut GradCtx) -> Grads {
     if !ctx.needs(0) {
         return Ok(data_only(ctx, None));
     }
     let g = ctx.g()?;
     let x = ctx.i(0);
-    let repeats = ctx
-        .shapes
-        .const_ints(ctx.i(1))
-        .map(<[i64]>::to_vec)
-        .ok_or_else(|| unsupported(ctx, "the repeats are computed at run time".to_string()))?;
+    let repeats_input = ctx.i(1);
+    let repeats: Vec<Extent> = match ctx.shapes.const_ints(repeats_input) {
+        Some(known) => known.iter().map(|&r| Extent::Known(r)).collect(),
+        // Computed at run time (XCiT repeats its positional encoding over the
+        // batch): each count read from the repeats tensor.
+        None => {
+            let rank = ctx.shapes.rank(x).ok_or_else(|| {
+                unsupported(
+                    ctx,
+                    format!(
+                        "the repeats are computed at run time and the rank of '{x}' is unknown"
+                    ),
+                )
+            })?;
+            (0..rank as i64)
+                .map(|axis| {
+                    let index = ctx.int_constant(&[axis]);
+                    Extent::Runtime(ctx.op(
+                        "Gather",
+                        &[repeats_input, &index],
+                        vec![attr_int("axis", 0)],
+                        None,
+                    ))
+                })
+                .collect()
+        }
+    };
     let mut pieces = Vec::new();
     let mut copies = Vec::new();
-    for (axis, &r) in repeats.iter().enumerate() {
-        if r != 1 {
+    for (axis, r) in repeats.into_iter().enumerate() {
+        if !matches!(r, Extent::Known(1)) {
             copies.push(pieces.len() as i64);
-            pieces.push(Extent::Known(r));
+            pieces.push(r);
         }
         pieces.push(Extent::along(ctx, x, axis as i64));
     }
