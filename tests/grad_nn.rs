@@ -917,14 +917,61 @@ fn resize_nearest_by_whole_factors_matches_finite_differences() {
     }
 }
 
-/// Linear interpolation has no rule yet: refused naming the mode.
+/// Bilinear upsampling (`F.interpolate(mode="bilinear")`, EfficientFormerV2):
+/// half-pixel, align-corners and asymmetric sources, whole and fractional
+/// factors, both spatial axes or one.
 #[test]
-fn resize_in_linear_mode_is_refused_naming_the_mode() {
+fn resize_linear_matches_finite_differences() {
+    use ldam_onnx::onnx::tensor::f32_tensor;
+    let mut rng = Rng::new(42);
+    let x_dims = [2, 3, 3, 4];
+    let x = data_f32(&mut rng, &x_dims);
+    let cases = [
+        (
+            "half_pixel",
+            f32_tensor("scales", &[4], &[1.0, 1.0, 2.0, 2.0]),
+        ),
+        (
+            "pytorch_half_pixel",
+            f32_tensor("scales", &[4], &[1.0, 1.0, 3.0, 1.0]),
+        ),
+        (
+            "align_corners",
+            f32_tensor("scales", &[4], &[1.0, 1.0, 2.5, 1.25]),
+        ),
+        (
+            "asymmetric",
+            f32_tensor("scales", &[4], &[1.0, 1.0, 2.0, 1.5]),
+        ),
+    ];
+    for (transform, operand) in cases {
+        let inputs: &[&str] = &["x", "", "scales"];
+        let m = model(
+            one_node(
+                "Resize",
+                inputs,
+                vec![
+                    attr_string("mode", "linear"),
+                    attr_string("coordinate_transformation_mode", transform),
+                ],
+            ),
+            &x_dims,
+            FLOAT,
+            vec![operand],
+            17,
+        );
+        linear_f32(m, x.clone(), &["x"]).run();
+    }
+}
+
+/// Cubic interpolation has no rule: refused naming the mode.
+#[test]
+fn resize_in_cubic_mode_is_refused_naming_the_mode() {
     let m = model(
         one_node(
             "Resize",
             &["x", "", "scales"],
-            vec![attr_string("mode", "linear")],
+            vec![attr_string("mode", "cubic")],
         ),
         &[2, 3, 3, 4],
         FLOAT,
@@ -936,5 +983,5 @@ fn resize_in_linear_mode_is_refused_naming_the_mode() {
         17,
     );
     let error = gradient_error(&m);
-    assert!(error.contains("mode 'linear'"), "{error}");
+    assert!(error.contains("mode 'cubic'"), "{error}");
 }

@@ -521,6 +521,38 @@ fn nearest_resize_steps_alike_on_both_runtimes() {
     cross_check("resize", &model, &tolerance);
 }
 
+/// Bilinear upsampling (half-pixel, as `F.interpolate(mode="bilinear")` exports)
+/// after a trained scale: the libtorch kernel and the gradient rule, both from
+/// the same interpolation matrices, agree with ONNX Runtime's Resize and step.
+#[test]
+fn linear_resize_steps_alike_on_both_runtimes() {
+    use ldam_onnx::onnx::builder::attr_string;
+    use ldam_onnx::onnx::tensor::f32_tensor;
+    let mut rng = common::Rng::new(8);
+    let model = before_a_linear_head(
+        "linear_resize",
+        vec![
+            common::node("Mul", &["input", "scale"], &["scaled"], vec![]),
+            common::node(
+                "Resize",
+                &["scaled", "", "scales"],
+                &["out"],
+                vec![
+                    attr_string("mode", "linear"),
+                    attr_string("coordinate_transformation_mode", "half_pixel"),
+                ],
+            ),
+        ],
+        vec![
+            f32_tensor("scale", &[1, 1, 4, 4], &rng.floats(16, 0.5, 1.5)),
+            f32_tensor("scales", &[4], &[1.0, 1.0, 2.0, 1.5]),
+        ],
+        48,
+    );
+    let tolerance = Tolerance::of(&model, true);
+    cross_check("linear resize", &model, &tolerance);
+}
+
 /// Tile after a trained scale: the libtorch kernel (`repeat`) and the ONNX
 /// gradient rule (the copies summed) agree with ONNX Runtime's step.
 #[test]

@@ -4,6 +4,7 @@
 
 pub mod batchnorm;
 pub mod gradient;
+pub mod interpolation;
 pub mod shape;
 #[cfg(feature = "torch")]
 pub mod torch;

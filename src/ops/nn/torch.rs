@@ -3,7 +3,7 @@
 use super::batchnorm;
 use super::window::{AutoPad, Window};
 use crate::onnx::{NodeAttributes, NodeProto};
-use crate::ops::kernel::{normalize_axis, one, step, Host, NodeCtx, OpError, Prepare};
+use crate::ops::kernel::{normalize_axis, one, step, Host, NodeCtx, OpCtx, OpError, Prepare};
 use std::borrow::Cow;
 use tch::{Kind, Tensor};
 
@@ -310,6 +310,82 @@ pub fn dropout(node: &NodeCtx) -> Prepare {
     })
 }
 
+/// Resize's output lengths and per-axis factors: from `sizes` (factor out / in)
+/// or from `scales` (lengths floored).
+fn resize_targets(ctx: &OpCtx, dims: &[i64]) -> Result<(Vec<i64>, Vec<f64>), OpError> {
+    Ok(match ctx.opt_input(3).filter(|t| t.numel() > 0) {
+        Some(sizes) => {
+            let sizes = Vec::<i64>::try_from(sizes)?;
+            let factors = dims
+                .iter()
+                .zip(&sizes)
+                .map(|(&d, &s)| s as f64 / d as f64)
+                .collect();
+            (sizes, factors)
+        }
+        None => {
+            let scales = Vec::<f64>::try_from(ctx.input(2)?.f_to_kind(tch::Kind::Double)?)?;
+            let sizes = dims
+                .iter()
+                .zip(&scales)
+                .map(|(&d, s)| (d as f64 * s).floor() as i64)
+                .collect();
+            (sizes, scales)
+        }
+    })
+}
+
+/// Resize in linear mode over the last two axes: X multiplied along each
+/// resized axis by the interpolation matrix the gradient rule transposes
+/// ([`crate::ops::nn::interpolation::linear_matrix`]).
+fn linear_resize(node: &NodeCtx) -> Prepare {
+    use crate::onnx::NodeAttributes;
+    if node.attr_int("antialias", 0) != 0 || node.node.ints_attr("axes").is_some() {
+        return Err(node.error("antialias and axes are not supported in linear mode"));
+    }
+    let transform = node
+        .node
+        .string_attr("coordinate_transformation_mode")
+        .unwrap_or("half_pixel")
+        .to_string();
+    step(move |ctx| {
+        let x = ctx.input(0)?;
+        let dims = x.size();
+        let (targets, factors) = resize_targets(ctx, &dims)?;
+        let rank = dims.len();
+        let mut y = x.shallow_clone();
+        for axis in 0..rank {
+            let (from, to) = (dims[axis], targets[axis]);
+            if from == to && factors.get(axis).is_none_or(|&f| f == 1.0) {
+                continue;
+            }
+            if axis + 2 < rank {
+                return Err(ctx.error("linear mode is supported over the last two axes"));
+            }
+            let factor = factors
+                .get(axis)
+                .copied()
+                .unwrap_or(to as f64 / from as f64);
+            let matrix = crate::ops::nn::interpolation::linear_matrix(from, to, factor, &transform)
+                .ok_or_else(|| {
+                    ctx.error(format!(
+                        "coordinate_transformation_mode '{transform}' is not supported in linear mode"
+                    ))
+                })?;
+            let a = Tensor::f_from_slice(&matrix)?
+                .f_reshape([to, from])?
+                .f_to_kind(x.kind())?
+                .f_to_device(x.device())?;
+            y = if axis == rank - 1 {
+                y.f_matmul(&a.f_transpose(0, 1)?)?
+            } else {
+                a.f_matmul(&y)?
+            };
+        }
+        one(y)
+    })
+}
+
 /// Resize in nearest mode by whole factors, as the gradient rule supports:
 /// each axis repeated element by element.
 pub fn resize(node: &NodeCtx) -> Prepare {
@@ -319,22 +395,18 @@ pub fn resize(node: &NodeCtx) -> Prepare {
         .string_attr("mode")
         .unwrap_or("nearest")
         .to_string();
+    if mode == "linear" {
+        return linear_resize(node);
+    }
     if mode != "nearest" {
-        return Err(node.error(format!("mode '{mode}' is not supported (nearest is)")));
+        return Err(node.error(format!(
+            "mode '{mode}' is not supported (nearest and linear are)"
+        )));
     }
     step(|ctx| {
         let x = ctx.input(0)?;
         let dims = x.size();
-        let targets: Vec<i64> = match ctx.opt_input(3).filter(|t| t.numel() > 0) {
-            Some(sizes) => Vec::<i64>::try_from(sizes)?,
-            None => {
-                let scales = Vec::<f64>::try_from(ctx.input(2)?.f_to_kind(tch::Kind::Double)?)?;
-                dims.iter()
-                    .zip(scales)
-                    .map(|(&d, s)| (d as f64 * s).floor() as i64)
-                    .collect()
-            }
-        };
+        let (targets, _) = resize_targets(ctx, &dims)?;
         let mut y = x.shallow_clone();
         for (axis, (&from, &to)) in dims.iter().zip(&targets).enumerate() {
             if from == to {

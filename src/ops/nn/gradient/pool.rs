@@ -276,6 +276,9 @@ pub fn resize(ctx: &mut GradCtx) -> Grads {
     let transform = ctx
         .attr_string("coordinate_transformation_mode")
         .unwrap_or_else(|| "half_pixel".to_string());
+    if mode == "linear" {
+        return linear_resize(ctx, &transform);
+    }
     if mode != "nearest"
         || !matches!(
             transform.as_str(),
@@ -286,7 +289,7 @@ pub fn resize(ctx: &mut GradCtx) -> Grads {
             ctx,
             format!(
                 "mode '{mode}' with coordinate_transformation_mode '{transform}' is not supported \
-                 (nearest upsampling by whole factors is)"
+                 (nearest upsampling by whole factors, and linear, are)"
             ),
         ));
     }
@@ -326,4 +329,84 @@ pub fn resize(ctx: &mut GradCtx) -> Grads {
     let factor_axes: Vec<i64> = (0..xs.len() as i64).map(|a| 2 * a + 1).collect();
     let summed = ctx.reduce_sum(&blocked, &factor_axes, false);
     Ok(vec![Some(typed_like(ctx, summed, x)), None, None, None])
+}
+
+/// Resize in linear mode (PyTorch's bilinear `F.interpolate`, EfficientFormerV2's
+/// upsampling) over the last two axes with static lengths: Y = A_H X A_W^T with
+/// the interpolation matrices of [`interpolation::linear_matrix`], so
+/// dX = A_H^T g A_W, two MatMuls with constant matrices.
+fn linear_resize(ctx: &mut GradCtx, transform: &str) -> Grads {
+    use crate::onnx::types::Dim;
+    use crate::ops::nn::interpolation::linear_matrix;
+    if ctx.attr_int("antialias", 0) != 0 || ctx.attr_ints("axes").is_some() {
+        return Err(unsupported(
+            ctx,
+            "antialias and axes are not supported in linear mode".to_string(),
+        ));
+    }
+    let g = ctx.g()?;
+    let (x, y) = (ctx.i(0), ctx.o(0));
+    let (Some(xs), Some(ys)) = (ctx.shape(x), ctx.shape(y)) else {
+        return Err(unsupported(
+            ctx,
+            "the shapes of its input and output must be known".to_string(),
+        ));
+    };
+    let scales: Option<Vec<f64>> = ctx
+        .has_input(2)
+        .then(|| ctx.shapes.floats.get(ctx.i(2)).cloned())
+        .flatten()
+        .filter(|s| !s.is_empty());
+    let elem = ctx.elem(x);
+    let rank = xs.len();
+    let mut dx = g;
+    for axis in 0..rank {
+        let scale = scales.as_ref().and_then(|s| s.get(axis)).copied();
+        if xs[axis] == ys[axis] && scale.is_none_or(|s| s == 1.0) {
+            continue;
+        }
+        let (Dim::Fixed(len_in), Dim::Fixed(len_out)) = (&xs[axis], &ys[axis]) else {
+            return Err(unsupported(
+                ctx,
+                format!("axis {axis} is resized but its lengths are not static ({xs:?} to {ys:?})"),
+            ));
+        };
+        if axis + 2 < rank {
+            return Err(unsupported(
+                ctx,
+                format!("axis {axis} is resized: linear mode is supported over the last two axes"),
+            ));
+        }
+        let (len_in, len_out) = (*len_in, *len_out);
+        let scale = scale.unwrap_or(len_out as f64 / len_in as f64);
+        let matrix = linear_matrix(len_in, len_out, scale, transform).ok_or_else(|| {
+            unsupported(
+                ctx,
+                format!(
+                    "coordinate_transformation_mode '{transform}' is not supported in linear mode"
+                ),
+            )
+        })?;
+        dx = if axis == rank - 1 {
+            // [..., out] @ A [out, in]
+            let a = tensor_constant(ctx, "grad/resize_linear", elem, &[len_out, len_in], &matrix);
+            ctx.op("MatMul", &[&dx, &a], vec![], None)
+        } else {
+            // A^T [in, out] @ [..., out, W]
+            let (rows, cols) = (len_out as usize, len_in as usize);
+            let transposed: Vec<f64> = (0..cols)
+                .flat_map(|i| (0..rows).map(move |o| (o, i)))
+                .map(|(o, i)| matrix[o * cols + i])
+                .collect();
+            let a_t = tensor_constant(
+                ctx,
+                "grad/resize_linear",
+                elem,
+                &[len_in, len_out],
+                &transposed,
+            );
+            ctx.op("MatMul", &[&a_t, &dx], vec![], None)
+        };
+    }
+    Ok(vec![Some(typed_like(ctx, dx, x)), None, None, None])
 }
