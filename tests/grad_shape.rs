@@ -49,6 +49,11 @@ impl Case {
             .push(i64_tensor(name, &[values.len() as i64], values));
         self
     }
+    /// An int64 initializer of any shape.
+    fn int_tensor(mut self, name: &str, dims: &[i64], values: &[i64]) -> Self {
+        self.constants.push(i64_tensor(name, dims, values));
+        self
+    }
     fn scalar_int(mut self, name: &str, value: i64) -> Self {
         self.constants.push(i64_tensor(name, &[], &[value]));
         self
@@ -292,6 +297,40 @@ fn tile_gradient_sums_the_copies() {
         .input("x", &[2, 3])
         .ints("repeats", &[2, 1])
         .check(&["x"]);
+}
+
+/// ConvIT's `select_scatter` as the default exporter writes it: data with some
+/// elements replaced (their gradient zeroed) or increased, the updates
+/// gathered back; a negative index counts from the end.
+#[test]
+fn scatter_elements_gradient_reaches_data_and_updates() {
+    // Row 0 replaces columns 0, 2, 4; row 1 columns 1, 3 and the last (-1).
+    let indices = [0, 2, 4, 1, 3, -1];
+    for reduction in ["none", "add"] {
+        Case::new(one(
+            "ScatterElements",
+            &["data", "indices", "updates"],
+            vec![attr_int("axis", 1), attr_string("reduction", reduction)],
+        ))
+        .input("data", &[2, 5])
+        .input("updates", &[2, 3])
+        .int_tensor("indices", &[2, 3], &indices)
+        .check(&["data", "updates"]);
+    }
+}
+
+/// GatherElements reads data at the indices, some of them twice: their
+/// gradients add up.
+#[test]
+fn gather_elements_gradient_adds_repeated_indices() {
+    Case::new(one(
+        "GatherElements",
+        &["data", "indices"],
+        vec![attr_int("axis", 0)],
+    ))
+    .input("data", &[3, 4])
+    .int_tensor("indices", &[2, 4], &[0, 1, 2, 0, 0, 1, -1, 0])
+    .check(&["data"]);
 }
 
 // ---------------------------------------------------------------------------

@@ -553,6 +553,45 @@ fn linear_resize_steps_alike_on_both_runtimes() {
     cross_check("linear resize", &model, &tolerance);
 }
 
+/// ScatterElements and GatherElements on trained tensors (ConvIT's
+/// `select_scatter`): the libtorch kernels (`scatter`, `gather`) and the ONNX
+/// gradient rules agree with ONNX Runtime's step.
+#[test]
+fn scatter_and_gather_elements_step_alike_on_both_runtimes() {
+    use ldam_onnx::onnx::builder::attr_int;
+    use ldam_onnx::onnx::tensor::{f32_tensor, i64_tensor};
+    let mut rng = common::Rng::new(9);
+    let gathered: Vec<i64> = (0..16).map(|i| (i * 5) % 16 - (i % 2) * 16).collect();
+    let model = before_a_linear_head(
+        "scatter_gather",
+        vec![
+            common::node("Flatten", &["input"], &["x"], vec![attr_int("axis", 1)]),
+            common::node(
+                "ScatterElements",
+                &["base", "scatter_at", "updates"],
+                &["scattered"],
+                vec![attr_int("axis", 1)],
+            ),
+            common::node(
+                "GatherElements",
+                &["scattered", "gather_at"],
+                &["weights"],
+                vec![attr_int("axis", 1)],
+            ),
+            common::node("Mul", &["x", "weights"], &["out"], vec![]),
+        ],
+        vec![
+            f32_tensor("base", &[1, 16], &rng.floats(16, 0.5, 1.5)),
+            f32_tensor("updates", &[1, 4], &rng.floats(4, 0.5, 1.5)),
+            i64_tensor("scatter_at", &[1, 4], &[3, 0, -1, 8]),
+            i64_tensor("gather_at", &[1, 16], &gathered),
+        ],
+        16,
+    );
+    let tolerance = Tolerance::of(&model, true);
+    cross_check("scatter and gather", &model, &tolerance);
+}
+
 /// Tile after a trained scale: the libtorch kernel (`repeat`) and the ONNX
 /// gradient rule (the copies summed) agree with ONNX Runtime's step.
 #[test]

@@ -483,7 +483,10 @@ const OPS: &[OpDef] = &[
         .not_differentiable(),
     op("Trilu").one(elementwise::shape::same),
     op("ScatterND").one(elementwise::shape::same),
-    op("ScatterElements").one(elementwise::shape::same),
+    op("ScatterElements")
+        .one(elementwise::shape::same)
+        .gradient(movement::gradient::scatter_elements)
+        .kernel(torch!(movement::torch::scatter_elements)),
     op("Constant")
         .one(movement::shape::constant)
         .fold(movement::shape::constant_values)
@@ -546,7 +549,10 @@ const OPS: &[OpDef] = &[
         .many(movement::shape::split)
         .gradient(movement::gradient::split)
         .kernel(torch!(movement::torch::split)),
-    op("GatherElements").one(movement::shape::gather_elements),
+    op("GatherElements")
+        .one(movement::shape::gather_elements)
+        .gradient(movement::gradient::gather_elements)
+        .kernel(torch!(movement::torch::gather_elements)),
     op("Shape")
         .one(movement::shape::shape_of)
         .fold(movement::shape::shape_values)

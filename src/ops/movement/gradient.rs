@@ -725,6 +725,73 @@ pub fn gather(ctx: &mut GradCtx) -> Grads {
     Ok(data_only(ctx, Some(d_data)))
 }
 
+/// Y = ScatterElements(data, indices, updates; axis, reduction): Y is data with
+/// the elements at `indices` replaced by (reduction none) or increased by
+/// (reduction add) `updates`. dUpdates = GatherElements(g, indices); dData is g,
+/// with the replaced elements zeroed when they were replaced (those indices
+/// must be distinct, as ONNX requires for reduction none).
+pub fn scatter_elements(ctx: &mut GradCtx) -> Grads {
+    let reduction = ctx
+        .attr_string("reduction")
+        .unwrap_or_else(|| "none".to_string());
+    if !matches!(reduction.as_str(), "none" | "add") {
+        return Err(unsupported(
+            ctx,
+            format!("reduction '{reduction}' is not supported (none and add are)"),
+        ));
+    }
+    let g = ctx.g()?;
+    let (data, indices, updates) = (ctx.i(0), ctx.i(1), ctx.i(2));
+    let axis = vec![attr_int("axis", ctx.attr_int("axis", 0))];
+    let mut grads = vec![None; 3];
+    if ctx.needs(0) {
+        grads[0] = Some(if reduction == "add" {
+            g.clone()
+        } else {
+            let shape = ctx.shape_of(updates);
+            let zeros = zeros_of_shape(ctx, &shape, ctx.elem(updates));
+            ctx.op(
+                "ScatterElements",
+                &[&g, indices, &zeros],
+                axis.clone(),
+                Some(data),
+            )
+        });
+    }
+    if ctx.needs(2) {
+        grads[2] = Some(ctx.op("GatherElements", &[&g, indices], axis, Some(updates)));
+    }
+    Ok(grads)
+}
+
+/// Y = GatherElements(data, indices; axis): dData adds each g element back at
+/// its index (ScatterElements with reduction add, opset 16).
+pub fn gather_elements(ctx: &mut GradCtx) -> Grads {
+    if !ctx.needs(0) {
+        return Ok(data_only(ctx, None));
+    }
+    let g = ctx.g()?;
+    let (data, indices) = (ctx.i(0), ctx.i(1));
+    if ctx.opset() < 16 {
+        return Err(unsupported(
+            ctx,
+            format!(
+                "its gradient adds colliding indices with ScatterElements' reduction 'add', \
+                 available from opset 16; the model imports opset {}",
+                ctx.opset()
+            ),
+        ));
+    }
+    let shape = ctx.shape_of(data);
+    let zeros = zeros_of_shape(ctx, &shape, ctx.elem(data));
+    let attrs = vec![
+        attr_int("axis", ctx.attr_int("axis", 0)),
+        attr_string("reduction", "add"),
+    ];
+    let d_data = ctx.op("ScatterElements", &[&zeros, indices, &g], attrs, Some(data));
+    Ok(data_only(ctx, Some(d_data)))
+}
+
 /// ScatterElements attributes that add colliding updates. Before opset 16 there
 /// is no reduction, which is still exact when the indices are distinct constants.
 fn scatter_add_attrs(ctx: &GradCtx, axis: usize) -> Result<Vec<crate::onnx::AttributeProto>> {

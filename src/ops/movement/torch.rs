@@ -377,6 +377,49 @@ pub fn gather(node: &NodeCtx) -> Prepare {
     })
 }
 
+/// Indices along `axis` of a tensor of `len` there, negative ones counted from the end.
+fn wrapped_indices(indices: &Tensor, len: i64) -> Result<Tensor, tch::TchError> {
+    let indices = indices.f_to_kind(Kind::Int64)?;
+    indices.f_where_self(&indices.f_ge(0)?, &indices.f_add_scalar(len)?)
+}
+
+/// ScatterElements with reduction none (`scatter`) or add (`scatter_add`).
+pub fn scatter_elements(node: &NodeCtx) -> Prepare {
+    let axis = node.attr_int("axis", 0);
+    let add =
+        match crate::onnx::NodeAttributes::string_attr(node.node, "reduction").unwrap_or("none") {
+            "none" => false,
+            "add" => true,
+            other => {
+                return Err(node.error(format!(
+                    "reduction '{other}' is not supported (none and add are)"
+                )))
+            }
+        };
+    step(move |ctx| {
+        let data = ctx.input(0)?;
+        let axis = normalize_axis(axis, data.dim())?;
+        let indices = wrapped_indices(ctx.input(1)?, data.size()[axis as usize])?;
+        let updates = ctx.input(2)?;
+        one(if add {
+            data.f_scatter_add(axis, &indices, updates)?
+        } else {
+            data.f_scatter(axis, &indices, updates)?
+        })
+    })
+}
+
+/// GatherElements (`gather` along the axis).
+pub fn gather_elements(node: &NodeCtx) -> Prepare {
+    let axis = node.attr_int("axis", 0);
+    step(move |ctx| {
+        let data = ctx.input(0)?;
+        let axis = normalize_axis(axis, data.dim())?;
+        let indices = wrapped_indices(ctx.input(1)?, data.size()[axis as usize])?;
+        one(data.f_gather(axis, &indices, false)?)
+    })
+}
+
 /// Repeats the input along each axis (`Tensor::repeat`, one count per axis).
 pub fn tile(node: &NodeCtx) -> Prepare {
     let repeats = node.ints_input(1)?;
