@@ -319,6 +319,21 @@ fn scatter_elements_gradient_reaches_data_and_updates() {
     }
 }
 
+/// GatherND as the default exporter writes attention-bias lookups (TinyViT,
+/// LeViT): index pairs into the first two axes, one pair repeated, one
+/// negative; whole rows (k = 1) too.
+#[test]
+fn gather_nd_gradient_adds_repeated_index_tuples() {
+    Case::new(one("GatherND", &["data", "indices"], vec![]))
+        .input("data", &[3, 4, 2])
+        .int_tensor("indices", &[2, 2, 2], &[0, 1, 2, 3, 0, 1, -1, 0])
+        .check(&["data"]);
+    Case::new(one("GatherND", &["data", "indices"], vec![]))
+        .input("data", &[3, 4])
+        .int_tensor("indices", &[4, 1], &[2, 0, 2, 1])
+        .check(&["data"]);
+}
+
 /// GatherElements reads data at the indices, some of them twice: their
 /// gradients add up.
 #[test]

@@ -553,15 +553,19 @@ fn linear_resize_steps_alike_on_both_runtimes() {
     cross_check("linear resize", &model, &tolerance);
 }
 
-/// ScatterElements and GatherElements on trained tensors (ConvIT's
-/// `select_scatter`): the libtorch kernels (`scatter`, `gather`) and the ONNX
-/// gradient rules agree with ONNX Runtime's step.
+/// ScatterElements, GatherElements and GatherND on trained tensors (ConvIT's
+/// `select_scatter`, TinyViT's attention-bias lookup): the libtorch kernels and
+/// the ONNX gradient rules agree with ONNX Runtime's step.
 #[test]
-fn scatter_and_gather_elements_step_alike_on_both_runtimes() {
+fn scatter_and_gather_ops_step_alike_on_both_runtimes() {
     use ldam_onnx::onnx::builder::attr_int;
     use ldam_onnx::onnx::tensor::{f32_tensor, i64_tensor};
     let mut rng = common::Rng::new(9);
     let gathered: Vec<i64> = (0..16).map(|i| (i * 5) % 16 - (i % 2) * 16).collect();
+    // A relative-position bias table read by index pairs, some twice.
+    let table_at: Vec<i64> = (0..16)
+        .flat_map(|i| [(i * 3) % 4, (i / 3) % 4 - 4 * (i % 3 == 0) as i64])
+        .collect();
     let model = before_a_linear_head(
         "scatter_gather",
         vec![
@@ -578,9 +582,13 @@ fn scatter_and_gather_elements_step_alike_on_both_runtimes() {
                 &["weights"],
                 vec![attr_int("axis", 1)],
             ),
-            common::node("Mul", &["x", "weights"], &["out"], vec![]),
+            common::node("GatherND", &["table", "table_at"], &["biases"], vec![]),
+            common::node("Mul", &["x", "weights"], &["weighted"], vec![]),
+            common::node("Add", &["weighted", "biases"], &["out"], vec![]),
         ],
         vec![
+            f32_tensor("table", &[4, 4], &rng.floats(16, -0.5, 0.5)),
+            i64_tensor("table_at", &[1, 16, 2], &table_at),
             f32_tensor("base", &[1, 16], &rng.floats(16, 0.5, 1.5)),
             f32_tensor("updates", &[1, 4], &rng.floats(4, 0.5, 1.5)),
             i64_tensor("scatter_at", &[1, 4], &[3, 0, -1, 8]),

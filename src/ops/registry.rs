@@ -483,6 +483,10 @@ const OPS: &[OpDef] = &[
         .not_differentiable(),
     op("Trilu").one(elementwise::shape::same),
     op("ScatterND").one(elementwise::shape::same),
+    op("GatherND")
+        .one(movement::shape::gather_nd)
+        .gradient(movement::gradient::gather_nd)
+        .kernel(torch!(movement::torch::gather_nd)),
     op("ScatterElements")
         .one(elementwise::shape::same)
         .gradient(movement::gradient::scatter_elements)

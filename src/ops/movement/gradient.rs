@@ -792,6 +792,42 @@ pub fn gather_elements(ctx: &mut GradCtx) -> Grads {
     Ok(data_only(ctx, Some(d_data)))
 }
 
+/// Y = GatherND(data, indices) (batch_dims 0) reads data's slices at the index
+/// tuples: dData adds each g slice back at its tuple, ScatterND with reduction
+/// add into zeros (opset 16).
+pub fn gather_nd(ctx: &mut GradCtx) -> Grads {
+    if !ctx.needs(0) {
+        return Ok(data_only(ctx, None));
+    }
+    if ctx.attr_int("batch_dims", 0) != 0 {
+        return Err(unsupported(
+            ctx,
+            "batch_dims other than 0 is not supported".to_string(),
+        ));
+    }
+    if ctx.opset() < 16 {
+        return Err(unsupported(
+            ctx,
+            format!(
+                "its gradient adds repeated index tuples with ScatterND's reduction 'add', \
+                 available from opset 16; the model imports opset {}",
+                ctx.opset()
+            ),
+        ));
+    }
+    let g = ctx.g()?;
+    let (data, indices) = (ctx.i(0), ctx.i(1));
+    let shape = ctx.shape_of(data);
+    let zeros = zeros_of_shape(ctx, &shape, ctx.elem(data));
+    let d_data = ctx.op(
+        "ScatterND",
+        &[&zeros, indices, &g],
+        vec![attr_string("reduction", "add")],
+        Some(data),
+    );
+    Ok(data_only(ctx, Some(d_data)))
+}
+
 /// ScatterElements attributes that add colliding updates. Before opset 16 there
 /// is no reduction, which is still exact when the indices are distinct constants.
 fn scatter_add_attrs(ctx: &GradCtx, axis: usize) -> Result<Vec<crate::onnx::AttributeProto>> {

@@ -369,6 +369,24 @@ pub(crate) fn gather(n: &Ctx) -> Option<TensorType> {
     typed(n.elem(0), shape)
 }
 
+/// GatherND: indices.shape[:-1] + data.shape[batch_dims + k:], k the static
+/// last dimension of the indices.
+pub(crate) fn gather_nd(n: &Ctx) -> Option<TensorType> {
+    let batch_dims = usize::try_from(n.int("batch_dims", 0)).ok();
+    let shape = match (n.shape(0), n.shape(1), batch_dims) {
+        (Some(data), Some(indices), Some(b)) => match indices.last() {
+            Some(Dim::Fixed(k)) if b + (*k as usize) <= data.len() => {
+                let mut out = indices[..indices.len() - 1].to_vec();
+                out.extend_from_slice(&data[b + *k as usize..]);
+                Some(out)
+            }
+            _ => None,
+        },
+        _ => None,
+    };
+    typed(n.elem(0), shape)
+}
+
 pub(crate) fn expand(n: &Ctx) -> Option<TensorType> {
     let target: Option<Vec<Dim>> = n.shape_operand(1).map(|t| t.iter().map(as_size).collect());
     let shape = n

@@ -420,6 +420,46 @@ pub fn gather_elements(node: &NodeCtx) -> Prepare {
     })
 }
 
+/// GatherND with batch_dims 0: each index tuple over data's first k axes
+/// becomes one flat position, whose slices `index_select` reads.
+pub fn gather_nd(node: &NodeCtx) -> Prepare {
+    if node.attr_int("batch_dims", 0) != 0 {
+        return Err(node.error("batch_dims other than 0 is not supported"));
+    }
+    step(move |ctx| {
+        let data = ctx.input(0)?;
+        let indices = ctx.input(1)?.f_to_kind(Kind::Int64)?;
+        let dims = data.size();
+        let index_dims = indices.size();
+        let k = *index_dims
+            .last()
+            .ok_or_else(|| ctx.error("indices of rank 0"))? as usize;
+        if k == 0 || k > dims.len() {
+            return Err(ctx.error(format!(
+                "index tuples of length {k} for data of rank {}",
+                dims.len()
+            )));
+        }
+        let mut flat = Tensor::f_zeros(
+            &index_dims[..index_dims.len() - 1],
+            (Kind::Int64, data.device()),
+        )?;
+        for (axis, &len) in dims[..k].iter().enumerate() {
+            let column = wrapped_indices(&indices.f_select(-1, axis as i64)?, len)?;
+            flat = flat.f_mul_scalar(len)?.f_add(&column)?;
+        }
+        let rows: i64 = dims[..k].iter().product();
+        let mut table_shape = vec![rows];
+        table_shape.extend(&dims[k..]);
+        let picked = data
+            .f_reshape(table_shape.as_slice())?
+            .f_index_select(0, &flat.f_reshape([-1])?)?;
+        let mut shape = index_dims[..index_dims.len() - 1].to_vec();
+        shape.extend(&dims[k..]);
+        one(picked.f_reshape(shape.as_slice())?)
+    })
+}
+
 /// Repeats the input along each axis (`Tensor::repeat`, one count per axis).
 pub fn tile(node: &NodeCtx) -> Prepare {
     let repeats = node.ints_input(1)?;
