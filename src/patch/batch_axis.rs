@@ -181,11 +181,15 @@ pub fn follow(
                         });
                     } else if literal(name)
                         && size > 1
-                        && shapes.shape(name).and_then(<[Dim]>::first) == Some(&Dim::Fixed(size))
+                        && shapes.shape(name).is_some_and(|dims| {
+                            dims.len() >= 2 && dims[0] == Dim::Fixed(size)
+                        })
                     {
                         // One row per example of the export's batch, and the rows
                         // differ (or their values were not read): no other batch
-                        // size has such a constant.
+                        // size has such a constant. (A 1-D constant of that length
+                        // is a shape vector as often as not: the legacy exporter's
+                        // `expand(1, -1)` compares [1, -1] with a ConstantOfShape.)
                         return Err(step.pinned(format!(
                             "its operand '{name}' is a constant with one row per example of the \
                              export's batch of {size}, and the rows are not known to be equal"
@@ -733,6 +737,12 @@ impl Step<'_> {
         if values.first() != Some(&self.size) {
             return Ok(vec![None]);
         }
+        // A 1-D integer ConstantOfShape is shape arithmetic, not examples: the
+        // legacy exporter writes `expand(1, -1)` with `ConstantOfShape([rank])`,
+        // whose length is the rank of a shape.
+        if slot == 0 && values.len() == 1 && self.integer_output() {
+            return Ok(vec![None]);
+        }
         rewrites.push(TargetRewrite {
             node: self.index,
             values,
@@ -740,6 +750,31 @@ impl Step<'_> {
             factor: 1,
         });
         Ok(vec![Some(Carrier { dim: 0, inner: 1 })])
+    }
+}
+
+impl Step<'_> {
+    /// Whether the node's first output has an integer element type.
+    fn integer_output(&self) -> bool {
+        use crate::onnx::proto::tensor_proto::DataType;
+        let elem = self
+            .node
+            .output
+            .first()
+            .and_then(|o| self.shapes.elem_type(o));
+        matches!(
+            elem.and_then(|e| DataType::try_from(e).ok()),
+            Some(
+                DataType::Int64
+                    | DataType::Int32
+                    | DataType::Int16
+                    | DataType::Int8
+                    | DataType::Uint64
+                    | DataType::Uint32
+                    | DataType::Uint16
+                    | DataType::Uint8
+            )
+        )
     }
 }
 

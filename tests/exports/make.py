@@ -7,14 +7,14 @@ Environment (CPU only; the full torch wheel is needed to import torch):
 
     python3 -m venv .deps/py-export
     .deps/py-export/bin/pip install torch==2.13.0 torchvision==0.28.0 onnx onnxscript \\
-        timm numpy onnxruntime==1.31.1
+        timm numpy onnxruntime==1.31.1 transformers==5.25.0
 
 Versions the committed files were made with: python 3.11.7, torch 2.13.0 (+cu130
 wheel, run on CPU), torchvision 0.28.0, onnx 1.23.2, onnxscript 0.7.2, onnx_ir 1.1.0,
-onnxruntime 1.31.1, numpy 2.4.6. With these versions, and the venv at the path above,
-a rerun writes the same bytes. The dynamo exporter records stack traces (absolute
-source paths, line numbers of this file) in node metadata: another checkout path or an
-edit of this file changes the *__dynamo.onnx files, nothing else.
+onnxruntime 1.31.1, numpy 2.4.6, transformers 5.25.0. With these versions, and the venv
+at the path above, a rerun writes the same bytes. The dynamo exporter records stack
+traces (absolute source paths, line numbers of this file) in node metadata: another
+checkout or venv path, or an edit of this file, changes the *__dynamo.onnx files only.
 
 For every architecture and every exporter mode this writes into tests/exports/:
 
@@ -38,7 +38,7 @@ random init, nothing downloaded, every dropout 0).
 
 NPZ keys (uncompressed, no pickles):
 
-    input       the batch, 6 examples (float32; int64 tokens for `text`)
+    input       the batch, 6 examples (float32; int64 tokens for `text`, `hf_bert`)
     labels      int64 [6], classes in 0..5
     loss        float64 [2]: F.cross_entropy(logits, labels) (mean) at steps 1 and 2
     logits      float32 [6, 5]: step 1's logits (mlp_logsoftmax: before the LogSoftmax)
@@ -264,6 +264,13 @@ ARCHS = OrderedDict(
     groupnorm=(GroupNormNet, _image(), "conv, GroupNorm(4,8), ReLU, conv s2, InstanceNorm2d(affine), ReLU, pool, fc; 3x16x16"),
     mlp_logsoftmax=(MLPLogSoftmax, lambda g: torch.randn(REF_BATCH, 20, generator=g),
                     "Linear(20,16), ReLU, Linear(16,5), LogSoftmax(dim=1); [N,20]"),
+    hf_bert=(
+        lambda: hf_bert(),
+        lambda g: torch.randint(1, HF_VOCAB, (REF_BATCH, 12), generator=g),
+        "transformers AutoModelForSequenceClassification.from_config(BertConfig(vocab 100, hidden 32, "
+        "2 layers, 2 heads, intermediate 64, max positions 16, 5 labels, dropout 0)); int64 [N,12], "
+        "tokens 1..99 (0 is the padding id)",
+    ),
 )
 
 
@@ -311,7 +318,7 @@ def reference(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, arch: str
     losses, logits = [], None
     for _ in range(2):
         opt.zero_grad()
-        out = model(x)
+        out = logits_of(model(x))
         loss = F.cross_entropy(out, labels)
         if logits is None:
             logits = (pre["z"] if pre else out).detach().clone()
@@ -436,7 +443,7 @@ def ort_check(path: str, info: dict, model0: nn.Module, x: torch.Tensor, logits:
         xin = x[:EXPORT_BATCH]
         m = copy.deepcopy(model0).eval()
         with torch.no_grad():
-            ref = m(xin).numpy()
+            ref = logits_of(m(xin)).numpy()
     feed = {sess.get_inputs()[0].name: xin.numpy()}
     got = sess.run(None, feed)[0]
     err = float(np.max(np.abs(got - ref)))
@@ -500,7 +507,7 @@ def main() -> int:
                 info["ort"] = "fails: " + str(e).strip().splitlines()[0][:150]
 
             arrays = reference_arrays(model, initial, info["matched"], x, labels, losses, logits)
-            arrays["mode_info"] = np.array([f"mode={mode}", versions, call, f"arch={arch}: {desc}"])
+            arrays["mode_info"] = np.array([f"mode={mode}", versions + extra_versions(arch), call, f"arch={arch}: {desc}"])
             save_npz(os.path.join(out, name + ".npz"), arrays)
             info.update(arch=arch, mode=mode, name=name)
             rows.append(info)
@@ -519,7 +526,7 @@ def write_manifest(out, rows, failures, versions):
     L = []
     L.append("# Export fixtures\n")
     L.append("Made by `make.py` (its docstring: environment, NPZ keys, exact exporter calls). "
-             f"Versions: {versions}.\n")
+             f"Versions: {versions}{extra_versions('hf_')}.\n")
     L.append("Columns: **size** of the .onnx (+ its .data); **ext** = initializers stored in "
              "external data (count); **batch** = dim 0 of the graph input (a number: fixed); "
              "**BN tm=1 / inf** = BatchNormalization nodes with `training_mode=1` / without it "
@@ -590,6 +597,19 @@ def write_manifest(out, rows, failures, versions):
   weights read by several `Slice` nodes (one tensor, no tie).
 - `vit`: torchvision initialises the head to zeros, so step 1's logits are all 0 and
   its loss is ln 5; step 2 is not trivial.
+- `hf_bert` is the transformers model itself, exported without a wrapper: called
+  without labels, its `SequenceClassifierOutput` holds only the logits, which every
+  exporter writes as the one graph output, and initializers keep the `state_dict` names
+  (`bert.encoder.layer.0.attention.self.query.weight`, `classifier.weight`). Its tokens
+  are 1..99: 0 is BERT's `pad_token_id`, whose `word_embeddings` row PyTorch never
+  updates (`padding_idx`); an ONNX `Gather` cannot say so (the legacy exporter warns),
+  so a trained export moves that row when a batch holds token 0. `dynamo` folds the
+  token-type and position embedding lookups into constants (`embedding_1` [2, 12, 32]
+  at the fixed batch, `embedding_2` [1, 12, 32]), drops the pooler's and the
+  classifier's zero biases (`Gemm` without C) and reads every 32-wide zero bias from
+  `bert.embeddings.LayerNorm.bias`. `legacy_eval` keeps the token-type buffer's
+  `expand(1, -1)` as `ConstantOfShape`/`Mul`/`Equal`/`Where` arithmetic on constants
+  (a shape vector of length 2), then expands it to the fixed `[2, 12]`.
 - onnxruntime 1.31.1 with its default graph optimisations runs the training-mode
   `helper` graphs of resnet, mobilenet and densenet wrongly (errors 8e-3 to 2e-1,
   growing from run to run): its ConstantSharing optimizer merges equal initializers
@@ -625,6 +645,40 @@ def write_manifest(out, rows, failures, versions):
     L.append("")
     with open(os.path.join(out, "MANIFEST.md"), "w") as f:
         f.write("\n".join(L))
+
+
+# --------------------------------------------------------------------------- Hugging Face
+
+HF_VOCAB = 100
+
+
+def hf_bert() -> nn.Module:
+    """A tiny BERT sequence classifier built from its config (random init, nothing
+    downloaded), exported as it is: with no labels passed, its SequenceClassifierOutput
+    holds only the logits, which both exporters write as the one graph output."""
+    from transformers import AutoModelForSequenceClassification, BertConfig
+
+    config = BertConfig(
+        vocab_size=HF_VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=16, num_labels=NUM_CLASSES,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, classifier_dropout=0.0,
+    )
+    return AutoModelForSequenceClassification.from_config(config)
+
+
+def extra_versions(arch: str) -> str:
+    """The version of the library an architecture comes from, beyond torch's own."""
+    if not arch.startswith("hf_"):
+        return ""
+    import transformers
+
+    return f", transformers {transformers.__version__}"
+
+
+def logits_of(out):
+    """The logits tensor of a model's output (a transformers ModelOutput has them as
+    `.logits`)."""
+    return getattr(out, "logits", out)
 
 
 if __name__ == "__main__":
