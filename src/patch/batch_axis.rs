@@ -181,9 +181,9 @@ pub fn follow(
                         });
                     } else if literal(name)
                         && size > 1
-                        && shapes.shape(name).is_some_and(|dims| {
-                            dims.len() >= 2 && dims[0] == Dim::Fixed(size)
-                        })
+                        && shapes
+                            .shape(name)
+                            .is_some_and(|dims| dims.len() >= 2 && dims[0] == Dim::Fixed(size))
                     {
                         // One row per example of the export's batch, and the rows
                         // differ (or their values were not read): no other batch
