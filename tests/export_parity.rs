@@ -182,7 +182,8 @@ fn the_parity_check_rejects_a_one_percent_learning_rate_and_a_dropped_momentum()
 
 /// The same two steps on libtorch (`--backend torch`), which interprets the
 /// patched graph with autograd: every export that reaches parity in ONNX
-/// Runtime reaches it here too (float inputs; the trainer's batches are float).
+/// Runtime reaches it here too (token inputs included: batches hold them as
+/// exact floats, cast to the model's int64 input).
 #[cfg(feature = "torch")]
 #[test]
 fn the_torch_backend_steps_the_patched_exports_as_pytorch_does() {
@@ -192,8 +193,12 @@ fn the_torch_backend_steps_the_patched_exports_as_pytorch_does() {
     let mut checked = 0;
     for name in fixtures() {
         let reference = reference(&name);
-        let Data::F32(shape, data) = reference.input.clone() else {
-            continue;
+        // Token ids travel as exact floats; the trainer casts them to the
+        // model's int64 input.
+        let (shape, data) = match reference.input.clone() {
+            Data::F32(shape, data) => (shape, data),
+            Data::I64(shape, ids) => (shape, ids.iter().map(|&id| id as f32).collect()),
+            other => panic!("{name}: a reference input of {other:?}"),
         };
         if expected_gap(&name).is_some() {
             continue;

@@ -49,6 +49,9 @@ pub struct TorchTrainer {
     device: Device,
     torch_device: tch::Device,
     data_slot: usize,
+    /// The data input's element type: batches (floats) are cast to it, so an
+    /// int64 token input takes the ids exactly.
+    data_kind: Kind,
     labels_slot: usize,
     epoch_slot: usize,
     parameters: Vec<Parameter>,
@@ -159,6 +162,13 @@ impl TorchTrainer {
             train_plan: program.plan(&[&record.loss_output, &record.logits_output])?,
             eval_plan: program.plan(&[&record.logits_output])?,
             data_slot: program.slot(data_input)?,
+            data_kind: graph
+                .input
+                .iter()
+                .find(|i| i.name() == data_input)
+                .and_then(crate::onnx::types::tensor_type)
+                .and_then(|t| convert::kind_of(t.elem_type))
+                .unwrap_or(Kind::Float),
             labels_slot: program.slot(&record.labels_input)?,
             epoch_slot: program.slot(&record.epoch_input)?,
             program,
@@ -195,6 +205,7 @@ impl TorchTrainer {
         }
         Tensor::from_slice(&batch.data)
             .f_reshape(batch.shape.as_slice())
+            .and_then(|x| x.f_to_kind(self.data_kind))
             .and_then(|x| x.f_to_device(self.torch_device))
             .map_err(libtorch("input batch"))
     }

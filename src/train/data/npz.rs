@@ -76,10 +76,15 @@ pub(super) fn read_npz(path: &Path, split: Split) -> Result<Dataset> {
                 })
                 .collect(),
         ),
+        // Token ids (a text classifier's int64 input): kept as exact floats,
+        // fed to the model in the element type its input declares.
+        (b'i', _) | (b'u', 2..) => Pixels::F32(
+            token_ids(&x_header, &x_bytes).map_err(|why| bad(format!("array '{x_key}': {why}")))?,
+        ),
         _ => {
             return Err(bad(format!(
                 "array '{x_key}' has dtype '{}'; expected uint8 or float32 \
-                 (x.astype(np.float32))",
+                 (x.astype(np.float32)), or integer token ids",
                 x_header.descr.text
             )))
         }
@@ -101,6 +106,25 @@ pub(super) fn read_npz(path: &Path, split: Split) -> Result<Dataset> {
         classes,
         format!("NPZ {} ({x_key}, {y_key}{layout})", path.display()),
     )
+}
+
+/// Largest integer every value up to which float32 holds exactly.
+const EXACT_IN_F32: i64 = 1 << 24;
+
+/// Integer inputs (token ids) as float32, which holds every integer up to 2^24
+/// exactly; larger values are refused rather than rounded.
+fn token_ids(
+    header: &crate::npz::NpyHeader,
+    bytes: &[u8],
+) -> std::result::Result<Vec<f32>, String> {
+    let values = npy_integers(header, bytes)?;
+    match values.iter().position(|v| v.abs() > EXACT_IN_F32) {
+        Some(i) => Err(format!(
+            "value {} at {i} is beyond 2^24, which this reader keeps exact (token ids are)",
+            values[i]
+        )),
+        None => Ok(values.into_iter().map(|v| v as f32).collect()),
+    }
 }
 
 /// Channels-first shape of one example from an NPZ's per-example dimensions, and
