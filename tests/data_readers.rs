@@ -527,6 +527,36 @@ fn npz_with_float32_x_keeps_the_values() {
     assert_eq!(data.labels, vec![1, 1, 0]);
 }
 
+/// Token ids (a text classifier's input): int64 `x` [N, L] is kept exactly;
+/// an id float32 cannot hold exactly is refused, naming file, array and value.
+#[test]
+fn npz_with_int64_token_ids_keeps_them_exactly() {
+    use ndarray::Array2;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokens.npz");
+    let x = Array2::from_shape_fn((3, 5), |(n, t)| (n * 1000 + t * 7 + 30_000) as i64);
+    let y = Array1::from(vec![2i64, 0, 1]);
+    let mut npz = NpzWriter::new(std::fs::File::create(&path).unwrap());
+    npz.add_array("x", &x).unwrap();
+    npz.add_array("y", &y).unwrap();
+    npz.finish().unwrap();
+    let data = load(&path, Split::Train).unwrap();
+    assert_eq!(data.shape, vec![5]);
+    let expected: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+    assert!(matches!(&data.images, Pixels::F32(v) if *v == expected));
+    assert_eq!(data.example(1).unwrap()[0], 31_000.0);
+
+    let big = dir.path().join("big.npz");
+    let mut npz = NpzWriter::new(std::fs::File::create(&big).unwrap());
+    let mut ids = x.clone();
+    ids[[2, 4]] = (1 << 24) + 1;
+    npz.add_array("x", &ids).unwrap();
+    npz.add_array("y", &y).unwrap();
+    npz.finish().unwrap();
+    let err = message(load(&big, Split::Train));
+    assert!(err.contains("big.npz: array 'x': value 16777217"), "{err}");
+}
+
 #[test]
 fn npz_compressed_numpy_style_with_keras_names_and_channels_last() {
     // Keras' CIFAR layout: x_train (N, 32, 32, 3) uint8, y_train (N, 1).
