@@ -64,10 +64,11 @@ pub(crate) fn plan_graph(
             kind: StateKind::Momentum,
         });
     }
+    let produced = batchnorm::produced_values(graph);
     for node in &graph.node {
         if node.op_type() == "BatchNormalization"
             && batchnorm::is_training(node, opset)
-            && batchnorm::keeps_running_statistics(graph, node)
+            && batchnorm::keeps_running_statistics(node, &produced)
         {
             for (input, kind) in [(3, StateKind::RunningMean), (4, StateKind::RunningVar)] {
                 let name = node

@@ -47,16 +47,28 @@ pub fn is_training(node: &NodeProto, opset: i64) -> bool {
 }
 
 /// Whether a training-mode BatchNormalization keeps running statistics a step
-/// must update: its inputs 3 and 4 are initializers. PyTorch's
-/// `F.batch_norm(x, None, None, training=True)` (NF-Net's weight
+/// must update: all but one whose inputs 3 and 4 are both computed by nodes.
+/// PyTorch's `F.batch_norm(x, None, None, training=True)` (NF-Net's weight
 /// standardisation) has none; its exports feed those inputs computed values,
-/// which nothing reads after the step.
-pub fn keeps_running_statistics(graph: &GraphProto, node: &NodeProto) -> bool {
-    [3, 4].iter().all(|&i| {
+/// which nothing reads after the step. (Statistics that are graph inputs are
+/// kept, and compile says they must be initializers.)
+/// `produced` holds every value a node of the graph computes ([`produced_values`]).
+pub fn keeps_running_statistics(node: &NodeProto, produced: &HashSet<String>) -> bool {
+    let computed = |i: usize| {
         node.input
             .get(i)
-            .is_some_and(|name| graph.initializer.iter().any(|t| t.name() == name))
-    })
+            .is_some_and(|name| produced.contains(name))
+    };
+    !(computed(3) && computed(4))
+}
+
+/// Every value some node of `graph` computes.
+pub fn produced_values(graph: &GraphProto) -> HashSet<String> {
+    graph
+        .node
+        .iter()
+        .flat_map(|n| n.output.iter().filter(|o| !o.is_empty()).cloned())
+        .collect()
 }
 
 /// Rewrites every training-mode BatchNormalization of `graph` into its inference
@@ -82,6 +94,7 @@ pub fn explicit_statistics(
         .flat_map(|n| n.input.iter().cloned())
         .chain(graph.output.iter().map(|o| o.name().to_string()))
         .collect();
+    let produced = produced_values(graph);
     let mut statistics = Vec::new();
     let mut new_types = Vec::new();
     let mut nodes = Vec::with_capacity(graph.node.len());
@@ -89,7 +102,7 @@ pub fn explicit_statistics(
         if node.op_type() == "BatchNormalization" && is_training(&node, opset) {
             let first_new_node = b.nodes.len();
             let first_new_constant = b.initializers.len();
-            let keeps = keeps_running_statistics(graph, &node);
+            let keeps = keeps_running_statistics(&node, &produced);
             let stats = make_explicit(&mut node, b, shapes, &used, &mut new_types)?;
             if keeps {
                 statistics.push(stats);

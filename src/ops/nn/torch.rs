@@ -230,7 +230,7 @@ pub fn batch_normalization(node: &NodeCtx) -> Prepare {
     // training=True)`, such a node normalises with its batch statistics in
     // evaluation too, and passes none (libtorch would update them in place, and
     // refuses inputs that need gradients).
-    let computed = training_mode && (node.is_computed(3) || node.is_computed(4));
+    let computed = training_mode && node.is_computed(3) && node.is_computed(4);
     step(move |ctx| {
         let x = ctx.input(0)?;
         let (scale, bias) = (ctx.input(1)?, ctx.input(2)?);
