@@ -10,7 +10,10 @@ Writes two variants of the same model:
   OUT_DIR/external/model.onnx + model.onnx.data  weights in one data file beside it
 
 Usage: make_large_model.py OUT_DIR [--in-features 4096] [--hidden 8192,8192,3072]
-                                   [--classes 10] [--seed 0]
+                                   [--classes 10] [--seed 0] [--variants inline,external]
+
+A model of 2 GiB or more has no inline variant (one protobuf message cannot hold
+it): ask for `--variants external` only.
 """
 import argparse
 import os
@@ -61,22 +64,30 @@ def main():
     ap.add_argument("--hidden", default="8192,8192,3072")
     ap.add_argument("--classes", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--variants", default="inline,external",
+                    help="which files to write: inline, external or both (comma-separated)")
     a = ap.parse_args()
+    variants = {v for v in a.variants.split(",") if v}
+    if not variants or variants - {"inline", "external"}:
+        ap.error(f"--variants takes inline and/or external, not {a.variants!r}")
     hidden = [int(h) for h in a.hidden.split(",") if h]
     model = build(a.in_features, hidden, a.classes, a.seed)
 
-    inline_dir = os.path.join(a.out_dir, "inline")
-    ext_dir = os.path.join(a.out_dir, "external")
-    os.makedirs(inline_dir, exist_ok=True)
-    os.makedirs(ext_dir, exist_ok=True)
-    inline = os.path.join(inline_dir, "model.onnx")
-    ext = os.path.join(ext_dir, "model.onnx")
+    written = []
     # Inline first: saving with external data rewrites the tensors in place.
-    # onnx.save refuses a single proto >2 GiB; ~500 MB is well below that.
-    onnx.save(model, inline)
-    onnx.save(model, ext, save_as_external_data=True, all_tensors_to_one_file=True,
-              location="model.onnx.data", size_threshold=1024)
-    for p in (inline, ext, ext + ".data"):
+    # onnx.save refuses a single proto >2 GiB.
+    if "inline" in variants:
+        inline = os.path.join(a.out_dir, "inline", "model.onnx")
+        os.makedirs(os.path.dirname(inline), exist_ok=True)
+        onnx.save(model, inline)
+        written.append(inline)
+    if "external" in variants:
+        ext = os.path.join(a.out_dir, "external", "model.onnx")
+        os.makedirs(os.path.dirname(ext), exist_ok=True)
+        onnx.save(model, ext, save_as_external_data=True, all_tensors_to_one_file=True,
+                  location="model.onnx.data", size_threshold=1024)
+        written += [ext, ext + ".data"]
+    for p in written:
         print(f"  wrote {p} ({os.path.getsize(p) / 1e6:.1f} MB)", file=sys.stderr)
 
 

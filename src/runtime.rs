@@ -4,7 +4,7 @@
 //! session, the trainer's and the tests' alike, is built by [`session`].
 
 use crate::error::{Error, Result};
-use crate::onnx::ModelProto;
+use crate::onnx::{io, ModelProto};
 use ort::session::builder::SessionBuilder;
 use ort::session::Session;
 use std::path::{Path, PathBuf};
@@ -90,6 +90,11 @@ pub struct SessionOptions {
     pub provider: Provider,
     /// Threads one operator may use; `None` keeps ONNX Runtime's default.
     pub intra_threads: Option<usize>,
+    /// Inline tensor bytes past which an in-memory model ([`ModelSource::Model`])
+    /// reaches ONNX Runtime through a file with external data rather than as one
+    /// serialised message, which protobuf limits to 2 GiB; `None` is
+    /// [`io::default_inline_limit`].
+    pub inline_limit: Option<u64>,
 }
 
 /// The model a session loads.
@@ -99,7 +104,9 @@ pub enum ModelSource<'a> {
     Bytes(&'a [u8]),
     /// A model file; external data is resolved beside it.
     File(&'a Path),
-    /// A model in memory, serialised for ONNX Runtime.
+    /// A model in memory, serialised for ONNX Runtime; past the inline limit
+    /// ([`SessionOptions::inline_limit`]) written with external data into a
+    /// temporary folder (in `$TMPDIR`) that is removed once the session is built.
     Model(&'a ModelProto),
 }
 
@@ -156,12 +163,46 @@ pub fn session(model: ModelSource<'_>, options: &SessionOptions) -> Result<Sessi
         Provider::Cpu => builder,
         Provider::Cuda(index) => cuda(builder, index)?,
     };
+    let limit = options
+        .inline_limit
+        .unwrap_or_else(io::default_inline_limit);
     match model {
         ModelSource::Bytes(bytes) => builder.commit_from_memory(bytes),
         ModelSource::File(path) => builder.commit_from_file(path),
-        ModelSource::Model(model) => builder.commit_from_memory(&crate::onnx::io::to_bytes(model)),
+        ModelSource::Model(model)
+            if model
+                .graph
+                .as_ref()
+                .is_some_and(|g| io::inline_payload(g) > limit) =>
+        {
+            let staged = stage_with_external_data(model)?;
+            // ONNX Runtime reads (or maps) every initializer while it builds the
+            // session, so the folder can go as soon as this returns.
+            builder.commit_from_file(staged.path().join(STAGED_MODEL))
+        }
+        ModelSource::Model(model) => builder.commit_from_memory(&io::to_bytes(model)),
     }
     .map_err(|e| runtime(&e))
+}
+
+/// The file name of a staged model in its temporary folder.
+const STAGED_MODEL: &str = "model.onnx";
+
+/// `model` written into a new temporary folder as `model.onnx`, every tensor of
+/// [`io::EXTERNAL_MIN_BYTES`] or more in `model.onnx.data`: ONNX Runtime takes
+/// a model of any size from a file, but one message of at most 2 GiB from memory.
+fn stage_with_external_data(model: &ModelProto) -> Result<tempfile::TempDir> {
+    let temp = std::env::temp_dir();
+    let dir = tempfile::Builder::new()
+        .prefix(".ldam-onnx-session.")
+        .tempdir_in(&temp)
+        .map_err(|e| Error::io(&temp, e))?;
+    let options = io::SaveOptions {
+        overwrite: false,
+        inline_limit: 0,
+    };
+    io::save(model, None, &dir.path().join(STAGED_MODEL), options)?;
+    Ok(dir)
 }
 
 #[cfg(feature = "cuda")]

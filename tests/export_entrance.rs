@@ -687,3 +687,90 @@ fn a_constant_with_different_rows_per_example_pins_the_batch() {
         assert!(message.contains(needle), "{needle} missing: {message}");
     }
 }
+
+/// The Hugging Face recipe through the CLI: the committed BERT export (int64
+/// token ids) patched with the counts of an NPZ of token ids, trained by
+/// `train` on each backend, and the deployed model evaluated on its own gives
+/// the accuracy its run reported.
+#[test]
+fn a_token_classifier_trains_from_an_npz_of_token_ids() {
+    use ndarray::{Array1, Array2};
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).display().to_string();
+    let mut rng = Rng::new(12);
+    let ids: Vec<i64> = (0..48 * 12)
+        .map(|_| 1 + (rng.next_u64() % 99) as i64)
+        .collect();
+    let labels: Vec<i64> = (0..48).map(|i| [0, 0, 0, 1, 1, 2, 3, 4][i % 8]).collect();
+    let mut npz = ndarray_npy::NpzWriter::new(std::fs::File::create(p("tokens.npz")).unwrap());
+    npz.add_array("x", &Array2::from_shape_vec((48, 12), ids).unwrap())
+        .unwrap();
+    npz.add_array("y", &Array1::from(labels)).unwrap();
+    npz.finish().unwrap();
+    let model = common::repo_dir().join("tests/exports/hf_bert__helper.onnx");
+    let run = |args: &[&str]| -> String {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_ldam-onnx"))
+            .args(args)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(output.status.success(), "ldam-onnx {args:?}: {text}");
+        text
+    };
+    let patched = p("bert.ldam.onnx");
+    run(&[
+        "patch",
+        &model.display().to_string(),
+        "--labels-file",
+        &p("tokens.npz"),
+        "-o",
+        &patched,
+    ]);
+    let mut backends = vec!["onnxruntime"];
+    if cfg!(feature = "torch") {
+        backends.push("torch");
+    }
+    for backend in backends {
+        let out = p(&format!("run-{backend}"));
+        run(&[
+            "train",
+            &patched,
+            "--train",
+            &p("tokens.npz"),
+            "--epochs",
+            "2",
+            "--batch-size",
+            "16",
+            "--augment",
+            "none",
+            "--backend",
+            backend,
+            "--out",
+            &out,
+        ]);
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(format!("{out}/report.json")).unwrap())
+                .unwrap();
+        let top1 = report["top1"].as_f64().expect("report.json has top1");
+        let eval = run(&[
+            "eval",
+            &format!("{out}/model.onnx"),
+            "--test",
+            &p("tokens.npz"),
+        ]);
+        let printed: f64 = eval
+            .split("top-1 accuracy ")
+            .nth(1)
+            .and_then(|rest| rest.split('%').next())
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("eval prints its top-1: {eval}"));
+        assert!(
+            (printed - top1).abs() <= 0.01,
+            "{backend}: eval {printed}% against the run's {top1}%"
+        );
+    }
+}

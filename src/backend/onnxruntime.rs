@@ -7,6 +7,7 @@ use crate::backend::trainer::{Batch, Device, StepOutput, Trainer};
 use crate::compile::{inference_model, TrainStep};
 use crate::error::{Error, Result};
 use crate::ldam::contract::{self, PatchRecord, LR_INPUT};
+use crate::onnx::io::LoadedModel;
 use crate::onnx::tensor::{f32_values, FLOAT};
 use crate::onnx::types::Dim;
 use crate::onnx::{ModelProto, TensorProto};
@@ -14,7 +15,9 @@ use crate::runtime::{ModelSource, Provider, SessionOptions};
 use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::{IoBinding, Session, SessionInputValue};
 use ort::value::{Tensor, TensorValueType};
+use prost::bytes::Bytes;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 pub(crate) fn runtime_error(context: &str) -> impl Fn(ort::Error) -> Error + '_ {
     move |e| Error::Runtime {
@@ -24,15 +27,21 @@ pub(crate) fn runtime_error(context: &str) -> impl Fn(ort::Error) -> Error + '_ 
 
 /// Builds a session for `model` on `device`, one thread per core.
 pub fn session(model: &ModelProto, device: Device) -> Result<Session> {
+    crate::runtime::session(ModelSource::Model(model), &session_options(device))
+}
+
+/// The options of every trainer and classifier session on `device`: one
+/// thread per core.
+fn session_options(device: Device) -> SessionOptions {
     let provider = match device {
         Device::Cpu => Provider::Cpu,
         Device::Cuda(index) => Provider::Cuda(index),
     };
-    let options = SessionOptions {
+    SessionOptions {
         provider,
         intra_threads: Some(std::thread::available_parallelism().map_or(1, |n| n.get())),
-    };
-    crate::runtime::session(ModelSource::Model(model), &options)
+        inline_limit: None,
+    }
 }
 
 pub struct OrtTrainer {
@@ -49,10 +58,13 @@ pub struct OrtTrainer {
     host_memory: MemoryInfo<'static>,
     device: Device,
     data_input: String,
+    /// Its element type: float32, or int64 for token ids.
+    data_elem: i32,
     /// The patched model's contract: labels, epoch, loss and logits names.
     record: PatchRecord,
-    /// (S, S.next, current value), in the step's state order.
-    state: Vec<(String, String, Tensor<f32>)>,
+    /// (S, S.next, current value), in the step's state order. Shared: the
+    /// host tensors [`Trainer::state`] returns read the same memory.
+    state: Vec<(String, String, Arc<Tensor<f32>>)>,
     /// Dims of each state tensor, for reading values back.
     dims: HashMap<String, Vec<i64>>,
     predictor: Predictor,
@@ -87,7 +99,7 @@ impl OrtTrainer {
                 Error::invalid(format!("state tensor '{}' has no initial value", s.name))
             })?;
             dims.insert(s.name.clone(), tensor.dims.clone());
-            state.push((s.name.clone(), s.next.clone(), to_value(tensor)?));
+            state.push((s.name.clone(), s.next.clone(), Arc::new(to_value(tensor)?)));
         }
         let binding = session.create_binding().map_err(runtime_error(
             "binding the training step's inputs and outputs",
@@ -99,6 +111,7 @@ impl OrtTrainer {
             host_memory: memory_of(Device::Cpu)?,
             step_model: step.model.clone(),
             device,
+            data_elem: input_elem(&step.model, &data_input),
             data_input,
             record: record.clone(),
             state,
@@ -125,9 +138,31 @@ fn to_value(tensor: &TensorProto) -> Result<Tensor<f32>> {
     Tensor::from_array((tensor.dims.clone(), values)).map_err(runtime_error(tensor.name()))
 }
 
-fn batch_tensor(batch: &Batch) -> Result<Tensor<f32>> {
-    Tensor::from_array((batch.shape.clone(), batch.data.clone()))
-        .map_err(runtime_error("input batch"))
+/// The batch as the data input's element type: float32, or int64 for token
+/// ids (which batches hold as exact floats).
+fn batch_tensor(batch: &Batch, elem: i32) -> Result<ort::value::DynValue> {
+    let context = runtime_error("input batch");
+    if elem == crate::onnx::tensor::INT64 {
+        let ids: Vec<i64> = batch.data.iter().map(|&v| v as i64).collect();
+        return Ok(Tensor::from_array((batch.shape.clone(), ids))
+            .map_err(context)?
+            .into_dyn());
+    }
+    Ok(
+        Tensor::from_array((batch.shape.clone(), batch.data.clone()))
+            .map_err(context)?
+            .into_dyn(),
+    )
+}
+
+/// The element type `model` declares for its input `name` (float32 when unstated).
+fn input_elem(model: &ModelProto, name: &str) -> i32 {
+    model
+        .graph
+        .as_ref()
+        .and_then(|g| g.input.iter().find(|i| i.name() == name))
+        .and_then(crate::onnx::types::tensor_type)
+        .map_or(FLOAT, |t| t.elem_type)
 }
 
 fn labels_tensor(batch: &Batch) -> Result<Tensor<i64>> {
@@ -151,6 +186,8 @@ pub struct Classifier {
     session: Session,
     pub input: String,
     pub input_dims: Vec<Dim>,
+    /// The data input's element type: float32, or int64 for token ids.
+    input_elem: i32,
     pub output: String,
     pub classes: usize,
     /// (labels, epoch) inputs of a patched model.
@@ -159,6 +196,28 @@ pub struct Classifier {
 
 impl Classifier {
     pub fn new(model: &ModelProto, logits: Option<&str>, device: Device) -> Result<Classifier> {
+        Classifier::with_session(model, logits, || session(model, device))
+    }
+
+    /// The classifier of a model file, which ONNX Runtime reads itself, external
+    /// data included: `loaded` needs no values read ([`crate::onnx::io::load`]),
+    /// so the weights are held once, by the session.
+    pub fn from_file(
+        loaded: &LoadedModel,
+        logits: Option<&str>,
+        device: Device,
+    ) -> Result<Classifier> {
+        Classifier::with_session(&loaded.model, logits, || {
+            crate::runtime::session(ModelSource::File(&loaded.path), &session_options(device))
+        })
+    }
+
+    /// The classifier of `model`, whose session `session` builds.
+    fn with_session(
+        model: &ModelProto,
+        logits: Option<&str>,
+        session: impl FnOnce() -> Result<Session>,
+    ) -> Result<Classifier> {
         let graph = model
             .graph
             .as_ref()
@@ -186,7 +245,8 @@ impl Classifier {
             .collect();
         let (input, input_dims) = contract::data_input(model, &skip)?;
         Ok(Classifier {
-            session: session(model, device)?,
+            session: session()?,
+            input_elem: input_elem(model, &input),
             input,
             input_dims,
             output,
@@ -197,8 +257,10 @@ impl Classifier {
 
     /// Logits (or probabilities) of `batch`, row-major `[N, C]`.
     pub fn predict(&mut self, batch: &Batch) -> Result<Vec<f32>> {
-        let mut inputs: Vec<(String, SessionInputValue<'_>)> =
-            vec![(self.input.clone(), batch_tensor(batch)?.into())];
+        let mut inputs: Vec<(String, SessionInputValue<'_>)> = vec![(
+            self.input.clone(),
+            batch_tensor(batch, self.input_elem)?.into(),
+        )];
         if let Some((labels, epoch)) = &self.labels_input {
             inputs.push((labels.clone(), labels_tensor(batch)?.into()));
             inputs.push((epoch.clone(), scalar_tensor("epoch", 0i64)?.into()));
@@ -215,33 +277,70 @@ impl Classifier {
     }
 }
 
-/// The state values as host tensors (copied from device memory where they live
-/// there), by name.
+/// The state values as host tensors, by name: in host memory they share the
+/// runtime's values (a model's state is several times its weights, and
+/// checkpoints, evaluation and deployment read it), from device memory they
+/// are copied.
 fn host_state(
-    state: &[(String, String, Tensor<f32>)],
+    state: &[(String, String, Arc<Tensor<f32>>)],
     dims: &HashMap<String, Vec<i64>>,
 ) -> Result<HashMap<String, TensorProto>> {
     state
         .iter()
         .map(|(name, _, value)| {
-            let host;
-            let readable = if value.memory_info().is_cpu_accessible() {
-                value
+            let host = if value.memory_info().is_cpu_accessible() {
+                value.clone()
             } else {
-                host = value
-                    .to(AllocationDevice::CPU, 0)
-                    .map_err(runtime_error(name))?;
-                &host
+                Arc::new(
+                    value
+                        .to(AllocationDevice::CPU, 0)
+                        .map_err(runtime_error(name))?,
+                )
             };
-            let (_, values) = readable
-                .try_extract_tensor::<f32>()
-                .map_err(runtime_error(name))?;
-            Ok((
-                name.clone(),
-                crate::onnx::tensor::f32_tensor(name, &dims[name], values),
-            ))
+            let tensor = TensorProto {
+                name: Some(name.clone()),
+                dims: dims[name].clone(),
+                data_type: Some(FLOAT),
+                raw_data: Some(le_bytes(host, name)?),
+                ..Default::default()
+            };
+            Ok((name.clone(), tensor))
         })
         .collect()
+}
+
+/// A host tensor's values as little-endian bytes (`raw_data`): its own memory
+/// on a little-endian machine, kept alive by the bytes; a copy elsewhere.
+fn le_bytes(tensor: Arc<Tensor<f32>>, name: &str) -> Result<Bytes> {
+    let (_, values) = tensor
+        .try_extract_tensor::<f32>()
+        .map_err(runtime_error(name))?;
+    if cfg!(target_endian = "big") {
+        return Ok(Bytes::from(
+            values
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect::<Vec<u8>>(),
+        ));
+    }
+    Ok(Bytes::from_owner(HostValues(tensor)))
+}
+
+/// A host tensor whose f32 values [`le_bytes`] has extracted once already.
+struct HostValues(Arc<Tensor<f32>>);
+
+impl AsRef<[u8]> for HostValues {
+    fn as_ref(&self) -> &[u8] {
+        let (_, values) = self
+            .0
+            .try_extract_tensor::<f32>()
+            .expect("le_bytes extracted this host tensor's f32 values before wrapping it");
+        // SAFETY: the f32 values are initialised memory without padding, viewed
+        // as their `size_of_val` bytes for as long as `self` borrows the tensor.
+        unsafe {
+            std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values))
+        }
+    }
 }
 
 /// A trainer's evaluation classifier: built from its current inference model on
@@ -295,7 +394,7 @@ impl Trainer for OrtTrainer {
         let bind = runtime_error("binding the step's inputs and outputs");
         let binding = &mut self.binding;
         binding
-            .bind_input(&self.data_input, &batch_tensor(batch)?)
+            .bind_input(&self.data_input, &batch_tensor(batch, self.data_elem)?)
             .map_err(&bind)?;
         binding
             .bind_input(&self.record.labels_input, &labels)
@@ -310,7 +409,7 @@ impl Trainer for OrtTrainer {
                 .map_err(&bind)?;
         }
         for (name, next, value) in &self.state {
-            binding.bind_input(name, value).map_err(&bind)?;
+            binding.bind_input(name, value.as_ref()).map_err(&bind)?;
             // Bound afresh every step so that ONNX Runtime allocates a new tensor
             // instead of writing into last step's output, which is this step's input.
             binding
@@ -342,8 +441,11 @@ impl Trainer for OrtTrainer {
             );
         }
         drop(outputs);
+        // The binding holds its inputs until they are bound again: released
+        // now, this step's state is freed as the next replaces it.
+        self.binding.clear_inputs();
         for ((_, _, value), next) in self.state.iter_mut().zip(next_values) {
-            *value = next;
+            *value = Arc::new(next);
         }
         self.predictor.invalidate();
         Ok(StepOutput { loss, logits })
@@ -373,7 +475,7 @@ impl Trainer for OrtTrainer {
                     self.dims[name.as_str()]
                 )));
             }
-            *value = to_value(tensor)?;
+            *value = Arc::new(to_value(tensor)?);
         }
         self.predictor.invalidate();
         Ok(())

@@ -33,7 +33,9 @@ pub struct DeployArgs {
 
 pub fn run_deploy(args: DeployArgs) -> Result<()> {
     let step = io::load_with_data(&args.step)?;
-    let state = io::load_with_data(&args.state)?;
+    // The state's weights stay in its data file, if it has one: saving copies
+    // them from there into the output's, without holding them in memory.
+    let state = io::load(&args.state)?;
     let values: HashMap<String, TensorProto> = state_tensors(&state.model)
         .map(|t| (t.name().to_string(), t.clone()))
         .collect();
@@ -46,7 +48,7 @@ pub fn run_deploy(args: DeployArgs) -> Result<()> {
     }
     io::save(
         &model,
-        Some(&step),
+        Some(&state),
         &args.output,
         SaveOptions::overwriting(args.force),
     )?;

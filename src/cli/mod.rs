@@ -64,7 +64,30 @@ enum Command {
     Deploy(deploy::DeployArgs),
 }
 
+/// Environment variable: inline tensor bytes past which every model file the
+/// command writes keeps its weights in a data file beside it, and past which an
+/// in-memory model reaches ONNX Runtime through such files [default: 1 GiB].
+pub const INLINE_LIMIT_ENV: &str = "LDAM_INLINE_LIMIT";
+
+fn apply_inline_limit() -> Result<()> {
+    let Some(value) = std::env::var_os(INLINE_LIMIT_ENV) else {
+        return Ok(());
+    };
+    let bytes = value
+        .to_str()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{INLINE_LIMIT_ENV}={}: not a number of bytes",
+                value.to_string_lossy()
+            )
+        })?;
+    ldam_onnx::onnx::io::set_default_inline_limit(bytes);
+    Ok(())
+}
+
 pub fn run(cli: Cli) -> Result<ExitCode> {
+    apply_inline_limit()?;
     let done = |()| ExitCode::SUCCESS;
     match cli.command {
         Command::Inspect(args) => inspect::run_inspect(args).map(done),

@@ -386,10 +386,12 @@ pub fn run_eval(args: EvalArgs) -> Result<ExitCode> {
     if args.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
-    let model = ldam_onnx::onnx::io::load_with_data(&args.model)?.model;
+    // ONNX Runtime reads the weights from the file itself (external data included).
+    let loaded = ldam_onnx::onnx::io::load(&args.model)?;
     let context = || args.model.display().to_string();
-    let mut classifier =
-        Classifier::new(&model, args.logits.as_deref(), args.device).with_context(context)?;
+    let mut classifier = Classifier::from_file(&loaded, args.logits.as_deref(), args.device)
+        .with_context(context)?;
+    let model = loaded.model;
     ldam_onnx::train::run::refuse_fixed_batch(
         &context(),
         &classifier.input,

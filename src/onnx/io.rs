@@ -20,6 +20,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A decoded model and the folder its external data is resolved against.
 #[derive(Debug, Clone)]
@@ -371,6 +372,23 @@ pub struct SaveOptions {
 /// so that the graph, the metadata and a training step's extra tensors fit too.
 pub const DEFAULT_INLINE_LIMIT: u64 = 1 << 30;
 
+/// This process's inline limit: what [`SaveOptions::default`] and the ONNX
+/// Runtime sessions of in-memory models ([`crate::runtime::session`]) use.
+static PROCESS_INLINE_LIMIT: AtomicU64 = AtomicU64::new(DEFAULT_INLINE_LIMIT);
+
+/// Sets this process's inline limit (a program's setting, such as an
+/// environment variable the program reads); a caller that saves one model
+/// passes [`SaveOptions::inline_limit`] instead.
+pub fn set_default_inline_limit(bytes: u64) {
+    PROCESS_INLINE_LIMIT.store(bytes, Ordering::Relaxed);
+}
+
+/// This process's inline limit: [`DEFAULT_INLINE_LIMIT`] unless
+/// [`set_default_inline_limit`] changed it.
+pub fn default_inline_limit() -> u64 {
+    PROCESS_INLINE_LIMIT.load(Ordering::Relaxed)
+}
+
 /// The smallest tensor moved to the data file when a model is written with
 /// external data (ONNX's own converter uses the same threshold): shape
 /// constants and scalars stay in the graph, where shape inference reads them.
@@ -380,7 +398,7 @@ impl Default for SaveOptions {
     fn default() -> Self {
         SaveOptions {
             overwrite: false,
-            inline_limit: DEFAULT_INLINE_LIMIT,
+            inline_limit: default_inline_limit(),
         }
     }
 }
@@ -396,7 +414,7 @@ impl SaveOptions {
 }
 
 /// Bytes held inline in `raw_data` by the graph's tensors (subgraphs included).
-fn inline_payload(graph: &GraphProto) -> u64 {
+pub(crate) fn inline_payload(graph: &GraphProto) -> u64 {
     let mut total = 0u64;
     visit_tensors(graph, &mut |t| {
         total += t.raw_data.as_ref().map_or(0, |r| r.len() as u64);
@@ -421,17 +439,45 @@ pub fn save(
     out: &Path,
     options: SaveOptions,
 ) -> Result<()> {
+    let file_name = output_file_name(out)?;
+    save_with_data_file(model, source, out, &format!("{file_name}.data"), options)
+}
+
+fn output_file_name(out: &Path) -> Result<String> {
+    Ok(out
+        .file_name()
+        .ok_or_else(|| Error::config(format!("{}: output path has no file name", out.display())))?
+        .to_string_lossy()
+        .into_owned())
+}
+
+/// [`save`], with the external data (when there is any) in `data_name`, a file
+/// in `out`'s folder, instead of `<out>.data`. A file that is replaced while
+/// others may read it (a run's checkpoint) gives each version's data a new
+/// name: the data file is renamed into place before the model file, so the
+/// model file on disk, old or new, always names complete data of its own.
+pub fn save_with_data_file(
+    model: &ModelProto,
+    source: Option<&LoadedModel>,
+    out: &Path,
+    data_name: &str,
+    options: SaveOptions,
+) -> Result<()> {
     let out_dir = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let file_name = out
-        .file_name()
-        .ok_or_else(|| Error::config(format!("{}: output path has no file name", out.display())))?
-        .to_string_lossy()
-        .into_owned();
+    let file_name = output_file_name(out)?;
+    if data_name == file_name
+        || Path::new(data_name).file_name() != Some(std::ffi::OsStr::new(data_name))
+    {
+        return Err(Error::config(format!(
+            "{}: the data file '{data_name}' must be a file name in the model's folder",
+            out.display()
+        )));
+    }
     if let Some(source) = source {
-        let data_path = out_dir.join(format!("{file_name}.data"));
+        let data_path = out_dir.join(data_name);
         let mut inputs = vec![source.path.clone()];
         for tensor in external_tensors(source.graph()) {
             inputs.push(resolve_external(&source.path, &source.dir, tensor)?.file);
@@ -452,8 +498,7 @@ pub fn save(
     }
 
     let mut model = model.clone();
-    let data_name = format!("{file_name}.data");
-    let data_path = out_dir.join(&data_name);
+    let data_path = out_dir.join(data_name);
     let has_external = model
         .graph
         .as_ref()
@@ -476,7 +521,7 @@ pub fn save(
             source,
             move_inline,
             &out_dir,
-            &data_name,
+            data_name,
         )?)
     } else {
         None

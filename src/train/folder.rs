@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 /// The deployable model's file name inside a run folder.
 pub const MODEL_FILE: &str = "model.onnx";
+/// Its data file, written beside it when its weights pass the inline limit.
+pub const MODEL_DATA_FILE: &str = "model.onnx.data";
 
 /// What a finished run left in its folder.
 #[derive(Debug)]
@@ -43,11 +45,12 @@ impl RunFolder {
         self.finished.take()
     }
 
-    /// Removes a run's results (its model and reports) from `dir`; files that
-    /// are not there are fine.
+    /// Removes a run's results (its model, with its data file, and reports)
+    /// from `dir`; files that are not there are fine.
     pub fn remove_results(dir: &Path) -> Result<()> {
         for name in [
             MODEL_FILE,
+            MODEL_DATA_FILE,
             report::REPORT_JSON,
             report::METRICS_CSV,
             report::CURVES_PNG,

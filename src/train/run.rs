@@ -107,6 +107,9 @@ pub fn start(mut settings: TrainSettings, run_dir: &Path, options: &RunOptions) 
             cause: e.to_string(),
         })?;
     }
+    // Its state can be a host copy of every state tensor (a trainer on a GPU,
+    // libtorch): not kept while training.
+    drop(first);
     run_in_folder(&settings, training, run_dir, options)
 }
 

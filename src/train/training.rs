@@ -99,7 +99,6 @@ pub enum Outcome {
 /// A patched model, its data and its recipe, with the runtime that trains it
 /// and the position reached so far.
 pub struct Training {
-    patched: ModelProto,
     record: PatchRecord,
     config: TrainConfig,
     train: Arc<Dataset>,
@@ -208,6 +207,8 @@ impl Training {
             freeze: config.freeze.clone(),
             sam: config.sam,
         };
+        // The trainer holds the state from here on: the patched model's own
+        // copy of the weights is not kept.
         let trainer = crate::backend::distributed::create_trainer(
             &world,
             config.backend,
@@ -216,7 +217,6 @@ impl Training {
             config.device,
         )?;
         Ok(Training {
-            patched,
             record,
             config,
             train: Arc::new(train),
@@ -277,11 +277,6 @@ impl Training {
     /// command-line flags.
     pub fn name_settings(&mut self, names: SettingNames) {
         self.names = names;
-    }
-
-    /// The patched model being trained (with the configured DRW epoch).
-    pub fn model(&self) -> &ModelProto {
-        &self.patched
     }
 
     /// The training set as trained: fitted to the model's input.
