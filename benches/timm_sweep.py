@@ -101,6 +101,7 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 # family (timm module) that runs at a small resolution.
 MODELS = OrderedDict(
     resnet10t=({}, 32),
+    seresnext26d_32x4d=({}, 32),  # resnet.py: SE, grouped convs, ResNet-D downsampling
     mobilenetv3_small_050=({}, 32),
     tinynet_e=({}, 32),  # efficientnet.py
     ghostnet_050=({}, 32),
@@ -443,13 +444,20 @@ def run_one(name: str, mode: str, out: str, checker: str, timeout: int, cli) -> 
     return kind, detail.replace(path, "<model>")
 
 
+# A first loss further than this from PyTorch's is another forward pass (BatchNorm
+# folded at export, parameters dropped), not rounding: no float64 rerun. Rounding
+# alone moves a float32 first loss by up to 2e-4 on deep networks with large
+# activations (Inception-v3: PyTorch's own float32 loss is 5.5e-5 from its float64).
+FORWARD_GAP = 1e-3
+
+
 def first_loss_agrees(detail: str) -> bool:
-    """Whether step_parity's `losses [a, b] vs [c, d]` has a == c within LOSS_BOUND."""
+    """Whether step_parity's `losses [a, b] vs [c, d]` has a == c within FORWARD_GAP."""
     m = re.search(r"losses \[([^,\]]+)[^\]]*\] vs \[([^,\]]+)", detail)
     if not m:
         return False
     got, want = float(m.group(1)), float(m.group(2))
-    return abs(got - want) / max(abs(want), 1.0) <= LOSS_BOUND
+    return abs(got - want) / max(abs(want), 1.0) <= FORWARD_GAP
 
 
 def check(checker: str, args: list, timeout: int) -> tuple:
