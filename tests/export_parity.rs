@@ -9,16 +9,19 @@
 
 mod common;
 
-use common::parity::{
-    check, compare_state, read_reference, two_steps, Outcome, Variant, EXACT, LR,
-};
-use common::Data;
-use ldam_onnx::compile::{CompileOptions, StateKind};
+use common::parity::{check, read_reference, two_steps, Outcome, Variant, EXACT, LR};
 use ldam_onnx::onnx::io;
-use ldam_onnx::onnx::tensor::f32_values;
-use ldam_onnx::patch::patch;
-use std::collections::HashMap;
 use std::path::PathBuf;
+// The libtorch check's.
+#[cfg(feature = "torch")]
+use {
+    common::parity::compare_state,
+    common::Data,
+    ldam_onnx::compile::{CompileOptions, StateKind},
+    ldam_onnx::onnx::tensor::f32_values,
+    ldam_onnx::patch::patch,
+    std::collections::HashMap,
+};
 
 fn exports_dir() -> PathBuf {
     common::repo_dir().join("tests/exports")
