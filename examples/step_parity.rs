@@ -25,7 +25,7 @@ fn main() -> ExitCode {
     let reference = read_reference(npz);
     match two_steps(model, &reference, EXACT) {
         Ok(outcome) => {
-            let worst = outcome.tensors.iter().map(|t| t.2).fold(0.0, f64::max);
+            let worst = common::tolerance::worst(outcome.tensors.iter().map(|t| t.2));
             match check(&model.display().to_string(), &outcome, &reference) {
                 Ok(()) => {
                     println!(

@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::tolerance::{max_abs_diff, worst};
 use common::{Data, Rng};
 use ldam_onnx::onnx::io::load;
 use ldam_onnx::onnx::tensor::f32_values;
@@ -167,27 +168,17 @@ fn float_initializers(model: &ModelProto) -> Vec<(String, Vec<f32>)> {
     all
 }
 
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
 
 /// The largest difference between two checkpoints' state, over every tensor.
-fn state_distance(a: &Checkpoint, b: &Checkpoint) -> f32 {
+fn state_distance(a: &Checkpoint, b: &Checkpoint) -> f64 {
     let names = |c: &Checkpoint| c.state.keys().cloned().collect::<HashSet<_>>();
     assert_eq!(names(a), names(b), "the two states name different tensors");
-    a.state
-        .iter()
-        .map(|(name, t)| {
-            max_abs_diff(
-                &f32_values(t).unwrap(),
-                &f32_values(&b.state[name]).unwrap(),
-            )
-        })
-        .fold(0.0, f32::max)
+    worst(a.state.iter().map(|(name, t)| {
+        max_abs_diff(
+            &f32_values(t).unwrap(),
+            &f32_values(&b.state[name]).unwrap(),
+        )
+    }))
 }
 
 /// The training loss of each epoch in `metrics.csv`.

@@ -731,3 +731,14 @@ fn softmax_cross_entropy_gradients_for_every_reduction_and_weighting() {
         }
     }
 }
+
+/// Negative control of the finite-difference check: Sqrt at 0 has an infinite
+/// analytic gradient and a NaN central difference (sqrt(-h)), and the check
+/// must reject that rather than let `NaN > tolerance` (false) pass it.
+#[test]
+#[should_panic(expected = "gradient mismatches")]
+fn the_finite_difference_check_rejects_a_non_finite_gradient() {
+    let (model, _) = one_node("Sqrt", &[input("x", &[2, 3])], vec![], DOUBLE, 17, 3);
+    let x = Data::F64(vec![2, 3], vec![0.25, 1.0, 0.0, 2.0, 0.5, 1.5]);
+    GradCheck::f64(model, vec![("x", x)], &["x"]).run();
+}

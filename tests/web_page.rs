@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::tolerance::normwise_error;
+use common::tolerance::{self, normwise_error};
 use common::{run_session, Data};
 use ldam_onnx::onnx::tensor::f32_values;
 use ldam_onnx::train::batches::{assemble, Augment, Preprocess};
@@ -340,7 +340,7 @@ fn the_page_trains_as_native_onnx_runtime_does() {
     for s in &state_names {
         let (dims, values) = &trained[s];
         assert_eq!(dims, &state[s].0, "{s}");
-        worst = worst.max(normwise_error(values, &state[s].1, 1e-6));
+        worst = tolerance::worst([worst, normwise_error(values, &state[s].1, 1e-6)]);
     }
     println!("trained state vs native, worst normwise error: {worst:e}");
     assert!(worst <= 1e-4, "{worst}");

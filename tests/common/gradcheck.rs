@@ -86,7 +86,7 @@ impl GradCheck {
             for index in picks {
                 let numeric = self.central_difference(&loss_model, name, index);
                 let err = (grad[index] - numeric).abs();
-                if err > self.abs_tol + self.rel_tol * numeric.abs() {
+                if !super::tolerance::within(err, self.abs_tol + self.rel_tol * numeric.abs()) {
                     failures.push(format!("d loss / d {name}[{index}]: analytic {} vs numeric {numeric} (error {err:e})", grad[index]));
                 }
             }
@@ -149,7 +149,7 @@ impl GradCheck {
                 };
                 let numeric = (loss_at(self.step) - loss_at(-self.step)) / (2.0 * self.step);
                 let err = (expected - numeric).abs();
-                if err > self.abs_tol + self.rel_tol * numeric.abs() {
+                if !super::tolerance::within(err, self.abs_tol + self.rel_tol * numeric.abs()) {
                     failures.push(format!("d loss / d {name} along direction {k}: analytic {expected} vs numeric {numeric} (error {err:e})"));
                 }
             }

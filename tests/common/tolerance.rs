@@ -65,15 +65,48 @@ pub const LAMBDA: f64 = 4.0;
 pub const CONDITION: f64 = 4.0;
 
 /// `||actual - expected||_2 / ||expected||_2`, with `floor` as the least norm the
-/// denominator takes (for tensors that are zero in exact arithmetic).
+/// denominator takes (for tensors that are zero in exact arithmetic). A NaN or an
+/// infinity in either tensor makes the error infinite, so that no bound passes it
+/// however it is compared.
 pub fn normwise_error(actual: &[f32], expected: &[f32], floor: f64) -> f64 {
     assert_eq!(actual.len(), expected.len(), "tensor lengths differ");
     let (mut diff, mut norm) = (0.0f64, 0.0f64);
     for (&a, &e) in actual.iter().zip(expected) {
+        if !(a.is_finite() && e.is_finite()) {
+            return f64::INFINITY;
+        }
         diff += (f64::from(a) - f64::from(e)).powi(2);
         norm += f64::from(e).powi(2);
     }
     diff.sqrt() / norm.sqrt().max(floor)
+}
+
+/// Whether `error` is within `bound`: NaN and infinity never are (`error > bound`
+/// is false for a NaN, which is why checks are written this way round).
+pub fn within(error: f64, bound: f64) -> bool {
+    error.is_finite() && error <= bound
+}
+
+/// The largest of `errors`, a NaN counting as larger than everything (`f64::max`
+/// and `f32::max` drop NaNs: a fold with them reports the other values).
+pub fn worst(errors: impl IntoIterator<Item = f64>) -> f64 {
+    errors.into_iter().fold(0.0, |w, e| {
+        if e.is_nan() || w.is_nan() {
+            f64::NAN
+        } else {
+            w.max(e)
+        }
+    })
+}
+
+/// The largest elementwise difference `|a - b|`, NaN when either holds a NaN.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len(), "tensor lengths differ");
+    worst(
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (f64::from(*x) - f64::from(*y)).abs()),
+    )
 }
 
 /// The 2-norm of a tensor, in float64.

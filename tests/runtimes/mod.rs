@@ -12,7 +12,7 @@
 
 #![allow(dead_code)]
 
-use crate::common::tolerance::{norm, normwise_error, Accumulation};
+use crate::common::tolerance::{norm, normwise_error, within, Accumulation};
 use crate::common::{self, Rng};
 use ldam_onnx::backend::Batch;
 use ldam_onnx::compile::{compile, CompileOptions, StateKind, TrainStep};
@@ -395,14 +395,14 @@ pub fn assert_state_close(
         let floor = rms_of_kind(s.kind) * (e.len() as f64).sqrt();
         let err = normwise_error(a, e, floor);
         let limit = bound(s.kind, &s.name);
-        if err > limit {
+        if !within(err, limit) {
             beyond.push(format!(
                 "{} ({}) differs by {err:.3e} normwise relative (bound {limit:.1e})",
                 s.name,
                 s.kind.as_str()
             ));
         }
-        worst = worst.max(err / limit);
+        worst = crate::common::tolerance::worst([worst, err / limit]);
     }
     assert!(
         beyond.is_empty(),
