@@ -333,7 +333,6 @@ fn assert_same_state(a: &Checkpoint, b: &Checkpoint, what: &str) {
     }
 }
 
-
 /// The paper's margins, computed here: `m_j ~ n_j^(-1/4)`, the largest `max_m`.
 fn reference_margins(counts: &[u64], max_m: f64) -> Vec<f64> {
     let raw: Vec<f64> = counts.iter().map(|&n| (n as f64).powf(-0.25)).collect();

@@ -168,7 +168,6 @@ fn float_initializers(model: &ModelProto) -> Vec<(String, Vec<f32>)> {
     all
 }
 
-
 /// The largest difference between two checkpoints' state, over every tensor.
 fn state_distance(a: &Checkpoint, b: &Checkpoint) -> f64 {
     let names = |c: &Checkpoint| c.state.keys().cloned().collect::<HashSet<_>>();
