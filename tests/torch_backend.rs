@@ -288,9 +288,16 @@ fn sgd_uses_the_options_momentum_weight_decay_and_freeze() {
         assert!((w1[i] - (w0[i] - 0.2 * v1[i])).abs() <= 1e-6);
         assert!((w2[i] - (w1[i] - 0.2 * v2[i])).abs() <= 1e-6);
     }
-    // v2 = 0.5 v1 + g2 + 0.01 w1: recover g2 and check it against a fresh step's
-    // gradient at w1 (a second trainer loaded with the first state).
-    let mut fresh = TorchTrainer::new(&model, &options, Device::Cpu).unwrap();
+    // v2 = 0.5 v1 + g2 + 0.01 w1, with g2 the plain gradient at w1: from a second
+    // trainer without momentum or decay (its buffer after one step is g2), so
+    // that the decay and the momentum are checked against the formula, not
+    // against another trainer with the same options.
+    let plain = CompileOptions {
+        momentum: 0.0,
+        weight_decay: 0.0,
+        ..options.clone()
+    };
+    let mut fresh = TorchTrainer::new(&model, &plain, Device::Cpu).unwrap();
     let mut restart = first.clone();
     for (name, tensor) in restart.iter_mut() {
         if name.ends_with(".momentum") {
@@ -303,15 +310,29 @@ fn sgd_uses_the_options_momentum_weight_decay_and_freeze() {
     }
     fresh.set_state(&restart).unwrap();
     fresh.step(&batch, 0, 0.2).unwrap();
-    let g2_plus_decay = values(&fresh.state().unwrap()[&momentum]);
-    for i in 0..v2.len() {
-        let expected = 0.5 * v1[i] + g2_plus_decay[i];
-        assert!(
-            (v2[i] - expected).abs() <= 1e-5 * (1.0 + expected.abs()),
-            "momentum {i}: {} vs {expected}",
-            v2[i]
-        );
-    }
+    let g2 = values(&fresh.state().unwrap()[&momentum]);
+    // Elements of v2 off the formula with the given momentum and decay.
+    let off = |mu: f32, wd: f32| -> Vec<String> {
+        (0..v2.len())
+            .filter_map(|i| {
+                let expected = mu * v1[i] + g2[i] + wd * w1[i];
+                let err = f64::from((v2[i] - expected).abs());
+                (!tolerance::within(err, 1e-5 * (1.0 + f64::from(expected.abs()))))
+                    .then(|| format!("momentum {i}: {} vs {expected}", v2[i]))
+            })
+            .collect()
+    };
+    let exact = off(0.5, 0.01);
+    assert!(exact.is_empty(), "{}", exact.join("\n"));
+    // Negative controls: the same check with the decay or the momentum dropped.
+    assert!(
+        !off(0.5, 0.0).is_empty(),
+        "the check cannot see the weight decay"
+    );
+    assert!(
+        !off(0.0, 0.01).is_empty(),
+        "the check cannot see the momentum"
+    );
 }
 
 #[test]
