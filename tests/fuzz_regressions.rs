@@ -280,6 +280,53 @@ fn patch_labels_file_refuses_logits_with_an_absurd_class_count() {
 /// Seed 1108: panicked "attempt to add with overflow" (src/train/data.rs:1266,
 /// debug builds; release wraps to a "truncated" error) for an .npy member whose
 /// header shape `(18446744073709551615,)` of `|u1` needs usize::MAX bytes.
+/// Seed 1188 (an op type mutated to Tile, fed a float tensor as its repeats):
+/// compile names the Tile and the repeats instead of failing its own
+/// structural check.
+#[test]
+fn compile_refuses_tile_repeats_that_are_not_int64() {
+    let mut model = base_model(Network::Mlp, Variant::Patched).clone();
+    let graph = model.graph.as_mut().unwrap();
+    let relu = graph
+        .node
+        .iter_mut()
+        .find(|n| n.op_type() == "Relu")
+        .unwrap();
+    relu.op_type = Some("Tile".into());
+    relu.name = Some("tiled".into());
+    relu.input.push("float_repeats".into());
+    graph.initializer.push(ldam_onnx::onnx::tensor::f32_tensor(
+        "float_repeats",
+        &[2],
+        &[1.0, 1.0],
+    ));
+    let err = clean_err("compile", || compile(&model, &CompileOptions::default()));
+    assert_mentions(&err, &["Tile", "'tiled'", "float_repeats", "not int64"]);
+    assert!(!err.contains("(a bug)"), "{err}");
+}
+
+/// Seed 1511 (a compiled step with its nodes reversed): recovering the
+/// deployable model says the step is not a valid graph, the input's fault,
+/// rather than blaming its own result.
+#[test]
+fn a_step_with_its_nodes_out_of_order_is_the_inputs_fault() {
+    let model = base_model(Network::Mlp, Variant::Patched);
+    let mut step = compile(model, &CompileOptions::default()).unwrap();
+    let state = step.initial_values();
+    step.model.graph.as_mut().unwrap().node.reverse();
+    let err = clean_err("inference_model", || {
+        ldam_onnx::compile::inference_model(&step.model, &state)
+    });
+    assert_mentions(
+        &err,
+        &[
+            "the training step is not a valid graph",
+            "not defined before this node",
+        ],
+    );
+    assert!(!err.contains("(a bug)"), "{err}");
+}
+
 #[test]
 fn npz_array_of_usize_max_bytes_is_an_error() {
     let path = fuzz::repo_dir().join("tests/fuzz_cases/npy_shape_of_usize_max_bytes.npz");

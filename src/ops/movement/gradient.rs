@@ -135,6 +135,12 @@ pub fn tile(ctx: &mut GradCtx) -> Grads {
     let g = ctx.g()?;
     let x = ctx.i(0);
     let repeats_input = ctx.i(1);
+    if ctx.shapes.elem_type(repeats_input) != Some(crate::onnx::tensor::INT64) {
+        return Err(unsupported(
+            ctx,
+            format!("its repeats '{repeats_input}' are not int64, as ONNX requires"),
+        ));
+    }
     let repeats: Vec<Extent> = match ctx.shapes.const_ints(repeats_input) {
         Some(known) => known.iter().map(|&r| Extent::Known(r)).collect(),
         // Computed at run time (XCiT repeats its positional encoding over the
