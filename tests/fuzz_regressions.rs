@@ -305,6 +305,60 @@ fn compile_refuses_tile_repeats_that_are_not_int64() {
     assert!(!err.contains("(a bug)"), "{err}");
 }
 
+/// Seed 1258 (`names.loss` drawn empty): an empty contract name is refused,
+/// naming the setting, instead of an output named '' failing patch's own check.
+#[test]
+fn patch_refuses_an_empty_contract_name() {
+    let model = base_model(Network::Mlp, Variant::Original);
+    for (field, setting) in [
+        (0, "labels_name"),
+        (1, "epoch_name"),
+        (2, "loss_name"),
+        (3, "logits_output_name"),
+    ] {
+        let mut options = patch::PatchOptions {
+            batchnorm: Default::default(),
+            config: ldam_onnx::ldam::LossConfig::reference(reference_counts(10)),
+            head: patch::HeadMode::Auto,
+            logits: None,
+            names: patch::ContractNames::default(),
+        };
+        let names = &mut options.names;
+        *[
+            &mut names.labels,
+            &mut names.epoch,
+            &mut names.loss,
+            &mut names.logits,
+        ][field] = String::new();
+        let err = clean_err(setting, || patch::patch(model, &options));
+        assert_mentions(&err, &[setting, "is empty"]);
+        assert!(!err.contains("(a bug)"), "{err}");
+    }
+}
+
+/// Seed 1479 (a BatchNorm's running mean retyped int32): compile names the
+/// tensor and its type instead of building a step that fails its own check.
+#[test]
+fn compile_refuses_running_statistics_that_are_not_float() {
+    let mut model = base_model(Network::Cnn, Variant::Patched).clone();
+    let graph = model.graph.as_mut().unwrap();
+    let bn = graph
+        .node
+        .iter()
+        .find(|n| n.op_type() == "BatchNormalization")
+        .unwrap();
+    let mean = bn.input[3].clone();
+    let tensor = graph
+        .initializer
+        .iter_mut()
+        .find(|t| t.name() == mean)
+        .unwrap();
+    tensor.data_type = Some(6); // int32, the same four bytes per element
+    let err = clean_err("compile", || compile(&model, &CompileOptions::default()));
+    assert_mentions(&err, &["running_mean", &format!("'{mean}'"), "int32"]);
+    assert!(!err.contains("(a bug)"), "{err}");
+}
+
 /// Seed 1511 (a compiled step with its nodes reversed): recovering the
 /// deployable model says the step is not a valid graph, the input's fault,
 /// rather than blaming its own result.

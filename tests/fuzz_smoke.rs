@@ -65,8 +65,18 @@ fn seeded_cases_end_in_ok_or_err() {
         mem_cap: Some(8 << 30),
         progress: false,
     };
+    assert!(count > 0, "LDAM_FUZZ_CASES=0 runs nothing");
     let report = supervise::run(&launcher, &config);
     eprintln!("{}{}", report.summary(), report.notes_text());
+    assert_eq!(report.cases, count, "cases run, of the {count} asked for");
+    // An error that calls itself a bug, or a model ONNX Runtime takes in and
+    // the tool gives back broken, is a finding too.
+    assert!(
+        report.notes.is_empty(),
+        "{} notes (errors calling themselves a bug, outputs ONNX Runtime refuses):\n{}",
+        report.notes.len(),
+        report.notes_text()
+    );
     assert!(
         report.findings.is_empty(),
         "{}every finding:\n{}replay one: cargo run --release --example fuzz -- --replay SEED \

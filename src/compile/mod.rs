@@ -221,6 +221,14 @@ pub fn compile(model: &ModelProto, options: &CompileOptions) -> Result<TrainStep
                     s.name
                 ))
             })?;
+        if graph.initializer[position].data_type() != FLOAT {
+            return Err(Error::compile(format!(
+                "the {} '{}' is {}: a training step keeps float32 state",
+                s.kind.as_str(),
+                s.name,
+                crate::onnx::tensor::elem_type_name(graph.initializer[position].data_type())
+            )));
+        }
         let tensor = graph.initializer.remove(position);
         graph.input.push(value_info(
             &s.name,

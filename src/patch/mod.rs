@@ -292,6 +292,19 @@ pub fn patch(model: &ModelProto, options: &PatchOptions) -> Result<(ModelProto, 
         (&names.epoch, "epoch_name"),
         (&names.loss, "loss_name"),
     ];
+    for (name, setting) in required
+        .iter()
+        .copied()
+        .chain([(&names.logits, "logits_output_name")])
+    {
+        // An empty name means "absent" to ONNX: no input or output can have it.
+        if name.is_empty() {
+            return Err(Error::setting(
+                setting,
+                "is empty: an empty name cannot name an input or output",
+            ));
+        }
+    }
     for (name, setting) in required {
         if !taken.claim(name) {
             return Err(Error::NameTaken {
