@@ -37,30 +37,8 @@ HIDDEN=${HIDDEN:-16384,16384,14336}
 IN_FEATURES=${IN_FEATURES:-4096}
 BIN=$ROOT/target/release/ldam-onnx
 
-log() { printf '>> %s\n' "$*" >&2; }
-
-# --- tools -------------------------------------------------------------------
-if [[ ! -x /usr/bin/time ]]; then
-    log "installing GNU time (Debian package 'time')"
-    SUDO=; [[ $(id -u) -ne 0 ]] && SUDO=sudo
-    $SUDO apt-get install -y time >/dev/null || { log "need /usr/bin/time: apt-get install -y time"; exit 1; }
-fi
-
-has_onnx() { "$1" -c 'import onnx, numpy' >/dev/null 2>&1; }
-PY=${BENCH_PYTHON:-}
-if [[ -z $PY ]]; then
-    for candidate in "$ROOT/.deps/py-export/bin/python" "${PYTHON:-python3}" "$ROOT/target/bench-venv/bin/python"; do
-        if has_onnx "$candidate"; then PY=$candidate; break; fi
-    done
-    if [[ -z $PY ]]; then
-        log "creating target/bench-venv with onnx + numpy + onnxruntime"
-        "${PYTHON:-python3}" -m venv "$ROOT/target/bench-venv"
-        "$ROOT/target/bench-venv/bin/python" -m pip install --quiet onnx numpy onnxruntime
-        PY=$ROOT/target/bench-venv/bin/python
-    fi
-fi
-has_onnx "$PY" || { log "$PY cannot import onnx and numpy"; exit 1; }
-log "python: $PY"
+source "$ROOT/benches/tools.sh"
+bench_python onnx numpy -- onnxruntime
 
 # --- build -------------------------------------------------------------------
 log "cargo build --release"

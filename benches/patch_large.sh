@@ -7,8 +7,9 @@
 # Environment:
 #   RUNS=3            timed runs per variant (after one untimed warm-up each)
 #   BENCH_DATA=DIR    where the generated models are cached [target/bench-data]
-#   BENCH_PYTHON=PY   a python with onnx + numpy [$PYTHON, else python3 from PATH, if
-#                     it has them; else a venv made from it under target/bench-venv]
+#   BENCH_PYTHON=PY   a python with onnx + numpy [.deps/py-export/bin/python, else
+#                     $PYTHON or python3 if they have them; else a venv made under
+#                     target/bench-venv] (benches/tools.sh)
 #   HIDDEN=a,b,c      hidden widths of the generated MLP [8192,8192,3072 -> ~503 MB]
 #
 # Every file is in the page cache when timed (the warm-up reads it; dropping caches
@@ -27,31 +28,8 @@ HIDDEN=${HIDDEN:-8192,8192,3072}
 COUNTS=5000,2997,1796,1077,645,387,232,139,83,50
 BIN=$ROOT/target/release/ldam-onnx
 
-log() { printf '>> %s\n' "$*" >&2; }
-
-# --- tools -------------------------------------------------------------------
-if [[ ! -x /usr/bin/time ]]; then
-    log "installing GNU time (Debian package 'time')"
-    SUDO=; [[ $(id -u) -ne 0 ]] && SUDO=sudo
-    $SUDO apt-get install -y time >/dev/null || { log "need /usr/bin/time: apt-get install -y time"; exit 1; }
-fi
-
-has_onnx() { "$1" -c 'import onnx, numpy' >/dev/null 2>&1; }
-PY=${BENCH_PYTHON:-}
-if [[ -z $PY ]]; then
-    PY=${PYTHON:-python3}
-    if ! has_onnx "$PY"; then
-        VENV_PY=$ROOT/target/bench-venv/bin/python
-        if ! has_onnx "$VENV_PY" 2>/dev/null; then
-            log "creating target/bench-venv with onnx + numpy (from $PY)"
-            "$PY" -m venv "$ROOT/target/bench-venv"
-            "$VENV_PY" -m pip install --quiet onnx numpy
-        fi
-        PY=$VENV_PY
-    fi
-fi
-has_onnx "$PY" || { log "$PY cannot import onnx and numpy"; exit 1; }
-log "python: $PY (onnx $("$PY" -c 'import onnx; print(onnx.__version__)'))"
+source "$ROOT/benches/tools.sh"
+bench_python onnx numpy
 
 # --- build -------------------------------------------------------------------
 log "cargo build --release"

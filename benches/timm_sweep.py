@@ -202,16 +202,16 @@ def first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {line}"
 
 
-def state_names(path: str) -> set:
-    raw = onnx.load(path, load_external_data=False)
-    return {t.name for t in raw.graph.initializer}
+def matched_keys(initial: dict, path: str) -> list:
+    """The state_dict keys that name an initializer of the export at `path`."""
+    names = {t.name for t in onnx.load(path, load_external_data=False).graph.initializer}
+    return [k for k in initial if k in names]
 
 
 def make_reference(name: str, model: nn.Module, initial: dict, x, labels, path: str, mode: str, call: str, npz: str):
     """make.py's NPZ for this export: reference values of the state_dict entries that
     are initializers of the file."""
-    inits = state_names(path)
-    matched = [k for k in initial if k in inits]
+    matched = matched_keys(initial, path)
     losses, logits = make.reference(model, x, labels, name)
     arrays = make.reference_arrays(model, initial, matched, x, labels, losses, logits)
     arrays["mode_info"] = np.array([f"mode={mode}", call, f"arch=timm {name} {MODELS[name]}"])
@@ -232,30 +232,10 @@ def make_reference64(model: nn.Module, initial: dict, x, labels, path: str, npz6
             m.eps = f32(m.eps)
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.momentum is not None:
             m.momentum = f32(m.momentum)
-    model.train()
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=f32(0.9), weight_decay=f32(5e-4))
     xd = x.double() if x.is_floating_point() else x
-    losses = []
-    for _ in range(2):
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(model(xd), labels)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.item()))
-    inits = state_names(path)
-    matched = [k for k in initial if k in inits]
-    params, buffers = dict(model.named_parameters()), dict(model.named_buffers())
-    arrays = OrderedDict()
-    arrays["input"] = xd.numpy()
-    arrays["labels"] = labels.numpy().astype(np.int64)
-    arrays["loss"] = np.array(losses, dtype=np.float64)
-    for k in matched:
-        arrays[f"initial/{k}"] = initial[k].astype(np.float64)
-    for k in matched:
-        source = params.get(k, buffers.get(k))
-        if source is not None:
-            kind = "param" if k in params else "buffer"
-            arrays[f"{kind}/{k}"] = source.detach().numpy().astype(np.float64)
+    losses, logits = make.reference(model, xd, labels, "", momentum=f32(0.9), weight_decay=f32(5e-4))
+    matched = matched_keys(initial, path)
+    arrays = make.reference_arrays(model, initial, matched, xd, labels, losses, logits, dtype=np.float64)
     make.save_npz(npz64, arrays)
 
 

@@ -708,19 +708,7 @@ fn a_token_classifier_trains_from_an_npz_of_token_ids() {
     npz.add_array("y", &Array1::from(labels)).unwrap();
     npz.finish().unwrap();
     let model = common::repo_dir().join("tests/exports/hf_bert__helper.onnx");
-    let run = |args: &[&str]| -> String {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_ldam-onnx"))
-            .args(args)
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        assert!(output.status.success(), "ldam-onnx {args:?}: {text}");
-        text
-    };
+    let run = common::cli::ldam_ok;
     let patched = p("bert.ldam.onnx");
     run(&[
         "patch",
@@ -752,25 +740,9 @@ fn a_token_classifier_trains_from_an_npz_of_token_ids() {
             "--out",
             &out,
         ]);
-        let report: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(format!("{out}/report.json")).unwrap())
-                .unwrap();
-        let top1 = report["top1"].as_f64().expect("report.json has top1");
-        let eval = run(&[
-            "eval",
-            &format!("{out}/model.onnx"),
-            "--test",
-            &p("tokens.npz"),
-        ]);
-        let printed: f64 = eval
-            .split("top-1 accuracy ")
-            .nth(1)
-            .and_then(|rest| rest.split('%').next())
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("eval prints its top-1: {eval}"));
-        assert!(
-            (printed - top1).abs() <= 0.01,
-            "{backend}: eval {printed}% against the run's {top1}%"
+        common::cli::assert_eval_reproduces_the_report(
+            std::path::Path::new(&out),
+            &["--test", &p("tokens.npz")],
         );
     }
 }

@@ -7,6 +7,8 @@
 
 mod common;
 
+use common::cli::{assert_eval_reproduces_the_report, ldam_ok};
+
 use ldam_onnx::onnx::io;
 use ldam_onnx::onnx::types::{tensor_type, Dim};
 use std::path::{Path, PathBuf};
@@ -23,26 +25,6 @@ fn python() -> PathBuf {
         python.display()
     );
     python
-}
-
-/// Runs the binary; returns (success, stdout + stderr).
-fn ldam(args: &[&str]) -> (bool, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_ldam-onnx"))
-        .args(args)
-        .output()
-        .expect("the binary starts");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
-}
-
-fn ldam_ok(args: &[&str]) -> String {
-    let (ok, text) = ldam(args);
-    assert!(ok, "ldam-onnx {args:?} failed: {text}");
-    text
 }
 
 fn export(dir: &Path) {
@@ -168,30 +150,11 @@ fn torch_defaults_and_export_for_training_patch_compile_train_and_evaluate() {
         &p("trainable.ldam.onnx"),
     ]);
     train(&p("trainable.ldam.onnx"), &p("run-trainable"), &[]);
-    let report: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(d.join("run-trainable/report.json")).unwrap(),
-    )
-    .unwrap();
     // The deployed model, evaluated on its own, gives the accuracy the run
     // reported (its BatchNorm now on the running statistics the step kept).
-    let top1 = report["top1"].as_f64().expect("report.json has top1");
-    let eval = ldam_ok(&[
-        "eval",
-        &p("run-trainable/model.onnx"),
-        "--test",
-        FASHION_MNIST,
-        "--test-limit",
-        "300",
-    ]);
-    let printed: f64 = eval
-        .split("top-1 accuracy ")
-        .nth(1)
-        .and_then(|rest| rest.split('%').next())
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("eval prints its top-1: {eval}"));
-    assert!(
-        (printed - top1).abs() <= 0.01,
-        "eval {printed}% against the run's {top1}%"
+    assert_eval_reproduces_the_report(
+        &d.join("run-trainable"),
+        &["--test", FASHION_MNIST, "--test-limit", "300"],
     );
 }
 

@@ -274,12 +274,6 @@ fn patch_labels_file_refuses_logits_with_an_absurd_class_count() {
     }
 }
 
-// ---------------------------------------------------------------------------
-// Dataset readers
-
-/// Seed 1108: panicked "attempt to add with overflow" (src/train/data.rs:1266,
-/// debug builds; release wraps to a "truncated" error) for an .npy member whose
-/// header shape `(18446744073709551615,)` of `|u1` needs usize::MAX bytes.
 /// Seed 1188 (an op type mutated to Tile, fed a float tensor as its repeats):
 /// compile names the Tile and the repeats instead of failing its own
 /// structural check.
@@ -381,6 +375,12 @@ fn a_step_with_its_nodes_out_of_order_is_the_inputs_fault() {
     assert!(!err.contains("(a bug)"), "{err}");
 }
 
+// ---------------------------------------------------------------------------
+// Dataset readers
+
+/// Seed 1108: panicked "attempt to add with overflow" (src/train/data.rs:1266,
+/// debug builds; release wraps to a "truncated" error) for an .npy member whose
+/// header shape `(18446744073709551615,)` of `|u1` needs usize::MAX bytes.
 #[test]
 fn npz_array_of_usize_max_bytes_is_an_error() {
     let path = fuzz::repo_dir().join("tests/fuzz_cases/npy_shape_of_usize_max_bytes.npz");

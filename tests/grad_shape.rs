@@ -44,10 +44,8 @@ impl Case {
         self
     }
     /// A 1-D int64 initializer.
-    fn ints(mut self, name: &str, values: &[i64]) -> Self {
-        self.constants
-            .push(i64_tensor(name, &[values.len() as i64], values));
-        self
+    fn ints(self, name: &str, values: &[i64]) -> Self {
+        self.int_tensor(name, &[values.len() as i64], values)
     }
     /// An int64 initializer of any shape.
     fn int_tensor(mut self, name: &str, dims: &[i64], values: &[i64]) -> Self {

@@ -111,7 +111,7 @@ impl OrtTrainer {
             host_memory: memory_of(Device::Cpu)?,
             step_model: step.model.clone(),
             device,
-            data_elem: input_elem(&step.model, &data_input),
+            data_elem: contract::input_elem_type(&step.model, &data_input),
             data_input,
             record: record.clone(),
             state,
@@ -153,16 +153,6 @@ fn batch_tensor(batch: &Batch, elem: i32) -> Result<ort::value::DynValue> {
             .map_err(context)?
             .into_dyn(),
     )
-}
-
-/// The element type `model` declares for its input `name` (float32 when unstated).
-fn input_elem(model: &ModelProto, name: &str) -> i32 {
-    model
-        .graph
-        .as_ref()
-        .and_then(|g| g.input.iter().find(|i| i.name() == name))
-        .and_then(crate::onnx::types::tensor_type)
-        .map_or(FLOAT, |t| t.elem_type)
 }
 
 fn labels_tensor(batch: &Batch) -> Result<Tensor<i64>> {
@@ -246,7 +236,7 @@ impl Classifier {
         let (input, input_dims) = contract::data_input(model, &skip)?;
         Ok(Classifier {
             session: session()?,
-            input_elem: input_elem(model, &input),
+            input_elem: contract::input_elem_type(model, &input),
             input,
             input_dims,
             output,

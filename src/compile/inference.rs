@@ -30,10 +30,6 @@ pub fn inference_model(
     })?;
     let outputs: Vec<String> = parse_json(step, keys::INFERENCE_OUTPUTS)?;
     let batchnorm: Vec<[String; 4]> = parse_json(step, keys::BATCHNORM)?;
-    // A step that is broken on arrival (its nodes out of order, a value read
-    // before it is defined) is the input's fault, said before any recovery.
-    crate::ops::validate::check_model(step)
-        .map_err(|e| Error::invalid(format!("the training step is not a valid graph: {e}")))?;
     let running: HashMap<&str, &str> = batchnorm
         .iter()
         .flat_map(|[batch_mean, running_mean, batch_var, running_var]| {
@@ -43,7 +39,17 @@ pub fn inference_model(
             ]
         })
         .collect();
-    deployable(step.clone(), &state_names, state, &outputs, &running)
+    // A recovery that fails on a step broken on arrival (its nodes out of
+    // order, a value read before it is defined) is the input's fault; the step
+    // is checked only then, not on every evaluation of a training run.
+    deployable(step.clone(), &state_names, state, &outputs, &running).map_err(|e| {
+        match crate::ops::validate::check_model(step) {
+            Err(input) => {
+                Error::invalid(format!("the training step is not a valid graph: {input}"))
+            }
+            Ok(()) => e,
+        }
+    })
 }
 
 /// The inference model of a patched (not compiled) model whose planned state

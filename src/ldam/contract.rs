@@ -328,6 +328,17 @@ pub fn state_kinds(model: &ModelProto) -> Option<Vec<String>> {
     read_list(model, keys::STATE_KINDS)
 }
 
+/// The element type `model` declares for its input `name`, float32 when unstated:
+/// what a trainer casts its batches to (int64 for token ids).
+pub fn input_elem_type(model: &ModelProto, name: &str) -> i32 {
+    model
+        .graph
+        .as_ref()
+        .and_then(|g| g.input.iter().find(|i| i.name() == name))
+        .and_then(tensor_type)
+        .map_or(crate::onnx::tensor::FLOAT, |t| t.elem_type)
+}
+
 /// The inputs of `graph` that carry data: those without an initializer (old
 /// exporters list weights as inputs too) and not named in `skip`.
 pub fn data_inputs<'g>(graph: &'g GraphProto, skip: &[&str]) -> Vec<&'g ValueInfoProto> {

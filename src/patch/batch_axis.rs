@@ -15,6 +15,7 @@
 
 use crate::onnx::types::Dim;
 use crate::onnx::{node_label, GraphProto, NodeAttributes, NodeProto};
+use crate::ops::shapes::dims::is_int_type;
 use crate::ops::shapes::ValueShapes;
 use std::collections::HashMap;
 
@@ -740,7 +741,15 @@ impl Step<'_> {
         // A 1-D integer ConstantOfShape is shape arithmetic, not examples: the
         // legacy exporter writes `expand(1, -1)` with `ConstantOfShape([rank])`,
         // whose length is the rank of a shape.
-        if slot == 0 && values.len() == 1 && self.integer_output() {
+        if slot == 0
+            && values.len() == 1
+            && self
+                .node
+                .output
+                .first()
+                .and_then(|o| self.shapes.elem_type(o))
+                .is_some_and(is_int_type)
+        {
             return Ok(vec![None]);
         }
         rewrites.push(TargetRewrite {
@@ -750,31 +759,6 @@ impl Step<'_> {
             factor: 1,
         });
         Ok(vec![Some(Carrier { dim: 0, inner: 1 })])
-    }
-}
-
-impl Step<'_> {
-    /// Whether the node's first output has an integer element type.
-    fn integer_output(&self) -> bool {
-        use crate::onnx::proto::tensor_proto::DataType;
-        let elem = self
-            .node
-            .output
-            .first()
-            .and_then(|o| self.shapes.elem_type(o));
-        matches!(
-            elem.and_then(|e| DataType::try_from(e).ok()),
-            Some(
-                DataType::Int64
-                    | DataType::Int32
-                    | DataType::Int16
-                    | DataType::Int8
-                    | DataType::Uint64
-                    | DataType::Uint32
-                    | DataType::Uint16
-                    | DataType::Uint8
-            )
-        )
     }
 }
 

@@ -2,6 +2,9 @@
 //! building small models in code.
 #![allow(dead_code)]
 
+// Integration tests only: examples have no path to the binary.
+#[cfg(test)]
+pub mod cli;
 pub mod gradcheck;
 pub mod parity;
 pub mod tolerance;

@@ -308,13 +308,14 @@ def export(mode: str, model: nn.Module, x: torch.Tensor, path: str) -> str:
 # --------------------------------------------------------------------------- reference
 
 
-def reference(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, arch: str):
+def reference(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, arch: str,
+              momentum: float = 0.9, weight_decay: float = 5e-4):
     """Two SGD steps in train mode on (x, labels). Returns (losses, step-1 logits)."""
     pre = {}
     if arch == "mlp_logsoftmax":
         model.log_softmax.register_forward_hook(lambda mod, inp, out: pre.__setitem__("z", inp[0]))
     model.train()
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=momentum, weight_decay=weight_decay)
     losses, logits = [], None
     for _ in range(2):
         opt.zero_grad()
@@ -328,10 +329,12 @@ def reference(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, arch: str
     return np.array(losses, dtype=np.float64), logits.numpy().astype(np.float32)
 
 
-def reference_arrays(model: nn.Module, initial: dict, matched, x, labels, losses, logits):
+def reference_arrays(model: nn.Module, initial: dict, matched, x, labels, losses, logits,
+                     dtype=np.float32):
     """The NPZ entries of one export (the keys the module docstring lists, in that
     order), for the state_dict entries `matched` that are initializers of the file;
-    `model` is the module after the reference steps."""
+    `model` is the module after the reference steps. Tensors are written as `dtype`
+    (the timm sweep's float64 rerun writes float64)."""
     params = dict(model.named_parameters())
     buffers = dict(model.named_buffers())
     arrays = OrderedDict()
@@ -340,12 +343,12 @@ def reference_arrays(model: nn.Module, initial: dict, matched, x, labels, losses
     arrays["loss"] = losses
     arrays["logits"] = logits
     for k in matched:
-        arrays[f"initial/{k}"] = initial[k].astype(np.float32)
+        arrays[f"initial/{k}"] = initial[k].astype(dtype)
     for k in matched:
         if k in params:
-            arrays[f"param/{k}"] = params[k].detach().numpy().astype(np.float32)
+            arrays[f"param/{k}"] = params[k].detach().numpy().astype(dtype)
         elif k in buffers:
-            arrays[f"buffer/{k}"] = buffers[k].detach().numpy().astype(np.float32)
+            arrays[f"buffer/{k}"] = buffers[k].detach().numpy().astype(dtype)
     return arrays
 
 

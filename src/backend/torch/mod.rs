@@ -162,12 +162,7 @@ impl TorchTrainer {
             train_plan: program.plan(&[&record.loss_output, &record.logits_output])?,
             eval_plan: program.plan(&[&record.logits_output])?,
             data_slot: program.slot(data_input)?,
-            data_kind: graph
-                .input
-                .iter()
-                .find(|i| i.name() == data_input)
-                .and_then(crate::onnx::types::tensor_type)
-                .and_then(|t| convert::kind_of(t.elem_type))
+            data_kind: convert::kind_of(contract::input_elem_type(patched, data_input))
                 .unwrap_or(Kind::Float),
             labels_slot: program.slot(&record.labels_input)?,
             epoch_slot: program.slot(&record.epoch_input)?,

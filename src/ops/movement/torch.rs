@@ -2,6 +2,7 @@
 //! Slice, Pad, Gather and friends.
 
 use crate::onnx::tensor::{f32_tensor, i64_tensor};
+use crate::onnx::NodeAttributes;
 use crate::ops::kernel::{
     normalize_axes, normalize_axis, one, step, Host, NodeCtx, OpError, Prepare, Prepared,
 };
@@ -386,16 +387,15 @@ fn wrapped_indices(indices: &Tensor, len: i64) -> Result<Tensor, tch::TchError> 
 /// ScatterElements with reduction none (`scatter`) or add (`scatter_add`).
 pub fn scatter_elements(node: &NodeCtx) -> Prepare {
     let axis = node.attr_int("axis", 0);
-    let add =
-        match crate::onnx::NodeAttributes::string_attr(node.node, "reduction").unwrap_or("none") {
-            "none" => false,
-            "add" => true,
-            other => {
-                return Err(node.error(format!(
-                    "reduction '{other}' is not supported (none and add are)"
-                )))
-            }
-        };
+    let add = match node.node.string_attr("reduction").unwrap_or("none") {
+        "none" => false,
+        "add" => true,
+        other => {
+            return Err(node.error(format!(
+                "reduction '{other}' is not supported (none and add are)"
+            )))
+        }
+    };
     step(move |ctx| {
         let data = ctx.input(0)?;
         let axis = normalize_axis(axis, data.dim())?;

@@ -339,7 +339,6 @@ fn resize_targets(ctx: &OpCtx, dims: &[i64]) -> Result<(Vec<i64>, Vec<f64>), OpE
 /// resized axis by the interpolation matrix the gradient rule transposes
 /// ([`crate::ops::nn::interpolation::linear_matrix`]).
 fn linear_resize(node: &NodeCtx) -> Prepare {
-    use crate::onnx::NodeAttributes;
     if node.attr_int("antialias", 0) != 0 || node.node.ints_attr("axes").is_some() {
         return Err(node.error("antialias and axes are not supported in linear mode"));
     }
